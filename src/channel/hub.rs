@@ -1,0 +1,320 @@
+//! One channel in this process: the publish pipeline and the live subscribers.
+//!
+//! Publishes are queued; one flush task at a time takes everything queued, appends it to the
+//! store in one call (so concurrent publishers share a commit), then hands the stored batch to
+//! every subscriber's queue and acknowledges the publishers. The channel's `head` (last
+//! sequence delivered live) moves under the same lock as the subscriber list, so a subscriber
+//! that registers sees every event after `head` live and finds the ones up to `head` in the
+//! store: replay and live meet with no gap and no duplicate.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    clock::SharedClock,
+    event::{NewEvent, StoredEvent},
+    store::{EventStore, StoreError},
+};
+
+/// Events handed to subscribers together, shared by all of them.
+pub type Batch = Arc<[StoredEvent]>;
+
+/// How a channel treats its subscribers.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Events a subscriber may have queued before it counts as a slow consumer.
+    pub subscriber_queue: usize,
+    /// Publishes appended to the store in one call at most.
+    pub max_batch: usize,
+}
+
+/// Why a publish did not go through. `Retired`: the hub was retired (no subscribers, nothing
+/// queued) and removed from the registry; the caller takes the channel's new hub and retries.
+pub(crate) enum PublishError {
+    Retired,
+    Store(StoreError),
+}
+
+/// One channel's publish pipeline and live subscribers.
+pub struct Hub {
+    name: Arc<str>,
+    store: Arc<dyn EventStore>,
+    clock: SharedClock,
+    limits: HubLimits,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last sequence number delivered live; `None` until first known.
+    head: Option<u64>,
+    subscribers: HashMap<u64, Sink>,
+    next_subscriber: u64,
+    queued: Vec<QueuedPublish>,
+    flushing: bool,
+    retired: bool,
+}
+
+struct QueuedPublish {
+    event: NewEvent,
+    ack: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+struct Sink {
+    tx: mpsc::UnboundedSender<Batch>,
+    shared: Arc<QueueShared>,
+}
+
+/// What a subscriber's queue and the hub share.
+#[derive(Debug, Default)]
+struct QueueShared {
+    /// Events sent and not yet taken by the subscriber.
+    queued: AtomicUsize,
+    /// The hub dropped this subscriber because its queue overflowed.
+    overflowed: AtomicBool,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        name: Arc<str>,
+        store: Arc<dyn EventStore>,
+        clock: SharedClock,
+        limits: HubLimits,
+    ) -> Self {
+        Self {
+            name,
+            store,
+            clock,
+            limits,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before anything that can panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one event and waits until it is stored; returns its sequence number.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        payload: bytes::Bytes,
+        filter: Arc<crate::filter::Filter>,
+    ) -> Result<u64, PublishError> {
+        let (ack, acked) = oneshot::channel();
+        let event = NewEvent {
+            payload,
+            filter,
+            published_at_ms: 0, // stamped by the flush, in store order
+        };
+        {
+            let mut state = self.state();
+            if state.retired {
+                return Err(PublishError::Retired);
+            }
+            state.queued.push(QueuedPublish { event, ack });
+            if !state.flushing {
+                state.flushing = true;
+                // A task of its own, so a publisher that goes away cannot stall the others.
+                tokio::spawn(self.clone().flush());
+            }
+        }
+        match acked.await {
+            Ok(result) => result.map_err(PublishError::Store),
+            Err(_) => Err(PublishError::Store(StoreError::Unavailable(
+                "the publish pipeline stopped".into(),
+            ))),
+        }
+    }
+
+    async fn flush(self: Arc<Self>) {
+        loop {
+            let batch: Vec<QueuedPublish> = {
+                let mut state = self.state();
+                if state.queued.is_empty() {
+                    state.flushing = false;
+                    return;
+                }
+                let take = state.queued.len().min(self.limits.max_batch);
+                state.queued.drain(..take).collect()
+            };
+            let now_ms = self.clock.now_ms();
+            let (mut events, acks): (Vec<NewEvent>, Vec<_>) =
+                batch.into_iter().map(|q| (q.event, q.ack)).unzip();
+            for event in &mut events {
+                event.published_at_ms = now_ms;
+            }
+            match self.store.append(&self.name, &events).await {
+                Ok(stored) => {
+                    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+                    self.fan_out(stored.into());
+                    for (ack, seq) in acks.into_iter().zip(seqs) {
+                        let _ = ack.send(Ok(seq));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(channel = %self.name, %error, "append failed");
+                    for ack in acks {
+                        let _ = ack.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fan_out(&self, batch: Batch) {
+        let Some(last) = batch.last() else { return };
+        let limit = self.limits.subscriber_queue;
+        let mut state = self.state();
+        state.head = Some(last.seq);
+        state.subscribers.retain(|_, sink| {
+            let queued = sink.shared.queued.fetch_add(batch.len(), Ordering::AcqRel);
+            if queued + batch.len() > limit {
+                // Dropping the sender ends the subscriber's stream once it has read what is
+                // queued; it resumes from the store.
+                sink.shared.overflowed.store(true, Ordering::Release);
+                return false;
+            }
+            sink.tx.send(batch.clone()).is_ok()
+        });
+    }
+
+    /// Registers a live subscriber. Returns its queue and the channel's `head`: every event
+    /// after `head` arrives on the queue, every event up to it is in the store.
+    pub(crate) async fn subscribe(self: &Arc<Self>) -> Result<(Subscription, u64), SubscribeError> {
+        let known_head = self.state().head;
+        let store_head = match known_head {
+            Some(head) => head,
+            None => self
+                .store
+                .last_seq(&self.name)
+                .await
+                .map_err(SubscribeError::Store)?,
+        };
+        let mut state = self.state();
+        if state.retired {
+            return Err(SubscribeError::Retired);
+        }
+        // A flush may have moved `head` while the store was asked: the newer value wins, and
+        // events the store already counted but that arrive live are dropped by sequence.
+        let head = *state.head.get_or_insert(store_head);
+        let key = state.next_subscriber;
+        state.next_subscriber += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(QueueShared::default());
+        state.subscribers.insert(
+            key,
+            Sink {
+                tx,
+                shared: shared.clone(),
+            },
+        );
+        drop(state);
+        Ok((
+            Subscription {
+                hub: self.clone(),
+                key,
+                rx,
+                shared,
+            },
+            head,
+        ))
+    }
+
+    /// Marks the hub retired if it has no subscribers and nothing in flight.
+    pub(crate) fn retire_if_idle(&self) -> bool {
+        let mut state = self.state();
+        if state.subscribers.is_empty() && state.queued.is_empty() && !state.flushing {
+            state.retired = true;
+        }
+        state.retired
+    }
+
+    /// Live subscribers now.
+    pub fn subscriber_count(&self) -> usize {
+        self.state().subscribers.len()
+    }
+}
+
+/// Why a subscriber was not registered; `Retired` as for [`PublishError`].
+pub(crate) enum SubscribeError {
+    Retired,
+    Store(StoreError),
+}
+
+/// A live subscriber's end of the channel. Dropping it unregisters the subscriber.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    key: u64,
+    rx: mpsc::UnboundedReceiver<Batch>,
+    shared: Arc<QueueShared>,
+}
+
+/// What ended a subscriber's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueEnd {
+    /// It fell behind by more than the queue holds.
+    Overflowed,
+    /// The hub went away (server shutting down).
+    Closed,
+}
+
+impl Subscription {
+    fn took(&self, batch: &Batch) {
+        self.shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+    }
+
+    /// The next batch if one is queued, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<Batch>, QueueEnd> {
+        match self.rx.try_recv() {
+            Ok(batch) => {
+                self.took(&batch);
+                Ok(Some(batch))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(self.end()),
+        }
+    }
+
+    /// Waits for the next batch.
+    pub async fn next(&mut self) -> Result<Batch, QueueEnd> {
+        match self.rx.recv().await {
+            Some(batch) => {
+                self.took(&batch);
+                Ok(batch)
+            }
+            None => Err(self.end()),
+        }
+    }
+
+    fn end(&self) -> QueueEnd {
+        if self.shared.overflowed.load(Ordering::Acquire) {
+            QueueEnd::Overflowed
+        } else {
+            QueueEnd::Closed
+        }
+    }
+
+    /// The channel this subscription is on.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.state().subscribers.remove(&self.key);
+    }
+}

@@ -1,0 +1,167 @@
+//! Channels in this process: the registry of hubs, live sessions, and resume.
+//!
+//! [`Channels`] is the domain API the gRPC services call: publish to a channel, open a
+//! subscription with its resume outcome. It knows nothing of gRPC.
+
+pub mod hub;
+pub mod live;
+pub mod resume;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+
+pub use hub::{Batch, Hub, HubLimits, QueueEnd, Subscription};
+pub use live::{LiveRegistration, LiveSession, LiveSessions, RefreshError};
+pub use resume::{ResumeFailure, ResumeOutcome};
+
+use crate::{
+    clock::SharedClock,
+    event::{EventId, StoredEvent},
+    filter::Filter,
+    store::{EventStore, StoreError},
+};
+
+/// Every channel with subscribers or publishes in flight, created on first use.
+pub struct Channels {
+    store: Arc<dyn EventStore>,
+    clock: SharedClock,
+    limits: HubLimits,
+    hubs: Mutex<HashMap<Arc<str>, Arc<Hub>>>,
+    live: Arc<LiveSessions>,
+}
+
+/// A subscription opened with its replay: what a `Subscribe` stream starts from.
+pub struct Opened {
+    /// The live queue: events after `head`.
+    pub subscription: Subscription,
+    /// Replayed events that pass the session's filter, in order, all with `seq <= head`.
+    pub replay: Vec<StoredEvent>,
+    /// The last sequence number covered by the replay; live events up to it are duplicates.
+    pub head: u64,
+    pub outcome: ResumeOutcome,
+}
+
+impl Channels {
+    pub fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
+        Self {
+            store,
+            clock,
+            limits,
+            hubs: Mutex::default(),
+            live: Arc::default(),
+        }
+    }
+
+    /// The store behind every channel.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Sessions with an open stream.
+    pub fn live(&self) -> &Arc<LiveSessions> {
+        &self.live
+    }
+
+    fn hubs(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Hub>>> {
+        self.hubs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hub(&self, channel: &str) -> Arc<Hub> {
+        let mut hubs = self.hubs();
+        if let Some(hub) = hubs.get(channel) {
+            return hub.clone();
+        }
+        let name: Arc<str> = channel.into();
+        let hub = Arc::new(Hub::new(
+            name.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.limits,
+        ));
+        hubs.insert(name, hub.clone());
+        hub
+    }
+
+    /// Stores an event and delivers it to the channel's live subscribers that the filter
+    /// admits. Returns once the store has it.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        filter: Filter,
+    ) -> Result<EventId, StoreError> {
+        let filter = Arc::new(filter);
+        loop {
+            match self.hub(channel).publish(payload.clone(), filter.clone()).await {
+                Ok(seq) => {
+                    return Ok(EventId {
+                        epoch: self.store.epoch(),
+                        seq,
+                    });
+                }
+                Err(hub::PublishError::Retired) => continue,
+                Err(hub::PublishError::Store(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Opens a live subscription on `channel` and reads what `last_event_id` asks to replay,
+    /// keeping only events that `admits` lets through.
+    pub async fn open(
+        &self,
+        channel: &str,
+        last_event_id: Option<EventId>,
+        admits: impl Fn(&Filter) -> bool,
+    ) -> Result<Opened, StoreError> {
+        let (subscription, head) = loop {
+            match self.hub(channel).subscribe().await {
+                Ok(opened) => break opened,
+                Err(hub::SubscribeError::Retired) => continue,
+                Err(hub::SubscribeError::Store(error)) => return Err(error),
+            }
+        };
+        let epoch = self.store.epoch();
+        let now_ms = self.clock.now_ms();
+        let start = resume::start(last_event_id, epoch, self.store.retention_ms(), head);
+        let (after, requested, failure) = match start {
+            resume::ResumeStart::Live { requested, failure } => (head, requested, failure),
+            resume::ResumeStart::Replay { after } => (after, true, None),
+        };
+        let history = self.store.read(channel, after, head, now_ms).await?;
+        let failure = match start {
+            resume::ResumeStart::Replay { after } => {
+                resume::replay_failure(after, history.oldest_retained)
+            }
+            resume::ResumeStart::Live { .. } => failure,
+        };
+        let replay: Vec<StoredEvent> = history
+            .events
+            .into_iter()
+            .filter(|event| admits(&event.filter))
+            .collect();
+        let outcome = ResumeOutcome {
+            requested,
+            recovered: requested && failure.is_none(),
+            failure,
+            replayed: replay.len() as u64,
+            oldest_retained: history.oldest_retained.map(|seq| EventId { epoch, seq }),
+        };
+        Ok(Opened {
+            subscription,
+            replay,
+            head,
+            outcome,
+        })
+    }
+
+    /// Forgets hubs with no subscribers and nothing in flight; returns how many remain.
+    pub fn sweep_idle(&self) -> usize {
+        let mut hubs = self.hubs();
+        hubs.retain(|_, hub| !hub.retire_if_idle());
+        hubs.len()
+    }
+}

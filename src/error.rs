@@ -1,0 +1,67 @@
+//! Every domain error of the service, and the one place that maps them to gRPC status codes.
+
+use tonic::{Code, Status};
+
+use crate::{
+    channel::RefreshError, event::MalformedEventId, session::InvalidTicket, store::StoreError,
+    token::TokenError,
+};
+
+/// What a call can fail with; the services return these and convert at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Ticket(#[from] InvalidTicket),
+    #[error(transparent)]
+    EventId(#[from] MalformedEventId),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("Method \"{0}\" is not allowed.")]
+    MethodNotAllowed(String),
+    #[error("no method at path {0:?}")]
+    MethodNotFound(Vec<String>),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+    #[error("the admin API is disabled: the server has no API key configured (--api-key)")]
+    AdminDisabled,
+    #[error("missing or wrong API key (send `authorization: Bearer <key>`)")]
+    AdminUnauthenticated,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("slow consumer, resume from last id")]
+    SlowConsumer,
+    #[error("session resumed on another stream")]
+    Superseded,
+    #[error("server shutting down, reconnect and resume from last id")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// The gRPC status code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Token(_) | Error::Ticket(_) | Error::AdminUnauthenticated => {
+                Code::Unauthenticated
+            }
+            Error::EventId(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::MethodNotAllowed(_) | Error::AdminDisabled => Code::PermissionDenied,
+            Error::MethodNotFound(_) => Code::NotFound,
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Refresh(_) => Code::FailedPrecondition,
+            Error::Store(StoreError::Unavailable(_)) | Error::ShuttingDown => Code::Unavailable,
+            Error::Store(StoreError::Corrupt(_)) => Code::DataLoss,
+            Error::SlowConsumer => Code::ResourceExhausted,
+            Error::Superseded => Code::Aborted,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        Status::new(error.code(), error.to_string())
+    }
+}

@@ -1,0 +1,120 @@
+//! Events as the server keeps them, and their ids.
+//!
+//! An event id is `<epoch>-<seq>` in fixed-width hex (`3f9a12c4-000000000000002a`): `seq` counts
+//! up from 1 per channel, `epoch` names the store's history. Fixed width keeps ids of one epoch
+//! in the same order as strings as in sequence. A store that lost its history starts a new epoch,
+//! so an id from before is recognised as such rather than confused with a new event.
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use bytes::Bytes;
+
+use crate::{filter::Filter, frame::Frame};
+
+/// The epoch of a store's history.
+pub type Epoch = u32;
+
+/// A position in a channel: epoch and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId {
+    pub epoch: Epoch,
+    pub seq: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}-{:016x}", self.epoch, self.seq)
+    }
+}
+
+/// An event id that is not of the `<8 hex>-<16 hex>` form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed event id {0:?}: expected <8 hex digits>-<16 hex digits>")]
+pub struct MalformedEventId(pub String);
+
+impl FromStr for EventId {
+    type Err = MalformedEventId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || MalformedEventId(s.chars().take(64).collect());
+        let (epoch, seq) = s.split_once('-').ok_or_else(malformed)?;
+        let hex = |part: &str, width: usize| {
+            part.len() == width && part.bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        if !hex(epoch, 8) || !hex(seq, 16) {
+            return Err(malformed());
+        }
+        Ok(Self {
+            epoch: u32::from_str_radix(epoch, 16).map_err(|_| malformed())?,
+            seq: u64::from_str_radix(seq, 16).map_err(|_| malformed())?,
+        })
+    }
+}
+
+/// An event on its way into a store: no id yet.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The payload, encoded as `Event`'s `oneof payload` field.
+    pub payload: Bytes,
+    /// Who receives it, live and on replay.
+    pub filter: Arc<Filter>,
+    /// When the server accepted it, Unix milliseconds.
+    pub published_at_ms: u64,
+}
+
+/// An event as stored and delivered. Cloning shares everything.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub published_at_ms: u64,
+    pub filter: Arc<Filter>,
+    /// The `SubscribeResponse` every subscriber is sent, encoded once.
+    pub frame: Frame,
+}
+
+impl StoredEvent {
+    /// Gives `event` its place `seq` in a channel of `epoch`, and encodes its frame.
+    pub fn new(epoch: Epoch, seq: u64, event: &NewEvent) -> Self {
+        let id = EventId { epoch, seq }.to_string();
+        Self {
+            seq,
+            published_at_ms: event.published_at_ms,
+            filter: event.filter.clone(),
+            frame: Frame::event(&id, &event.payload, event.published_at_ms as i64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_as_strings() {
+        let a = EventId { epoch: 0x3f9a12c4, seq: 9 };
+        let b = EventId { epoch: 0x3f9a12c4, seq: 10 };
+        assert_eq!(a.to_string(), "3f9a12c4-0000000000000009");
+        assert_eq!(a.to_string().parse::<EventId>(), Ok(a));
+        assert!(a.to_string() < b.to_string());
+        let max = EventId { epoch: u32::MAX, seq: u64::MAX };
+        assert_eq!(max.to_string().parse::<EventId>(), Ok(max));
+    }
+
+    #[test]
+    fn malformed_ids_are_refused() {
+        for bad in [
+            "",
+            "-",
+            "3f9a12c4",
+            "3f9a12c4-9",
+            "3f9a12c4-000000000000000g",
+            "3f9a12c-00000000000000009",
+            "+f9a12c4-0000000000000009",
+            "3f9a12c4-+000000000000009",
+            "3f9a12c4-0000000000000009-",
+            "ä",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad}");
+        }
+    }
+}

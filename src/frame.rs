@@ -1,0 +1,124 @@
+//! The wire unit of a subscription stream: one `SubscribeResponse`, encoded once.
+//!
+//! An event is encoded when it is stored, and the same bytes go to every subscriber, live or
+//! replaying: the generated server writes a [`Frame`] as it is (see `build.rs`), so fan-out never
+//! serializes per subscriber.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::{
+    DecodeError, Message,
+    encoding::{self, DecodeContext, WireType},
+};
+
+use crate::pb;
+
+/// Field numbers of `SubscribeResponse.event` and of `Event`'s fields.
+const RESPONSE_EVENT: u32 = 2;
+const EVENT_ID: u32 = 1;
+const EVENT_PUBLISHED_AT_MS: u32 = 4;
+
+/// One encoded `SubscribeResponse`. Cloning shares the bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    /// Encodes a control message (`Subscribed`, `Heartbeat`, `TokenExpiring`).
+    pub fn message(message: &pb::SubscribeResponse) -> Self {
+        Self(message.encode_to_vec().into())
+    }
+
+    /// Encodes an event from its parts, with the payload already encoded as `Event`'s
+    /// `oneof payload` field (see [`encode_payload`]).
+    pub fn event(id: &str, payload: &[u8], published_at_ms: i64) -> Self {
+        let event_len = encoding::string::encoded_len(EVENT_ID, &id.to_owned())
+            + payload.len()
+            + encoding::int64::encoded_len(EVENT_PUBLISHED_AT_MS, &published_at_ms);
+        let total = encoding::key_len(RESPONSE_EVENT)
+            + encoding::encoded_len_varint(event_len as u64)
+            + event_len;
+        let mut buf = BytesMut::with_capacity(total);
+        encoding::encode_key(RESPONSE_EVENT, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(event_len as u64, &mut buf);
+        encoding::encode_key(EVENT_ID, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(id.len() as u64, &mut buf);
+        buf.put_slice(id.as_bytes());
+        buf.put_slice(payload);
+        encoding::int64::encode(EVENT_PUBLISHED_AT_MS, &published_at_ms, &mut buf);
+        debug_assert_eq!(buf.len(), total);
+        Self(buf.freeze())
+    }
+
+    /// Wraps bytes that already hold one encoded `SubscribeResponse` (e.g. read from a store).
+    pub fn from_encoded(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
+    /// The encoded `SubscribeResponse`.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Encodes a payload as `Event`'s `oneof payload` field, ready for [`Frame::event`].
+pub fn encode_payload(payload: &pb::event::Payload) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.encoded_len());
+    payload.encode(&mut buf);
+    buf.freeze()
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({} bytes)", self.0.len())
+    }
+}
+
+impl Message for Frame {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // The server only writes frames; should one ever be decoded, nothing is kept.
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::{Value, value::Kind};
+
+    #[test]
+    fn event_frame_decodes_as_the_generated_message() {
+        let value = Value {
+            kind: Some(Kind::StringValue("héllo".into())),
+        };
+        let payload = pb::event::Payload::Json(value);
+        let frame = Frame::event("0000000a-0000000000000001", &encode_payload(&payload), 1234);
+        let decoded = pb::SubscribeResponse::decode(frame.bytes().clone()).unwrap();
+        let expected = pb::SubscribeResponse {
+            kind: Some(pb::subscribe_response::Kind::Event(pb::Event {
+                id: "0000000a-0000000000000001".into(),
+                payload: Some(payload),
+                published_at_ms: 1234,
+            })),
+        };
+        assert_eq!(decoded, expected);
+        assert_eq!(frame.encoded_len(), expected.encoded_len());
+        assert_eq!(frame.encode_to_vec(), expected.encode_to_vec());
+    }
+}

@@ -1,0 +1,50 @@
+//! # durable-iterator
+//!
+//! Durable event streams over gRPC. A client subscribes to a *channel* with a signed token,
+//! receives its events over a server stream, reconnects and resumes from the last event id with
+//! nothing lost inside the retention window, refreshes its token without dropping the stream,
+//! and calls the channel object's methods over the same connection.
+//!
+//! ## The design in a page
+//!
+//! - [`token`], [`session`], [`filter`] are pure: signing and verifying (oRPC-compatible
+//!   tokens, session tickets), and who receives an event. No I/O, time passed in.
+//! - [`store`] holds events per channel for the retention window behind one trait,
+//!   [`store::EventStore`]; the store assigns sequence numbers.
+//! - [`channel`] is the domain core: one [`channel::Hub`] per active channel queues publishes,
+//!   appends them to the store in batches (concurrent publishers share a commit), and hands each
+//!   stored batch to every subscriber's bounded queue. Because the hub's `head` moves under the
+//!   same lock as its subscriber list, a resuming subscriber replays from the store up to `head`
+//!   and receives everything after it live: no gap, no duplicate.
+//! - [`frame`]: every event is encoded into its `SubscribeResponse` bytes once, when stored;
+//!   all subscribers, live or replaying, send those bytes as they are.
+//! - [`server`] is the gRPC edge: services, grpc-web, reflection, health; domain errors become
+//!   status codes in one place, [`error`].
+//! - Time comes from a [`clock::Clock`], so expiry and heartbeats are tested without sleeping.
+//!
+//! Locks are `std::sync::Mutex`: they guard short, non-async critical sections, which is
+//! cheaper than an async mutex and cannot be held across an `.await`.
+
+pub mod channel;
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod frame;
+pub mod json;
+pub mod keyring;
+pub mod limits;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod token;
+
+/// The generated protobuf messages and the Rust clients of both services.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/durable_iterator.v1.rs"));
+
+    /// The encoded descriptor set of the contract (for reflection).
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/durable_iterator_descriptor.bin"));
+}

@@ -1,0 +1,151 @@
+//! Bounds on what clients and publishers may send, checked before anything changes.
+
+use crate::error::Error;
+
+/// Size and count limits. Every refusal names the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Encoded payload bytes of one event.
+    pub max_payload_bytes: usize,
+    /// Bytes of a channel name.
+    pub max_channel_bytes: usize,
+    /// Tags on a token or an event.
+    pub max_tags: usize,
+    /// Bytes of one tag.
+    pub max_tag_bytes: usize,
+    /// Bytes of a token.
+    pub max_token_bytes: usize,
+    /// Session ids in an event's `targets` or `exclude`.
+    pub max_session_list: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_channel_bytes: 255,
+            max_tags: 64,
+            max_tag_bytes: 255,
+            max_token_bytes: 8 * 1024,
+            max_session_list: 1_000,
+        }
+    }
+}
+
+/// Characters a channel name may use besides ASCII letters and digits. `*` is kept for
+/// channel patterns.
+pub const CHANNEL_PUNCTUATION: &str = "_-:.@/=+~";
+
+impl Limits {
+    /// A channel name: 1 to `max_channel_bytes` of ASCII letters, digits and
+    /// [`CHANNEL_PUNCTUATION`].
+    pub fn check_channel(&self, channel: &str) -> Result<(), Error> {
+        if channel.is_empty() {
+            return Err(invalid("channel name is empty"));
+        }
+        if channel.len() > self.max_channel_bytes {
+            return Err(invalid(format!(
+                "channel name is {} bytes, the limit is {}",
+                channel.len(),
+                self.max_channel_bytes
+            )));
+        }
+        if let Some(bad) = channel
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && !CHANNEL_PUNCTUATION.contains(*c))
+        {
+            return Err(invalid(format!(
+                "channel name has {bad:?}: use ASCII letters, digits and {CHANNEL_PUNCTUATION}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A list of tags: at most `max_tags`, each 1 to `max_tag_bytes` long.
+    pub fn check_tags(&self, tags: &[String]) -> Result<(), Error> {
+        if tags.len() > self.max_tags {
+            return Err(invalid(format!(
+                "{} tags, the limit is {}",
+                tags.len(),
+                self.max_tags
+            )));
+        }
+        if let Some(tag) = tags
+            .iter()
+            .find(|t| t.is_empty() || t.len() > self.max_tag_bytes)
+        {
+            return Err(invalid(format!(
+                "tag of {} bytes: tags are 1 to {} bytes",
+                tag.len(),
+                self.max_tag_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// An encoded payload.
+    pub fn check_payload(&self, bytes: usize) -> Result<(), Error> {
+        if bytes > self.max_payload_bytes {
+            return Err(invalid(format!(
+                "payload is {bytes} bytes, the limit is {}",
+                self.max_payload_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// A token, before its signature is checked.
+    pub fn check_token(&self, token: &str) -> Result<(), Error> {
+        if token.len() > self.max_token_bytes {
+            return Err(invalid(format!(
+                "token is {} bytes, the limit is {}",
+                token.len(),
+                self.max_token_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// A `targets` or `exclude` list.
+    pub fn check_session_list(&self, what: &str, ids: &[String]) -> Result<(), Error> {
+        if ids.len() > self.max_session_list {
+            return Err(invalid(format!(
+                "{what} has {} session ids, the limit is {}",
+                ids.len(),
+                self.max_session_list
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names() {
+        let limits = Limits::default();
+        for good in ["lobby", "chat:room-42", "a.b_c/d@e=f+g~h", &"x".repeat(255)] {
+            assert!(limits.check_channel(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "chat:*", "é", "a\nb", &"x".repeat(256)] {
+            assert!(limits.check_channel(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags_and_sizes() {
+        let limits = Limits::default();
+        assert!(limits.check_tags(&vec!["t".into(); 64]).is_ok());
+        assert!(limits.check_tags(&vec!["t".into(); 65]).is_err());
+        assert!(limits.check_tags(&["".into()]).is_err());
+        assert!(limits.check_payload(64 * 1024).is_ok());
+        assert!(limits.check_payload(64 * 1024 + 1).is_err());
+        assert!(limits.check_token(&"x".repeat(8 * 1024 + 1)).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! The `durable-iterator` command line: thin, every piece of behaviour lives in the library.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use durable_iterator::{
+    clock::{Clock, SharedClock, SystemClock},
+    keyring::Keyring,
+    limits::Limits,
+    server::{Server, ServerConfig},
+    store::MemoryStore,
+    token::{self, TokenClaims},
+};
+use rand::RngCore;
+
+#[derive(Parser)]
+#[command(version, about = "Durable event streams over gRPC: subscribe, resume, refresh, invoke.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve(ServeArgs),
+    /// Mints a channel token with the signing key (for grpcurl and scripts).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// Signing keys, comma separated: tokens and session tickets are signed with the first and
+    /// verified with any (list the old key after the new one while rotating).
+    #[arg(long, env = "DURABLE_ITERATOR_SIGNING_KEY", value_delimiter = ',', hide_env_values = true)]
+    signing_key: Vec<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (gRPC, grpc-web, reflection and health share it).
+    #[arg(long, env = "DURABLE_ITERATOR_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// API key of the admin service (Publish, IssueToken), sent as `authorization: Bearer <key>`.
+    /// Without one, a key is generated for this run and written to a file (see the output).
+    #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// How long events are kept for resume, in seconds (0: resume off).
+    #[arg(long, env = "DURABLE_ITERATOR_RETENTION_SECONDS", default_value_t = 300)]
+    retention_seconds: u64,
+    /// Heartbeat interval of idle streams, in seconds.
+    #[arg(long, env = "DURABLE_ITERATOR_HEARTBEAT_SECONDS", default_value_t = 15)]
+    heartbeat_seconds: u64,
+    /// Events a subscriber may have queued before its stream ends as a slow consumer.
+    #[arg(long, env = "DURABLE_ITERATOR_SUBSCRIBER_QUEUE", default_value_t = 4096)]
+    subscriber_queue: usize,
+    /// Largest event payload, in bytes (encoded).
+    #[arg(long, env = "DURABLE_ITERATOR_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
+    max_payload_bytes: usize,
+    /// Most tags on a token or an event.
+    #[arg(long, env = "DURABLE_ITERATOR_MAX_TAGS", default_value_t = Limits::default().max_tags)]
+    max_tags: usize,
+    /// Largest token, in bytes.
+    #[arg(long, env = "DURABLE_ITERATOR_MAX_TOKEN_BYTES", default_value_t = Limits::default().max_token_bytes)]
+    max_token_bytes: usize,
+    /// Where to write a generated admin API key when none is configured.
+    #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
+    dev_key_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The channel the token grants.
+    #[arg(long)]
+    channel: String,
+    /// The session's tags (repeat or comma separate).
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Methods the holder may call (`path[0]`; repeat or comma separate).
+    #[arg(long, value_delimiter = ',')]
+    rpc: Vec<String>,
+    /// Attachment, as JSON (readable by clients: no secrets).
+    #[arg(long)]
+    att: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = token::DEFAULT_TTL_SECS)]
+    ttl: u64,
+    /// Print a ready `SubscribeRequest` as JSON (for `grpcurl -d @`) instead of the bare token.
+    #[arg(long)]
+    request: bool,
+    /// With --request: resume after this event id.
+    #[arg(long, requires = "request")]
+    last_event_id: Option<String>,
+    /// With --request: keep the session of this ticket.
+    #[arg(long, requires = "request")]
+    session_ticket: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Token(args) => mint(args),
+    }
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    let generated_signing_key = args.keys.signing_key.is_empty();
+    let keyring = if generated_signing_key {
+        tracing::warn!(
+            "no signing key configured (--signing-key / DURABLE_ITERATOR_SIGNING_KEY): using a \
+             key generated for this run; tokens and session tickets stop working at restart"
+        );
+        Keyring::new([random_key()])?
+    } else {
+        Keyring::new(&args.keys.signing_key)?
+    };
+    let (api_key, dev_key_file) = match args.api_key {
+        Some(key) if key.is_empty() => return Err("--api-key is empty".into()),
+        Some(key) => (key, None),
+        None => {
+            // Written to a file readable by this user only, never to the log.
+            let key = random_key();
+            let path = args
+                .dev_key_file
+                .unwrap_or_else(|| std::env::temp_dir().join("durable-iterator-api-key"));
+            write_private(&path, &key)?;
+            tracing::warn!(
+                path = %path.display(),
+                "no admin API key configured (--api-key / DURABLE_ITERATOR_API_KEY): generated one for this run"
+            );
+            (key, Some(path))
+        }
+    };
+
+    let mut config = ServerConfig::new(keyring.clone(), Some(api_key));
+    config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+    config.subscriber_queue = args.subscriber_queue.max(1);
+    config.limits.max_payload_bytes = args.max_payload_bytes;
+    config.limits.max_tags = args.max_tags;
+    config.limits.max_token_bytes = args.max_token_bytes;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = Arc::new(MemoryStore::new(args.retention_seconds.saturating_mul(1000)));
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, retention_seconds = args.retention_seconds, store = "memory", "serving");
+    if generated_signing_key || dev_key_file.is_some() {
+        print_walkthrough(addr, &keyring, clock.as_ref(), dev_key_file.as_deref());
+    }
+    Server::new(config, store, clock)
+        .serve(listener, shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells a first-time user how to try the running server: a ready token and grpcurl commands.
+fn print_walkthrough(addr: SocketAddr, keyring: &Keyring, clock: &dyn Clock, key_file: Option<&std::path::Path>) {
+    let claims = TokenClaims::new("lobby", clock.now_secs(), token::DEFAULT_TTL_SECS);
+    let request = serde_json::json!({ "token": token::sign(keyring, &claims) });
+    let auth = match key_file {
+        Some(path) => format!("\"authorization: Bearer $(cat {})\"", path.display()),
+        None => "\"authorization: Bearer $DURABLE_ITERATOR_API_KEY\"".to_owned(),
+    };
+    println!(
+        "\nTry it (channel \"lobby\", token valid for 24 h):\n\n\
+         # subscribe\n\
+         grpcurl -plaintext -d '{request}' {addr} durable_iterator.v1.DurableIterator/Subscribe\n\n\
+         # publish (another terminal)\n\
+         grpcurl -plaintext -H {auth} -d '{{\"channel\":\"lobby\",\"json\":{{\"text\":\"hello\"}}}}' {addr} durable_iterator.v1.DurableIteratorAdmin/Publish\n"
+    );
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents.as_bytes())
+}
+
+fn mint(args: TokenArgs) -> Result<(), BoxError> {
+    if args.keys.signing_key.is_empty() {
+        return Err("no signing key: pass --signing-key or set DURABLE_ITERATOR_SIGNING_KEY".into());
+    }
+    let keyring = Keyring::new(&args.keys.signing_key)?;
+    let mut claims = TokenClaims::new(args.channel, SystemClock.now_secs(), args.ttl);
+    claims.tags = (!args.tags.is_empty()).then_some(args.tags);
+    claims.att = args
+        .att
+        .map(|att| serde_json::from_str(&att))
+        .transpose()
+        .map_err(|e| format!("--att is not JSON: {e}"))?;
+    claims.rpc = (!args.rpc.is_empty()).then_some(args.rpc);
+    let token = token::sign(&keyring, &claims);
+    if args.request {
+        let mut request = serde_json::json!({ "token": token });
+        if let Some(id) = args.last_event_id {
+            request["last_event_id"] = id.into();
+        }
+        if let Some(ticket) = args.session_ticket {
+            request["session_ticket"] = ticket.into();
+        }
+        println!("{request}");
+    } else {
+        println!("{token}");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: streams are told to reconnect");
+}

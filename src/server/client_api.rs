@@ -1,0 +1,187 @@
+//! `durable_iterator.v1.DurableIterator`: the calls clients make.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    Shared,
+    generated::durable_iterator_server::DurableIterator,
+    subscribe::{SubscribeStream, SubscriberStream},
+};
+use crate::{
+    channel::{RefreshError, ResumeFailure, ResumeOutcome},
+    error::Error,
+    event::EventId,
+    frame::Frame,
+    pb, session,
+    token::TokenClaims,
+};
+
+/// The client-facing service.
+pub struct ClientApi {
+    shared: Arc<Shared>,
+}
+
+impl ClientApi {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn open(&self, request: pb::SubscribeRequest) -> Result<SubscribeStream, Error> {
+        let shared = &self.shared;
+        let claims = shared.verify_token(&request.token)?;
+        let last_event_id = request
+            .last_event_id
+            .as_deref()
+            .map(str::parse::<EventId>)
+            .transpose()?;
+        let session_id = match request.session_ticket.as_deref() {
+            Some(ticket) => session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)?,
+            None => session::new_session_id(),
+        };
+        let ticket = session::issue_ticket(&shared.config.keyring, &claims.chn, &session_id);
+        let tags = claims.tags().to_vec();
+        let opened = shared
+            .channels
+            .open(&claims.chn, last_event_id, |filter| {
+                filter.admits(&session_id, &tags)
+            })
+            .await?;
+        let subscribed = pb::SubscribeResponse {
+            kind: Some(pb::subscribe_response::Kind::Subscribed(pb::Subscribed {
+                channel: claims.chn.clone(),
+                session_id: session_id.clone(),
+                session_ticket: ticket,
+                resume: Some(resume_to_proto(&opened.outcome)),
+                token_expires_at: claims.exp as i64,
+                heartbeat_interval_ms: shared.timing.heartbeat_ms as u32,
+                retention_seconds: shared.channels.store().retention_ms() / 1000,
+            })),
+        };
+        let mut backlog = VecDeque::with_capacity(1 + opened.replay.len());
+        backlog.push_back(Frame::message(&subscribed));
+        backlog.extend(opened.replay.into_iter().map(|event| event.frame));
+        let registration = shared.channels.live().register(session_id, claims);
+        Ok(SubscriberStream::new(
+            backlog,
+            opened.subscription,
+            opened.head,
+            registration,
+            shared.timing,
+            shared.clock.clone(),
+            shared.shutdown.clone(),
+        )
+        .into_stream())
+    }
+
+    /// The claims a call acts under: those of the token if one is given, else those of the
+    /// live session named by the ticket.
+    fn caller(&self, token: &str, ticket: Option<&str>) -> Result<(TokenClaims, Option<String>), Error> {
+        let shared = &self.shared;
+        if !token.is_empty() {
+            let claims = shared.verify_token(token)?;
+            let session_id = ticket
+                .map(|t| session::verify_ticket(&shared.config.keyring, &claims.chn, t))
+                .transpose()?;
+            return Ok((claims, session_id));
+        }
+        let Some(ticket) = ticket else {
+            return Err(Error::InvalidArgument(
+                "a token or a session ticket is required".into(),
+            ));
+        };
+        let session_id = session::unverified_session_id(ticket).ok_or(session::InvalidTicket)?;
+        let live = shared
+            .channels
+            .live()
+            .get(session_id)
+            .ok_or(Error::Refresh(RefreshError::NotLive))?;
+        session::verify_ticket(&shared.config.keyring, &live.channel, ticket)?;
+        let claims = live.claims();
+        if shared.clock.now_secs() >= claims.exp {
+            return Err(crate::token::TokenError::Expired.into());
+        }
+        Ok(((*claims).clone(), Some(live.session_id.clone())))
+    }
+}
+
+impl ClientApi {
+    fn refresh(&self, request: pb::RefreshTokenRequest) -> Result<pb::RefreshTokenResponse, Error> {
+        let shared = &self.shared;
+        let claims = shared.verify_token(&request.token)?;
+        let keyring = &shared.config.keyring;
+        let live = session::unverified_session_id(&request.session_ticket)
+            .and_then(|id| shared.channels.live().get(id));
+        let Some(live) = live else {
+            // Authentic but not connected is FAILED_PRECONDITION; anything else is refused.
+            session::verify_ticket(keyring, &claims.chn, &request.session_ticket)?;
+            return Err(RefreshError::NotLive.into());
+        };
+        // The ticket is checked against the channel it was issued for, so a token for another
+        // channel reads as a changed subscription, not as a forged ticket.
+        session::verify_ticket(keyring, &live.channel, &request.session_ticket)?;
+        let token_expires_at = claims.exp as i64;
+        shared.channels.live().refresh(&live.session_id, claims)?;
+        Ok(pb::RefreshTokenResponse { token_expires_at })
+    }
+}
+
+fn resume_to_proto(outcome: &ResumeOutcome) -> pb::ResumeOutcome {
+    let failure = match outcome.failure {
+        None => pb::ResumeFailure::Unspecified,
+        Some(ResumeFailure::ResumeOff) => pb::ResumeFailure::ResumeOff,
+        Some(ResumeFailure::TooOld) => pb::ResumeFailure::TooOld,
+        Some(ResumeFailure::StoreReset) => pb::ResumeFailure::StoreReset,
+        Some(ResumeFailure::UnknownId) => pb::ResumeFailure::UnknownId,
+    };
+    pb::ResumeOutcome {
+        requested: outcome.requested,
+        recovered: outcome.recovered,
+        failure: failure as i32,
+        replayed: outcome.replayed,
+        oldest_retained_id: outcome
+            .oldest_retained
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl DurableIterator for ClientApi {
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        Ok(Response::new(self.open(request.into_inner()).await?))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let request = request.into_inner();
+        let (claims, _session_id) =
+            self.caller(&request.token, request.session_ticket.as_deref())?;
+        let Some(method) = request.path.first() else {
+            return Err(Error::InvalidArgument("path is empty".into()).into());
+        };
+        if !claims.allows_method(method) {
+            return Err(Error::MethodNotAllowed(method.clone()).into());
+        }
+        Err(Error::Unimplemented(format!(
+            "channel {:?} has no channel object to call {:?} on",
+            claims.chn, request.path
+        ))
+        .into())
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::RefreshTokenResponse>, Status> {
+        Ok(Response::new(self.refresh(request.into_inner())?))
+    }
+}

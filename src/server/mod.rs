@@ -1,0 +1,210 @@
+//! The gRPC server: both services, grpc-web with CORS, reflection (v1 and v1alpha) and health,
+//! all on one port.
+
+mod admin;
+mod client_api;
+mod subscribe;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use http::{HeaderName, Method};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use admin::AdminApi;
+pub use client_api::ClientApi;
+pub use subscribe::StreamTiming;
+
+use crate::{
+    channel::{Channels, HubLimits},
+    clock::SharedClock,
+    error::Error,
+    keyring::Keyring,
+    limits::Limits,
+    store::EventStore,
+    token::{self, TokenClaims},
+};
+
+/// The generated service traits and servers; the streamed `SubscribeResponse` is a
+/// [`crate::frame::Frame`] here (see `build.rs`).
+#[allow(clippy::all, missing_docs)]
+pub mod generated {
+    include!(concat!(env!("OUT_DIR"), "/server/durable_iterator.v1.rs"));
+}
+
+/// How the server behaves; the command line fills it in.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Signs tokens and session tickets with the first key, verifies with any.
+    pub keyring: Keyring,
+    /// The admin API key; `None` disables the admin service.
+    pub api_key: Option<String>,
+    /// A heartbeat is sent after this long without another message.
+    pub heartbeat: Duration,
+    /// `TokenExpiring` is sent this long before a token expires.
+    pub expiry_notice: Duration,
+    /// Lifetime of tokens minted by `IssueToken` without a TTL.
+    pub default_token_ttl_secs: u64,
+    pub limits: Limits,
+    /// Events a subscriber may have queued before its stream ends as a slow consumer.
+    pub subscriber_queue: usize,
+    /// HTTP/2 streams per connection (many sessions can share one connection).
+    pub max_concurrent_streams: u32,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the keys.
+    pub fn new(keyring: Keyring, api_key: Option<String>) -> Self {
+        Self {
+            keyring,
+            api_key,
+            heartbeat: Duration::from_secs(15),
+            expiry_notice: Duration::from_secs(30),
+            default_token_ttl_secs: token::DEFAULT_TTL_SECS,
+            limits: Limits::default(),
+            subscriber_queue: 4_096,
+            max_concurrent_streams: 10_000,
+        }
+    }
+}
+
+/// What the services share.
+pub(crate) struct Shared {
+    config: ServerConfig,
+    timing: StreamTiming,
+    channels: Channels,
+    clock: SharedClock,
+    /// Cancelled when the server shuts down: open streams end with UNAVAILABLE.
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Checks a token's size, signature, expiry and claims.
+    fn verify_token(&self, token: &str) -> Result<TokenClaims, Error> {
+        let limits = &self.config.limits;
+        limits.check_token(token)?;
+        let claims = token::verify(&self.config.keyring, token, self.clock.now_secs())?;
+        limits.check_channel(&claims.chn)?;
+        limits.check_tags(claims.tags())?;
+        Ok(claims)
+    }
+}
+
+/// A configured server, ready to serve on a listener.
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+/// Response headers a grpc-web client in a browser must be able to read.
+const GRPC_WEB_EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+/// Request headers grpc-web clients send.
+const GRPC_WEB_ALLOWED_HEADERS: [&str; 7] = [
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "authorization",
+    "grpc-accept-encoding",
+    "grpc-encoding",
+];
+
+impl Server {
+    pub fn new(config: ServerConfig, store: Arc<dyn EventStore>, clock: SharedClock) -> Self {
+        let hub_limits = HubLimits {
+            subscriber_queue: config.subscriber_queue,
+            max_batch: 1_024,
+        };
+        let timing = StreamTiming {
+            heartbeat_ms: config.heartbeat.as_millis() as u64,
+            expiry_notice_ms: config.expiry_notice.as_millis() as u64,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                timing,
+                channels: Channels::new(store, clock.clone(), hub_limits),
+                clock,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; then open streams are told to reconnect
+    /// (UNAVAILABLE) and the server waits for calls in flight to finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let shared = self.shared;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor set is valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the embedded descriptor set is valid");
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<generated::durable_iterator_server::DurableIteratorServer<ClientApi>>()
+            .await;
+        health
+            .set_serving::<generated::durable_iterator_admin_server::DurableIteratorAdminServer<AdminApi>>()
+            .await;
+
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers(GRPC_WEB_ALLOWED_HEADERS.map(HeaderName::from_static))
+            .expose_headers(GRPC_WEB_EXPOSED_HEADERS.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(24 * 60 * 60));
+
+        let maintenance = tokio::spawn(maintain(shared.clone()));
+        let stop = shared.shutdown.clone();
+        let result = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .max_concurrent_streams(shared.config.max_concurrent_streams)
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(generated::durable_iterator_server::DurableIteratorServer::new(
+                ClientApi::new(shared.clone()),
+            ))
+            .add_service(
+                generated::durable_iterator_admin_server::DurableIteratorAdminServer::new(
+                    AdminApi::new(shared.clone()),
+                ),
+            )
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+                shutdown.await;
+                stop.cancel();
+            })
+            .await;
+        shared.shutdown.cancel();
+        maintenance.abort();
+        result
+    }
+}
+
+/// Background upkeep: drops expired events and forgets idle channels.
+async fn maintain(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = shared.channels.store().expire(shared.clock.now_ms()).await {
+            tracing::warn!(%error, "expiring events failed");
+        }
+        shared.channels.sweep_idle();
+    }
+}

@@ -1,0 +1,198 @@
+//! One `Subscribe` stream: the `Subscribed` message and the replay, then live events,
+//! heartbeats, the expiry notice, and the end with a status that tells the client what to do.
+
+use std::{collections::VecDeque, pin::Pin, sync::Arc};
+
+use futures::Stream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::{
+    channel::{Batch, LiveRegistration, QueueEnd, Subscription},
+    clock::SharedClock,
+    error::Error,
+    frame::Frame,
+    pb,
+    token::{self, TokenClaims},
+};
+
+/// The stream type of `Subscribe`.
+pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
+/// Timing of a stream's control messages.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTiming {
+    /// Sent after this long without any other message.
+    pub heartbeat_ms: u64,
+    /// `TokenExpiring` is sent this long before the token expires.
+    pub expiry_notice_ms: u64,
+}
+
+/// Everything a stream needs once the subscription is open.
+pub struct SubscriberStream {
+    /// `Subscribed` and the replay, sent before anything live.
+    backlog: VecDeque<Frame>,
+    subscription: Subscription,
+    batch: Option<(Batch, usize)>,
+    /// Live events up to here were replayed (or already sent): skipped.
+    last_seq: u64,
+    session_id: String,
+    tags: Vec<String>,
+    claims: watch::Receiver<Arc<TokenClaims>>,
+    expires_at_ms: u64,
+    notice_sent: bool,
+    last_sent_ms: u64,
+    timing: StreamTiming,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    registration: LiveRegistration,
+    done: bool,
+}
+
+impl SubscriberStream {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        backlog: VecDeque<Frame>,
+        subscription: Subscription,
+        head: u64,
+        registration: LiveRegistration,
+        timing: StreamTiming,
+        clock: SharedClock,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let session = registration.session().clone();
+        let claims = session.watch_claims();
+        let current = claims.borrow().clone();
+        Self {
+            backlog,
+            subscription,
+            batch: None,
+            last_seq: head,
+            session_id: session.session_id.clone(),
+            tags: current.tags().to_vec(),
+            expires_at_ms: current.exp.saturating_mul(1000),
+            claims,
+            notice_sent: false,
+            last_sent_ms: clock.now_ms(),
+            timing,
+            clock,
+            shutdown,
+            registration,
+            done: false,
+        }
+    }
+
+    /// Turns the state into the stream tonic sends.
+    pub fn into_stream(self) -> SubscribeStream {
+        Box::pin(futures::stream::unfold(self, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        }))
+    }
+
+    fn sent(&mut self, frame: Frame) -> Option<Result<Frame, Status>> {
+        self.last_sent_ms = self.clock.now_ms();
+        Some(Ok(frame))
+    }
+
+    fn end(&mut self, error: Error) -> Option<Result<Frame, Status>> {
+        self.done = true;
+        Some(Err(error.into()))
+    }
+
+    /// The next event of the current batch that this session receives.
+    fn next_from_batch(&mut self) -> Option<Frame> {
+        let (batch, index) = self.batch.as_mut()?;
+        while let Some(event) = batch.get(*index) {
+            *index += 1;
+            if event.seq <= self.last_seq {
+                continue;
+            }
+            self.last_seq = event.seq;
+            if event.filter.is_everyone() || event.filter.admits(&self.session_id, &self.tags) {
+                return Some(event.frame.clone());
+            }
+        }
+        self.batch = None;
+        None
+    }
+
+    async fn next(&mut self) -> Option<Result<Frame, Status>> {
+        if self.done {
+            return None;
+        }
+        if let Some(frame) = self.backlog.pop_front() {
+            return self.sent(frame);
+        }
+        loop {
+            if let Some(frame) = self.next_from_batch() {
+                return self.sent(frame);
+            }
+            let now = self.clock.now_ms();
+            if now >= self.expires_at_ms {
+                return self.end(token::TokenError::Expired.into());
+            }
+            // Queued events first: a busy stream needs no timers.
+            match self.subscription.try_next() {
+                Ok(Some(batch)) => {
+                    self.batch = Some((batch, 0));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(end) => return self.queue_ended(end),
+            }
+            let notice_at = self.expires_at_ms.saturating_sub(self.timing.expiry_notice_ms);
+            if !self.notice_sent && now >= notice_at {
+                self.notice_sent = true;
+                let notice = pb::SubscribeResponse {
+                    kind: Some(pb::subscribe_response::Kind::TokenExpiring(pb::TokenExpiring {
+                        token_expires_at: (self.expires_at_ms / 1000) as i64,
+                    })),
+                };
+                return self.sent(Frame::message(&notice));
+            }
+            let heartbeat_at = self.last_sent_ms.saturating_add(self.timing.heartbeat_ms);
+            if now >= heartbeat_at {
+                let heartbeat = pb::SubscribeResponse {
+                    kind: Some(pb::subscribe_response::Kind::Heartbeat(pb::Heartbeat {
+                        server_time_ms: now as i64,
+                    })),
+                };
+                return self.sent(Frame::message(&heartbeat));
+            }
+            let mut wake_at = heartbeat_at.min(self.expires_at_ms);
+            if !self.notice_sent {
+                wake_at = wake_at.min(notice_at);
+            }
+            let superseded = self.registration.session().superseded().clone();
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return self.end(Error::ShuttingDown),
+                _ = superseded.cancelled() => return self.end(Error::Superseded),
+                batch = self.subscription.next() => match batch {
+                    Ok(batch) => self.batch = Some((batch, 0)),
+                    Err(end) => return self.queue_ended(end),
+                },
+                changed = self.claims.changed() => {
+                    if changed.is_ok() {
+                        let claims = self.claims.borrow_and_update().clone();
+                        let expires_at_ms = claims.exp.saturating_mul(1000);
+                        if expires_at_ms > self.expires_at_ms {
+                            self.notice_sent = false;
+                        }
+                        self.expires_at_ms = expires_at_ms;
+                    }
+                }
+                _ = self.clock.sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    fn queue_ended(&mut self, end: QueueEnd) -> Option<Result<Frame, Status>> {
+        match end {
+            QueueEnd::Overflowed => self.end(Error::SlowConsumer),
+            QueueEnd::Closed => self.end(Error::ShuttingDown),
+        }
+    }
+}

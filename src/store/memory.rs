@@ -1,0 +1,197 @@
+//! The in-memory store: for tests and for servers that need no history across restarts.
+//! Its epoch is drawn at random when it is created, so ids from a previous run read as
+//! `store reset`.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use async_trait::async_trait;
+
+use super::{EventStore, History, StoreError, is_retained};
+use crate::event::{Epoch, NewEvent, StoredEvent};
+
+/// Events in memory, per channel, for the retention window.
+#[derive(Debug)]
+pub struct MemoryStore {
+    epoch: Epoch,
+    retention_ms: u64,
+    channels: Mutex<HashMap<String, ChannelLog>>,
+}
+
+#[derive(Debug, Default)]
+struct ChannelLog {
+    /// Kept even when every event has expired, so sequence numbers never repeat.
+    last_seq: u64,
+    /// Consecutive sequence numbers, oldest first.
+    events: VecDeque<StoredEvent>,
+}
+
+impl ChannelLog {
+    fn expire(&mut self, retention_ms: u64, now_ms: u64) -> usize {
+        let before = self.events.len();
+        while self
+            .events
+            .front()
+            .is_some_and(|e| !is_retained(e.published_at_ms, retention_ms, now_ms))
+        {
+            self.events.pop_front();
+        }
+        before - self.events.len()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store keeping events for `retention_ms` (0: assign ids, keep nothing).
+    pub fn new(retention_ms: u64) -> Self {
+        Self {
+            epoch: rand::random(),
+            retention_ms,
+            channels: Mutex::default(),
+        }
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChannelLog>> {
+        // A panic while holding the lock leaves the map consistent (every update is one
+        // statement), so a poisoned lock is still usable.
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+
+    async fn append(
+        &self,
+        channel: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut channels = self.channels();
+        let log = channels.entry(channel.to_owned()).or_default();
+        let stored: Vec<StoredEvent> = events
+            .iter()
+            .zip(log.last_seq + 1..)
+            .map(|(event, seq)| StoredEvent::new(self.epoch, seq, event))
+            .collect();
+        log.last_seq += stored.len() as u64;
+        if self.retention_ms > 0 {
+            log.events.extend(stored.iter().cloned());
+            if let Some(last) = stored.last() {
+                log.expire(self.retention_ms, last.published_at_ms);
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn last_seq(&self, channel: &str) -> Result<u64, StoreError> {
+        Ok(self.channels().get(channel).map_or(0, |log| log.last_seq))
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        after: u64,
+        until: u64,
+        now_ms: u64,
+    ) -> Result<History, StoreError> {
+        let channels = self.channels();
+        let Some(log) = channels.get(channel) else {
+            return Ok(History::default());
+        };
+        let retained = |e: &&StoredEvent| is_retained(e.published_at_ms, self.retention_ms, now_ms);
+        let oldest_retained = log.events.iter().find(retained).map(|e| e.seq);
+        let events = match log.events.front() {
+            Some(front) => {
+                // Sequence numbers are consecutive, so positions follow from them.
+                let start = (after + 1).saturating_sub(front.seq) as usize;
+                log.events
+                    .iter()
+                    .skip(start)
+                    .take_while(|e| e.seq <= until)
+                    .filter(retained)
+                    .cloned()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok(History {
+            events,
+            oldest_retained,
+        })
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let retention_ms = self.retention_ms;
+        Ok(self
+            .channels()
+            .values_mut()
+            .map(|log| log.expire(retention_ms, now_ms))
+            .sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::filter::Filter;
+
+    fn event(at: u64) -> NewEvent {
+        NewEvent {
+            payload: bytes::Bytes::new(),
+            filter: Arc::new(Filter::everyone()),
+            published_at_ms: at,
+        }
+    }
+
+    fn seqs(history: &History) -> Vec<u64> {
+        history.events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn assigns_consecutive_seqs_and_reads_ranges() {
+        let store = MemoryStore::new(10_000);
+        let first = store.append("c", &[event(0), event(0)]).await.unwrap();
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        store.append("c", &[event(1)]).await.unwrap();
+        store.append("d", &[event(1)]).await.unwrap();
+        assert_eq!(store.last_seq("c").await.unwrap(), 3);
+        assert_eq!(store.last_seq("d").await.unwrap(), 1);
+        assert_eq!(store.last_seq("e").await.unwrap(), 0);
+        assert_eq!(seqs(&store.read("c", 1, 3, 5).await.unwrap()), [2, 3]);
+        assert_eq!(seqs(&store.read("c", 0, 2, 5).await.unwrap()), [1, 2]);
+        assert_eq!(seqs(&store.read("c", 3, 3, 5).await.unwrap()), [] as [u64; 0]);
+    }
+
+    #[tokio::test]
+    async fn retention_is_exact() {
+        let store = MemoryStore::new(1_000);
+        store.append("c", &[event(0)]).await.unwrap();
+        store.append("c", &[event(500)]).await.unwrap();
+        let at_999 = store.read("c", 0, 2, 999).await.unwrap();
+        assert_eq!((seqs(&at_999), at_999.oldest_retained), (vec![1, 2], Some(1)));
+        let at_1000 = store.read("c", 0, 2, 1_000).await.unwrap();
+        assert_eq!((seqs(&at_1000), at_1000.oldest_retained), (vec![2], Some(2)));
+        assert_eq!(store.expire(1_500).await.unwrap(), 2);
+        assert_eq!(store.read("c", 0, 2, 0).await.unwrap().oldest_retained, None);
+        // Ids go on after everything expired.
+        assert_eq!(store.append("c", &[event(2_000)]).await.unwrap()[0].seq, 3);
+    }
+
+    #[tokio::test]
+    async fn retention_zero_keeps_nothing_but_counts() {
+        let store = MemoryStore::new(0);
+        store.append("c", &[event(0), event(0)]).await.unwrap();
+        assert_eq!(store.last_seq("c").await.unwrap(), 2);
+        assert!(store.read("c", 0, 2, 0).await.unwrap().events.is_empty());
+    }
+}

@@ -1,0 +1,79 @@
+//! Where events live between publish and resume.
+//!
+//! One trait, [`EventStore`], for every backend: [`memory::MemoryStore`] now (tests, ephemeral
+//! servers), an embedded on-disk log and a shared broker later. The store assigns sequence
+//! numbers and is the only source of truth for replay; the channel hub on top of it orders
+//! fan-out and resume (see `crate::channel`).
+
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::event::{Epoch, NewEvent, StoredEvent};
+
+pub use memory::MemoryStore;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes now (disk full, I/O error, shutting down); nothing was
+    /// acknowledged.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// The store's data is damaged.
+    #[error("event store corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The events of a channel between two positions, as far as they are still retained.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Retained events with `after < seq <= until`, in sequence order.
+    pub events: Vec<StoredEvent>,
+    /// The sequence number of the oldest event still retained on the channel, if any.
+    pub oldest_retained: Option<u64>,
+}
+
+/// An append-only log of events per channel with a retention window.
+///
+/// Contract every backend keeps:
+/// - `append` assigns each channel consecutive sequence numbers from 1, and returns only once
+///   the events are as durable as the backend promises (on disk for the on-disk store);
+/// - sequence numbers never repeat within an [`Epoch`], not even after restarts;
+/// - an event is retained while `now < published_at + retention`, and never returned after.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// The epoch of this store's history; event ids carry it.
+    fn epoch(&self) -> Epoch;
+
+    /// How long events are kept for resume, in milliseconds (0: not kept).
+    fn retention_ms(&self) -> u64;
+
+    /// Appends `events` to `channel` in order and returns them with their sequence numbers and
+    /// encoded frames.
+    async fn append(
+        &self,
+        channel: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The last sequence number assigned on `channel` (0 if none ever was).
+    async fn last_seq(&self, channel: &str) -> Result<u64, StoreError>;
+
+    /// The events retained at `now_ms` with `after < seq <= until`.
+    async fn read(
+        &self,
+        channel: &str,
+        after: u64,
+        until: u64,
+        now_ms: u64,
+    ) -> Result<History, StoreError>;
+
+    /// Drops every event no longer retained at `now_ms`; returns how many were dropped.
+    async fn expire(&self, now_ms: u64) -> Result<usize, StoreError>;
+}
+
+/// Whether an event published at `published_at_ms` is still retained at `now_ms`.
+pub fn is_retained(published_at_ms: u64, retention_ms: u64, now_ms: u64) -> bool {
+    now_ms < published_at_ms.saturating_add(retention_ms)
+}
