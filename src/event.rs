@@ -91,12 +91,21 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_sort_as_strings() {
-        let a = EventId { epoch: 0x3f9a12c4, seq: 9 };
-        let b = EventId { epoch: 0x3f9a12c4, seq: 10 };
+        let a = EventId {
+            epoch: 0x3f9a12c4,
+            seq: 9,
+        };
+        let b = EventId {
+            epoch: 0x3f9a12c4,
+            seq: 10,
+        };
         assert_eq!(a.to_string(), "3f9a12c4-0000000000000009");
         assert_eq!(a.to_string().parse::<EventId>(), Ok(a));
         assert!(a.to_string() < b.to_string());
-        let max = EventId { epoch: u32::MAX, seq: u64::MAX };
+        let max = EventId {
+            epoch: u32::MAX,
+            seq: u64::MAX,
+        };
         assert_eq!(max.to_string().parse::<EventId>(), Ok(max));
     }
 

@@ -69,25 +69,79 @@ mod tests {
         let some = |items: &[&str]| Some(list(items));
         let cases: Vec<(Filter, &[&str])> = vec![
             (Filter::everyone(), &["s1", "s2", "s3"]),
-            (Filter { targets: some(&["s1"]), ..Filter::default() }, &["s1"]),
-            (Filter { exclude: list(&["s1"]), ..Filter::default() }, &["s2", "s3"]),
             (
-                Filter { targets: some(&["s1"]), exclude: list(&["s2"]), ..Filter::default() },
+                Filter {
+                    targets: some(&["s1"]),
+                    ..Filter::default()
+                },
                 &["s1"],
             ),
-            (Filter { tags: some(&["t1"]), ..Filter::default() }, &["s1"]),
-            (Filter { tags: some(&["t2"]), ..Filter::default() }, &["s1", "s2"]),
             (
-                Filter { tags: some(&["t2"]), exclude: list(&["s1"]), ..Filter::default() },
+                Filter {
+                    exclude: list(&["s1"]),
+                    ..Filter::default()
+                },
+                &["s2", "s3"],
+            ),
+            (
+                Filter {
+                    targets: some(&["s1"]),
+                    exclude: list(&["s2"]),
+                    ..Filter::default()
+                },
+                &["s1"],
+            ),
+            (
+                Filter {
+                    tags: some(&["t1"]),
+                    ..Filter::default()
+                },
+                &["s1"],
+            ),
+            (
+                Filter {
+                    tags: some(&["t2"]),
+                    ..Filter::default()
+                },
+                &["s1", "s2"],
+            ),
+            (
+                Filter {
+                    tags: some(&["t2"]),
+                    exclude: list(&["s1"]),
+                    ..Filter::default()
+                },
                 &["s2"],
             ),
             (
-                Filter { tags: some(&["t2"]), targets: some(&["s1"]), ..Filter::default() },
+                Filter {
+                    tags: some(&["t2"]),
+                    targets: some(&["s1"]),
+                    ..Filter::default()
+                },
                 &["s1"],
             ),
-            (Filter { tags: some(&["t1", "t2", "t2"]), ..Filter::default() }, &["s1", "s2"]),
-            (Filter { tags: some(&[]), ..Filter::default() }, &[]),
-            (Filter { targets: some(&[]), ..Filter::default() }, &[]),
+            (
+                Filter {
+                    tags: some(&["t1", "t2", "t2"]),
+                    ..Filter::default()
+                },
+                &["s1", "s2"],
+            ),
+            (
+                Filter {
+                    tags: some(&[]),
+                    ..Filter::default()
+                },
+                &[],
+            ),
+            (
+                Filter {
+                    targets: some(&[]),
+                    ..Filter::default()
+                },
+                &[],
+            ),
         ];
         for (filter, expected) in cases {
             let admitted: Vec<&str> = sessions
@@ -102,6 +156,12 @@ mod tests {
     #[test]
     fn everyone_is_recognised() {
         assert!(Filter::everyone().is_everyone());
-        assert!(!Filter { exclude: list(&["x"]), ..Filter::default() }.is_everyone());
+        assert!(
+            !Filter {
+                exclude: list(&["x"]),
+                ..Filter::default()
+            }
+            .is_everyone()
+        );
     }
 }

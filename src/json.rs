@@ -65,7 +65,9 @@ mod tests {
         });
         assert_eq!(from_proto(&to_proto(&value)), value);
         assert_eq!(from_proto(&Value { kind: None }), serde_json::Value::Null);
-        let nan = Value { kind: Some(Kind::NumberValue(f64::NAN)) };
+        let nan = Value {
+            kind: Some(Kind::NumberValue(f64::NAN)),
+        };
         assert_eq!(from_proto(&nan), serde_json::Value::Null);
     }
 }

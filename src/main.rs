@@ -14,7 +14,10 @@ use durable_iterator::{
 use rand::RngCore;
 
 #[derive(Parser)]
-#[command(version, about = "Durable event streams over gRPC: subscribe, resume, refresh, invoke.")]
+#[command(
+    version,
+    about = "Durable event streams over gRPC: subscribe, resume, refresh, invoke."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,14 +35,23 @@ enum Command {
 struct KeyArgs {
     /// Signing keys, comma separated: tokens and session tickets are signed with the first and
     /// verified with any (list the old key after the new one while rotating).
-    #[arg(long, env = "DURABLE_ITERATOR_SIGNING_KEY", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SIGNING_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     signing_key: Vec<String>,
 }
 
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on (gRPC, grpc-web, reflection and health share it).
-    #[arg(long, env = "DURABLE_ITERATOR_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     listen: SocketAddr,
     #[command(flatten)]
     keys: KeyArgs,
@@ -48,13 +60,21 @@ struct ServeArgs {
     #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// How long events are kept for resume, in seconds (0: resume off).
-    #[arg(long, env = "DURABLE_ITERATOR_RETENTION_SECONDS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_RETENTION_SECONDS",
+        default_value_t = 300
+    )]
     retention_seconds: u64,
     /// Heartbeat interval of idle streams, in seconds.
     #[arg(long, env = "DURABLE_ITERATOR_HEARTBEAT_SECONDS", default_value_t = 15)]
     heartbeat_seconds: u64,
     /// Events a subscriber may have queued before its stream ends as a slow consumer.
-    #[arg(long, env = "DURABLE_ITERATOR_SUBSCRIBER_QUEUE", default_value_t = 4096)]
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SUBSCRIBER_QUEUE",
+        default_value_t = 4096
+    )]
     subscriber_queue: usize,
     /// Largest event payload, in bytes (encoded).
     #[arg(long, env = "DURABLE_ITERATOR_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
@@ -106,8 +126,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -159,7 +178,9 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.limits.max_tags = args.max_tags;
     config.limits.max_token_bytes = args.max_token_bytes;
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = Arc::new(MemoryStore::new(args.retention_seconds.saturating_mul(1000)));
+    let store = Arc::new(MemoryStore::new(
+        args.retention_seconds.saturating_mul(1000),
+    ));
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
@@ -175,7 +196,12 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
 }
 
 /// Tells a first-time user how to try the running server: a ready token and grpcurl commands.
-fn print_walkthrough(addr: SocketAddr, keyring: &Keyring, clock: &dyn Clock, key_file: Option<&std::path::Path>) {
+fn print_walkthrough(
+    addr: SocketAddr,
+    keyring: &Keyring,
+    clock: &dyn Clock,
+    key_file: Option<&std::path::Path>,
+) {
     let claims = TokenClaims::new("lobby", clock.now_secs(), token::DEFAULT_TTL_SECS);
     let request = serde_json::json!({ "token": token::sign(keyring, &claims) });
     let auth = match key_file {
@@ -211,7 +237,9 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 
 fn mint(args: TokenArgs) -> Result<(), BoxError> {
     if args.keys.signing_key.is_empty() {
-        return Err("no signing key: pass --signing-key or set DURABLE_ITERATOR_SIGNING_KEY".into());
+        return Err(
+            "no signing key: pass --signing-key or set DURABLE_ITERATOR_SIGNING_KEY".into(),
+        );
     }
     let keyring = Keyring::new(&args.keys.signing_key)?;
     let mut claims = TokenClaims::new(args.channel, SystemClock.now_secs(), args.ttl);

@@ -33,7 +33,11 @@ pub fn issue_ticket(keyring: &Keyring, channel: &str, session_id: &str) -> Strin
 pub struct InvalidTicket;
 
 /// The session id a ticket carries, if it was issued by this server for `channel`.
-pub fn verify_ticket(keyring: &Keyring, channel: &str, ticket: &str) -> Result<String, InvalidTicket> {
+pub fn verify_ticket(
+    keyring: &Keyring,
+    channel: &str,
+    ticket: &str,
+) -> Result<String, InvalidTicket> {
     let (session_id, mac) = ticket.rsplit_once('.').ok_or(InvalidTicket)?;
     let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| InvalidTicket)?;
     let channel_len = channel_len(channel);
@@ -53,9 +57,18 @@ fn channel_len(channel: &str) -> [u8; 8] {
     (channel.len() as u64).to_be_bytes()
 }
 
-fn ticket_parts<'a>(channel: &'a str, session_id: &'a str, channel_len: &'a [u8; 8]) -> [&'a [u8]; 4] {
+fn ticket_parts<'a>(
+    channel: &'a str,
+    session_id: &'a str,
+    channel_len: &'a [u8; 8],
+) -> [&'a [u8]; 4] {
     // The channel is length-prefixed so that no (channel, id) pair can pose as another.
-    [TICKET_CONTEXT, channel_len, channel.as_bytes(), session_id.as_bytes()]
+    [
+        TICKET_CONTEXT,
+        channel_len,
+        channel.as_bytes(),
+        session_id.as_bytes(),
+    ]
 }
 
 #[cfg(test)]
@@ -71,7 +84,10 @@ mod tests {
         assert_eq!(verify_ticket(&ring, "room", &ticket), Ok(id.clone()));
         assert_eq!(verify_ticket(&ring, "other", &ticket), Err(InvalidTicket));
         let other_key = Keyring::new(["k2"]).unwrap();
-        assert_eq!(verify_ticket(&other_key, "room", &ticket), Err(InvalidTicket));
+        assert_eq!(
+            verify_ticket(&other_key, "room", &ticket),
+            Err(InvalidTicket)
+        );
         let forged = ticket.replacen(&id[..1], if &id[..1] == "A" { "B" } else { "A" }, 1);
         assert_eq!(verify_ticket(&ring, "room", &forged), Err(InvalidTicket));
         for garbage in ["", ".", "abc", "abc.!!", ".AAAA"] {

@@ -160,10 +160,7 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         let tampered = VECTOR_LOBBY.replace("lobby", "lobbz");
-        assert_eq!(
-            verify(&ring(), &tampered, 0),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verify(&ring(), &tampered, 0), Err(TokenError::BadSignature));
         for garbage in ["", "no-dot", "x.!!!", "{}.", "abc.def"] {
             let err = verify(&ring(), garbage, 0).unwrap_err();
             assert!(
@@ -175,7 +172,10 @@ mod tests {
         for payload in [r#"{"chn":1,"iat":0,"exp":9}"#, r#"{"iat":0,"exp":9}"#, "[]"] {
             let signature = URL_SAFE_NO_PAD.encode(ring().sign(&[payload.as_bytes()]));
             let err = verify(&ring(), &format!("{payload}.{signature}"), 0).unwrap_err();
-            assert!(matches!(err, TokenError::Malformed(_)), "{payload}: {err:?}");
+            assert!(
+                matches!(err, TokenError::Malformed(_)),
+                "{payload}: {err:?}"
+            );
         }
     }
 

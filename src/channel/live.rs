@@ -61,11 +61,7 @@ impl LiveSessions {
 
     /// Registers a session's new stream; an older stream of the same session is told it was
     /// superseded. The registration lasts as long as the returned guard.
-    pub fn register(
-        self: &Arc<Self>,
-        session_id: String,
-        claims: TokenClaims,
-    ) -> LiveRegistration {
+    pub fn register(self: &Arc<Self>, session_id: String, claims: TokenClaims) -> LiveRegistration {
         let session = Arc::new(LiveSession {
             session_id: session_id.clone(),
             channel: claims.chn.clone(),

@@ -96,7 +96,11 @@ impl Channels {
     ) -> Result<EventId, StoreError> {
         let filter = Arc::new(filter);
         loop {
-            match self.hub(channel).publish(payload.clone(), filter.clone()).await {
+            match self
+                .hub(channel)
+                .publish(payload.clone(), filter.clone())
+                .await
+            {
                 Ok(seq) => {
                     return Ok(EventId {
                         epoch: self.store.epoch(),

@@ -45,7 +45,12 @@ pub enum ResumeStart {
 
 /// Decides from the client's id and the channel's state whether there is anything to replay.
 /// `head` is the last sequence number delivered live on the channel.
-pub fn start(requested: Option<EventId>, epoch: Epoch, retention_ms: u64, head: u64) -> ResumeStart {
+pub fn start(
+    requested: Option<EventId>,
+    epoch: Epoch,
+    retention_ms: u64,
+    head: u64,
+) -> ResumeStart {
     let failure = |failure| ResumeStart::Live {
         requested: true,
         failure: Some(failure),
@@ -92,7 +97,12 @@ mod tests {
         let live = |requested, failure| ResumeStart::Live { requested, failure };
         let cases = [
             (None, 1_000, 10, live(false, None)),
-            (Some(EventId { epoch: 8, seq: 3 }), 1_000, 10, live(true, Some(StoreReset))),
+            (
+                Some(EventId { epoch: 8, seq: 3 }),
+                1_000,
+                10,
+                live(true, Some(StoreReset)),
+            ),
             (id(11), 1_000, 10, live(true, Some(UnknownId))),
             (id(10), 1_000, 10, live(true, None)),
             (id(10), 0, 10, live(true, None)),
@@ -101,7 +111,11 @@ mod tests {
             (id(0), 1_000, 10, ResumeStart::Replay { after: 0 }),
         ];
         for (requested, retention, head, expected) in cases {
-            assert_eq!(start(requested, EPOCH, retention, head), expected, "{requested:?}");
+            assert_eq!(
+                start(requested, EPOCH, retention, head),
+                expected,
+                "{requested:?}"
+            );
         }
     }
 

@@ -38,7 +38,10 @@ impl AdminApi {
         }
     }
 
-    async fn publish_event(&self, request: pb::PublishRequest) -> Result<pb::PublishResponse, Error> {
+    async fn publish_event(
+        &self,
+        request: pb::PublishRequest,
+    ) -> Result<pb::PublishResponse, Error> {
         let limits = &self.shared.config.limits;
         limits.check_channel(&request.channel)?;
         let payload = match request.payload {
@@ -82,7 +85,8 @@ impl AdminApi {
             0 => config.default_token_ttl_secs,
             ttl => ttl,
         };
-        let mut claims = token::TokenClaims::new(request.channel, self.shared.clock.now_secs(), ttl);
+        let mut claims =
+            token::TokenClaims::new(request.channel, self.shared.clock.now_secs(), ttl);
         claims.tags = (!request.tags.is_empty()).then_some(request.tags);
         claims.att = request.att.as_ref().map(json::from_proto);
         claims.rpc = (!request.rpc.is_empty()).then_some(request.rpc);
@@ -102,7 +106,9 @@ impl DurableIteratorAdmin for AdminApi {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         self.authorize(request.metadata())?;
-        Ok(Response::new(self.publish_event(request.into_inner()).await?))
+        Ok(Response::new(
+            self.publish_event(request.into_inner()).await?,
+        ))
     }
 
     async fn issue_token(

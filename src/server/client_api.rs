@@ -77,7 +77,11 @@ impl ClientApi {
 
     /// The claims a call acts under: those of the token if one is given, else those of the
     /// live session named by the ticket.
-    fn caller(&self, token: &str, ticket: Option<&str>) -> Result<(TokenClaims, Option<String>), Error> {
+    fn caller(
+        &self,
+        token: &str,
+        ticket: Option<&str>,
+    ) -> Result<(TokenClaims, Option<String>), Error> {
         let shared = &self.shared;
         if !token.is_empty() {
             let claims = shared.verify_token(token)?;

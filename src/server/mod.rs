@@ -98,7 +98,8 @@ pub struct Server {
 }
 
 /// Response headers a grpc-web client in a browser must be able to read.
-const GRPC_WEB_EXPOSED_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+const GRPC_WEB_EXPOSED_HEADERS: [&str; 3] =
+    ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 /// Request headers grpc-web clients send.
 const GRPC_WEB_ALLOWED_HEADERS: [&str; 7] = [
     "content-type",
@@ -171,9 +172,11 @@ impl Server {
             .max_concurrent_streams(shared.config.max_concurrent_streams)
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(generated::durable_iterator_server::DurableIteratorServer::new(
-                ClientApi::new(shared.clone()),
-            ))
+            .add_service(
+                generated::durable_iterator_server::DurableIteratorServer::new(ClientApi::new(
+                    shared.clone(),
+                )),
+            )
             .add_service(
                 generated::durable_iterator_admin_server::DurableIteratorAdminServer::new(
                     AdminApi::new(shared.clone()),
@@ -182,10 +185,13 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(health_service)
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-                shutdown.await;
-                stop.cancel();
-            })
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    shutdown.await;
+                    stop.cancel();
+                },
+            )
             .await;
         shared.shutdown.cancel();
         maintenance.abort();

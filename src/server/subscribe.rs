@@ -142,13 +142,17 @@ impl SubscriberStream {
                 Ok(None) => {}
                 Err(end) => return self.queue_ended(end),
             }
-            let notice_at = self.expires_at_ms.saturating_sub(self.timing.expiry_notice_ms);
+            let notice_at = self
+                .expires_at_ms
+                .saturating_sub(self.timing.expiry_notice_ms);
             if !self.notice_sent && now >= notice_at {
                 self.notice_sent = true;
                 let notice = pb::SubscribeResponse {
-                    kind: Some(pb::subscribe_response::Kind::TokenExpiring(pb::TokenExpiring {
-                        token_expires_at: (self.expires_at_ms / 1000) as i64,
-                    })),
+                    kind: Some(pb::subscribe_response::Kind::TokenExpiring(
+                        pb::TokenExpiring {
+                            token_expires_at: (self.expires_at_ms / 1000) as i64,
+                        },
+                    )),
                 };
                 return self.sent(Frame::message(&notice));
             }

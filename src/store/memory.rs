@@ -169,7 +169,10 @@ mod tests {
         assert_eq!(store.last_seq("e").await.unwrap(), 0);
         assert_eq!(seqs(&store.read("c", 1, 3, 5).await.unwrap()), [2, 3]);
         assert_eq!(seqs(&store.read("c", 0, 2, 5).await.unwrap()), [1, 2]);
-        assert_eq!(seqs(&store.read("c", 3, 3, 5).await.unwrap()), [] as [u64; 0]);
+        assert_eq!(
+            seqs(&store.read("c", 3, 3, 5).await.unwrap()),
+            [] as [u64; 0]
+        );
     }
 
     #[tokio::test]
@@ -178,11 +181,20 @@ mod tests {
         store.append("c", &[event(0)]).await.unwrap();
         store.append("c", &[event(500)]).await.unwrap();
         let at_999 = store.read("c", 0, 2, 999).await.unwrap();
-        assert_eq!((seqs(&at_999), at_999.oldest_retained), (vec![1, 2], Some(1)));
+        assert_eq!(
+            (seqs(&at_999), at_999.oldest_retained),
+            (vec![1, 2], Some(1))
+        );
         let at_1000 = store.read("c", 0, 2, 1_000).await.unwrap();
-        assert_eq!((seqs(&at_1000), at_1000.oldest_retained), (vec![2], Some(2)));
+        assert_eq!(
+            (seqs(&at_1000), at_1000.oldest_retained),
+            (vec![2], Some(2))
+        );
         assert_eq!(store.expire(1_500).await.unwrap(), 2);
-        assert_eq!(store.read("c", 0, 2, 0).await.unwrap().oldest_retained, None);
+        assert_eq!(
+            store.read("c", 0, 2, 0).await.unwrap().oldest_retained,
+            None
+        );
         // Ids go on after everything expired.
         assert_eq!(store.append("c", &[event(2_000)]).await.unwrap()[0].seq, 3);
     }
