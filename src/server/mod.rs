@@ -11,6 +11,7 @@ use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use admin::AdminApi;
@@ -69,6 +70,9 @@ impl ServerConfig {
         }
     }
 }
+
+type ClientServer = generated::durable_iterator_server::DurableIteratorServer<ClientApi>;
+type AdminServer = generated::durable_iterator_admin_server::DurableIteratorAdminServer<AdminApi>;
 
 /// What the services share.
 pub(crate) struct Shared {
@@ -151,12 +155,8 @@ impl Server {
             .build_v1alpha()
             .expect("the embedded descriptor set is valid");
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<generated::durable_iterator_server::DurableIteratorServer<ClientApi>>()
-            .await;
-        health
-            .set_serving::<generated::durable_iterator_admin_server::DurableIteratorAdminServer<AdminApi>>()
-            .await;
+        health.set_serving::<ClientServer>().await;
+        health.set_serving::<AdminServer>().await;
 
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::mirror_request())
@@ -189,6 +189,13 @@ impl Server {
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     shutdown.await;
+                    // Load balancers stop routing here while open streams are told to
+                    // reconnect elsewhere.
+                    health
+                        .set_service_status("", ServingStatus::NotServing)
+                        .await;
+                    health.set_not_serving::<ClientServer>().await;
+                    health.set_not_serving::<AdminServer>().await;
                     stop.cancel();
                 },
             )
