@@ -2,13 +2,13 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use durable_iterator::{
     clock::{Clock, SharedClock, SystemClock},
     keyring::Keyring,
     limits::Limits,
     server::{Server, ServerConfig},
-    store::MemoryStore,
+    store::{EventStore, MemoryStore, RedbStore},
     token::{self, TokenClaims},
 };
 use rand::RngCore;
@@ -59,6 +59,17 @@ struct ServeArgs {
     /// Without one, a key is generated for this run and written to a file (see the output).
     #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Where events are kept: `redb`, an embedded on-disk log in --data-dir that survives
+    /// restarts; or `memory`, lost at exit.
+    #[arg(long, env = "DURABLE_ITERATOR_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    store: StoreKind,
+    /// Data directory of the `redb` store (created if missing; one server at a time).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_DATA_DIR",
+        default_value = "durable-iterator-data"
+    )]
+    data_dir: PathBuf,
     /// How long events are kept for resume, in seconds (0: resume off).
     #[arg(
         long,
@@ -88,6 +99,12 @@ struct ServeArgs {
     /// Where to write a generated admin API key when none is configured.
     #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
     dev_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Redb,
+    Memory,
 }
 
 #[derive(Args)]
@@ -122,15 +139,33 @@ struct TokenArgs {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => mint(args),
     }
@@ -178,13 +213,22 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.limits.max_tags = args.max_tags;
     config.limits.max_token_bytes = args.max_token_bytes;
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = Arc::new(MemoryStore::new(
-        args.retention_seconds.saturating_mul(1000),
-    ));
+    let retention_ms = args.retention_seconds.saturating_mul(1000);
+    let (store, store_name): (Arc<dyn EventStore>, String) = match args.store {
+        StoreKind::Memory => (Arc::new(MemoryStore::new(retention_ms)), "memory".into()),
+        StoreKind::Redb => {
+            let store = RedbStore::open(&args.data_dir, retention_ms)
+                .map_err(|e| format!("cannot open the event store: {e}"))?;
+            let name = format!("redb at {}", store.path().display());
+            (Arc::new(store), name)
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, retention_seconds = args.retention_seconds, store = "memory", "serving");
+    tracing::info!(%addr, retention_seconds = args.retention_seconds, store = %store_name, "serving");
+    // A plain line on stdout for scripts and supervisors that wait for the port.
+    println!("durable-iterator listening on {addr}");
     if generated_signing_key || dev_key_file.is_some() {
         print_walkthrough(addr, &keyring, clock.as_ref(), dev_key_file.as_deref());
     }

@@ -202,6 +202,9 @@ impl Server {
             .await;
         shared.shutdown.cancel();
         maintenance.abort();
+        // Wait for the task to be gone: it holds the store, which closes when the last holder
+        // lets go (a restarted server can then open the same data directory at once).
+        let _ = maintenance.await;
         result
     }
 }

@@ -1,16 +1,19 @@
 //! Where events live between publish and resume.
 //!
-//! One trait, [`EventStore`], for every backend: [`memory::MemoryStore`] now (tests, ephemeral
-//! servers), an embedded on-disk log and a shared broker later. The store assigns sequence
+//! One trait, [`EventStore`], for every backend: [`redb::RedbStore`], the embedded on-disk log
+//! the server uses by default; [`memory::MemoryStore`] for tests and servers that need no history
+//! across restarts; a shared broker later. The store assigns sequence
 //! numbers and is the only source of truth for replay; the channel hub on top of it orders
 //! fan-out and resume (see `crate::channel`).
 
 pub mod memory;
+pub mod redb;
 
 use async_trait::async_trait;
 
 use crate::event::{Epoch, NewEvent, StoredEvent};
 
+pub use self::redb::RedbStore;
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.

@@ -1,0 +1,536 @@
+//! The embedded on-disk store: one redb file in a data directory, the server's default.
+//!
+//! - **Group commit.** Appends from every channel go to one writer thread, which takes everything
+//!   queued, writes it in one transaction and commits it with an fsync before any publisher is
+//!   answered. Concurrent publishes share an fsync instead of queueing for one each.
+//! - **Ids survive restarts.** Each channel's last sequence number is stored beside its events
+//!   and kept when the events expire. The store's epoch is drawn once, when the file is created:
+//!   a replaced or wiped data directory has a new epoch, so old ids read as `store reset`.
+//! - **Exact retention.** Reads skip events whose window has passed; deleting them is upkeep,
+//!   done in small transactions through an index by publish time so it never stalls publishes.
+//! - **Nothing silently wiped.** A file that cannot be opened, is locked by another process or is
+//!   corrupt is an error at open; the caller refuses to start.
+//!
+//! Tables:
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | name | `epoch`, `format` |
+//! | `heads` | channel | last sequence number assigned |
+//! | `events` | (channel, seq) | published_at_ms, filter, encoded frame |
+//! | `expiry` | (published_at_ms, channel, first seq) | last seq of that append |
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    thread::JoinHandle,
+};
+
+use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{EventStore, History, StoreError, is_retained};
+use crate::{
+    event::{Epoch, NewEvent, StoredEvent},
+    filter::Filter,
+    frame::Frame,
+};
+
+/// The file inside the data directory.
+pub const FILE_NAME: &str = "events.redb";
+/// The layout written by this version; a newer one is refused rather than misread.
+const FORMAT: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+const EXPIRY: TableDefinition<(u64, &str, u64), u64> = TableDefinition::new("expiry");
+
+/// Appends committed in one transaction at most: bounds a commit's size and latency.
+const MAX_APPENDS_PER_COMMIT: usize = 256;
+/// Append records deleted per expiry transaction, so publishes interleave with a large purge.
+const EXPIRY_CHUNK: usize = 512;
+
+/// Events on disk, in a redb file.
+pub struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    epoch: Epoch,
+    retention_ms: u64,
+    appends: Option<mpsc::UnboundedSender<Append>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+struct Append {
+    channel: String,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("epoch", &self.epoch)
+            .field("retention_ms", &self.retention_ms)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `data_dir`, keeping events for `retention_ms`.
+    ///
+    /// Fails, and changes nothing, when the directory cannot be created, the file is held by
+    /// another process, is corrupt, or was written by a newer version.
+    pub fn open(data_dir: &Path, retention_ms: u64) -> Result<Self, StoreError> {
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(StoreError::Unavailable(format!(
+                "data directory {} exists and is not a directory",
+                data_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
+        let epoch = init_meta(&db).map_err(|e| match e {
+            StoreError::Corrupt(why) => StoreError::Corrupt(format!("{}: {why}", path.display())),
+            other => other,
+        })?;
+        let db = Arc::new(db);
+        let (appends, queue) = mpsc::unbounded_channel();
+        let writer = {
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("durable-iterator-writer".into())
+                .spawn(move || write_loop(&db, epoch, retention_ms, queue))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?
+        };
+        Ok(Self {
+            db,
+            path,
+            epoch,
+            retention_ms,
+            appends: Some(appends),
+            writer: Some(writer),
+        })
+    }
+
+    /// The redb file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        // The writer finishes what is queued and exits; joining it first means the last handle
+        // to the database is ours, so the file is closed cleanly (no repair at the next open).
+        self.appends.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Reads the epoch, or draws and stores one in a new file.
+fn init_meta(db: &Database) -> Result<Epoch, StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let epoch = {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let format = meta.get("format").map_err(storage)?.map(|v| v.value());
+        match format {
+            Some(format) if format > FORMAT => {
+                return Err(StoreError::Corrupt(format!(
+                    "written in format {format} by a newer version (this one reads {FORMAT})"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("format", FORMAT).map_err(storage)?;
+            }
+        }
+        let stored = meta.get("epoch").map_err(storage)?.map(|v| v.value());
+        match stored {
+            Some(epoch) => Epoch::try_from(epoch)
+                .map_err(|_| StoreError::Corrupt(format!("epoch {epoch} out of range")))?,
+            None => {
+                let epoch: Epoch = rand::random();
+                meta.insert("epoch", u64::from(epoch)).map_err(storage)?;
+                epoch
+            }
+        }
+    };
+    // Create every table now, so readers never meet a missing one.
+    txn.open_table(HEADS).map_err(storage)?;
+    txn.open_table(EVENTS).map_err(storage)?;
+    txn.open_table(EXPIRY).map_err(storage)?;
+    txn.commit().map_err(storage)?;
+    Ok(epoch)
+}
+
+fn open_error(path: &Path, error: ::redb::DatabaseError) -> StoreError {
+    use ::redb::{DatabaseError, StorageError as Redb};
+    let at = path.display();
+    match error {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+            "{at} is in use by another process (is another server running on this data directory?)"
+        )),
+        DatabaseError::Storage(Redb::Corrupted(why)) => {
+            StoreError::Corrupt(format!("{at} is corrupt: {why}"))
+        }
+        DatabaseError::UpgradeRequired(version) => StoreError::Corrupt(format!(
+            "{at} has file format {version}, which this version cannot open"
+        )),
+        other => StoreError::Unavailable(format!("cannot open {at}: {other}")),
+    }
+}
+
+/// Any redb error, as a store error: data damage is `Corrupt`, the rest `Unavailable`.
+fn storage(error: impl Into<::redb::Error>) -> StoreError {
+    match error.into() {
+        ::redb::Error::Corrupted(why) => StoreError::Corrupt(why),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// The writer thread: one transaction for everything queued, then the answers.
+fn write_loop(
+    db: &Database,
+    epoch: Epoch,
+    retention_ms: u64,
+    mut queue: mpsc::UnboundedReceiver<Append>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_APPENDS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(append) => batch.push(append),
+                Err(_) => break,
+            }
+        }
+        match commit(db, epoch, retention_ms, &batch) {
+            Ok(stored) => {
+                for (append, stored) in batch.into_iter().zip(stored) {
+                    let _ = append.reply.send(Ok(stored));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, appends = batch.len(), "commit failed; nothing acknowledged");
+                for append in batch {
+                    let _ = append.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn commit(
+    db: &Database,
+    epoch: Epoch,
+    retention_ms: u64,
+    batch: &[Append],
+) -> Result<Vec<Vec<StoredEvent>>, StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut heads = txn.open_table(HEADS).map_err(storage)?;
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
+        // Heads of channels met in this batch: several appends may hit one channel.
+        let mut last_seqs: HashMap<&str, u64> = HashMap::new();
+        let mut record = Vec::new();
+        for append in batch {
+            let channel = append.channel.as_str();
+            let last_seq = match last_seqs.get(channel) {
+                Some(seq) => *seq,
+                None => heads
+                    .get(channel)
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value()),
+            };
+            let stored: Vec<StoredEvent> = append
+                .events
+                .iter()
+                .zip(last_seq + 1..)
+                .map(|(event, seq)| StoredEvent::new(epoch, seq, event))
+                .collect();
+            let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+                results.push(stored);
+                continue;
+            };
+            if retention_ms > 0 {
+                for event in &stored {
+                    encode_record(event, &mut record);
+                    events
+                        .insert((channel, event.seq), record.as_slice())
+                        .map_err(storage)?;
+                }
+                expiry
+                    .insert((first.published_at_ms, channel, first.seq), last.seq)
+                    .map_err(storage)?;
+            }
+            last_seqs.insert(channel, last.seq);
+            results.push(stored);
+        }
+        for (channel, seq) in last_seqs {
+            heads.insert(channel, seq).map_err(storage)?;
+        }
+    }
+    txn.commit().map_err(storage)?;
+    Ok(results)
+}
+
+/// `published_at_ms` (8 bytes LE), filter length (4 bytes LE), the filter as JSON (empty for
+/// everyone), the encoded frame.
+fn encode_record(event: &StoredEvent, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&event.published_at_ms.to_le_bytes());
+    let filter = if event.filter.is_everyone() {
+        Vec::new()
+    } else {
+        // A filter is strings and lists of strings: serializing it cannot fail.
+        serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
+    };
+    out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
+    out.extend_from_slice(&filter);
+    out.extend_from_slice(event.frame.bytes());
+}
+
+fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("event record {seq} is malformed"));
+    let (published_at_ms, rest) = record.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    let (filter_len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let filter_len = u32::from_le_bytes(*filter_len) as usize;
+    if rest.len() < filter_len {
+        return Err(corrupt());
+    }
+    let (filter, frame) = rest.split_at(filter_len);
+    let filter = if filter.is_empty() {
+        Filter::everyone()
+    } else {
+        serde_json::from_slice(filter).map_err(|_| corrupt())?
+    };
+    Ok(StoredEvent {
+        seq,
+        published_at_ms: u64::from_le_bytes(*published_at_ms),
+        filter: Arc::new(filter),
+        frame: Frame::from_encoded(Bytes::copy_from_slice(frame)),
+    })
+}
+
+#[async_trait]
+impl EventStore for RedbStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+
+    async fn append(
+        &self,
+        channel: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let append = Append {
+            channel: channel.to_owned(),
+            events: events.to_vec(),
+            reply,
+        };
+        let closed = || StoreError::Unavailable("the store is closed".into());
+        self.appends
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(append)
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn last_seq(&self, channel: &str) -> Result<u64, StoreError> {
+        let channel = channel.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let heads = txn.open_table(HEADS).map_err(storage)?;
+            Ok(heads
+                .get(channel.as_str())
+                .map_err(storage)?
+                .map_or(0, |v| v.value()))
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        after: u64,
+        until: u64,
+        now_ms: u64,
+    ) -> Result<History, StoreError> {
+        let channel = channel.to_owned();
+        let retention_ms = self.retention_ms;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(EVENTS).map_err(storage)?;
+            let channel = channel.as_str();
+            let retained = |record: &[u8]| {
+                let published_at_ms = record
+                    .first_chunk::<8>()
+                    .map_or(0, |b| u64::from_le_bytes(*b));
+                is_retained(published_at_ms, retention_ms, now_ms)
+            };
+            // Events not yet purged may still sit before the oldest retained one.
+            let mut oldest_retained = None;
+            for entry in table
+                .range((channel, 0)..=(channel, u64::MAX))
+                .map_err(storage)?
+            {
+                let (key, value) = entry.map_err(storage)?;
+                if retained(value.value()) {
+                    oldest_retained = Some(key.value().1);
+                    break;
+                }
+            }
+            let mut events = Vec::new();
+            if after < until {
+                for entry in table
+                    .range((channel, after + 1)..=(channel, until))
+                    .map_err(storage)?
+                {
+                    let (key, value) = entry.map_err(storage)?;
+                    if retained(value.value()) {
+                        events.push(decode_record(key.value().1, value.value())?);
+                    }
+                }
+            }
+            Ok(History {
+                events,
+                oldest_retained,
+            })
+        })
+        .await
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let retention_ms = self.retention_ms;
+        if retention_ms == 0 {
+            return Ok(0);
+        }
+        self.blocking(move |db| {
+            let mut removed = 0;
+            loop {
+                let (chunk_removed, more) = expire_chunk(db, retention_ms, now_ms)?;
+                removed += chunk_removed;
+                if !more {
+                    return Ok(removed);
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Deletes up to [`EXPIRY_CHUNK`] expired appends in one transaction. Returns the events
+/// removed and whether more may be due.
+fn expire_chunk(
+    db: &Database,
+    retention_ms: u64,
+    now_ms: u64,
+) -> Result<(usize, bool), StoreError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    // Losing a purge in a crash is harmless (reads skip expired events), so it need not wait
+    // for an fsync: the next durable commit carries it.
+    txn.set_durability(Durability::None).map_err(storage)?;
+    let mut removed = 0;
+    let mut more = false;
+    {
+        let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut due = Vec::new();
+        for entry in expiry.iter().map_err(storage)? {
+            let (key, last) = entry.map_err(storage)?;
+            let (published_at_ms, channel, first) = key.value();
+            if is_retained(published_at_ms, retention_ms, now_ms) {
+                break;
+            }
+            if due.len() == EXPIRY_CHUNK {
+                more = true;
+                break;
+            }
+            due.push((published_at_ms, channel.to_owned(), first, last.value()));
+        }
+        for (published_at_ms, channel, first, last) in due {
+            let channel = channel.as_str();
+            for seq in first..=last {
+                if events.remove((channel, seq)).map_err(storage)?.is_some() {
+                    removed += 1;
+                }
+            }
+            expiry
+                .remove((published_at_ms, channel, first))
+                .map_err(storage)?;
+        }
+    }
+    txn.commit().map_err(storage)?;
+    Ok((removed, more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: u64) -> NewEvent {
+        NewEvent {
+            payload: Bytes::from_static(b"\x12\x00"),
+            filter: Arc::new(Filter::everyone()),
+            published_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let filter = Filter {
+            tags: Some(vec!["t".into()]),
+            targets: None,
+            exclude: vec!["s".into()],
+        };
+        for filter in [Filter::everyone(), filter] {
+            let new = NewEvent {
+                filter: Arc::new(filter),
+                ..event(42)
+            };
+            let stored = StoredEvent::new(7, 9, &new);
+            let mut record = Vec::new();
+            encode_record(&stored, &mut record);
+            let decoded = decode_record(9, &record).unwrap();
+            assert_eq!(decoded.seq, 9);
+            assert_eq!(decoded.published_at_ms, 42);
+            assert_eq!(decoded.filter, stored.filter);
+            assert_eq!(decoded.frame, stored.frame);
+        }
+        for bad in [&b""[..], b"1234567", b"12345678\xff\x00\x00\x00{}"] {
+            assert!(matches!(decode_record(1, bad), Err(StoreError::Corrupt(_))));
+        }
+    }
+}
