@@ -143,67 +143,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::filter::Filter;
-
-    fn event(at: u64) -> NewEvent {
-        NewEvent {
-            payload: bytes::Bytes::new(),
-            filter: Arc::new(Filter::everyone()),
-            published_at_ms: at,
-        }
-    }
-
-    fn seqs(history: &History) -> Vec<u64> {
-        history.events.iter().map(|e| e.seq).collect()
-    }
+    use crate::store::contract;
 
     #[tokio::test]
-    async fn assigns_consecutive_seqs_and_reads_ranges() {
-        let store = MemoryStore::new(10_000);
-        let first = store.append("c", &[event(0), event(0)]).await.unwrap();
-        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
-        store.append("c", &[event(1)]).await.unwrap();
-        store.append("d", &[event(1)]).await.unwrap();
-        assert_eq!(store.last_seq("c").await.unwrap(), 3);
-        assert_eq!(store.last_seq("d").await.unwrap(), 1);
-        assert_eq!(store.last_seq("e").await.unwrap(), 0);
-        assert_eq!(seqs(&store.read("c", 1, 3, 5).await.unwrap()), [2, 3]);
-        assert_eq!(seqs(&store.read("c", 0, 2, 5).await.unwrap()), [1, 2]);
-        assert_eq!(
-            seqs(&store.read("c", 3, 3, 5).await.unwrap()),
-            [] as [u64; 0]
-        );
+    async fn keeps_the_store_contract() {
+        contract::assigns_consecutive_seqs_and_reads_ranges(&MemoryStore::new(10_000)).await;
+        contract::retention_is_exact(&MemoryStore::new(1_000)).await;
+        contract::retention_zero_keeps_nothing_but_counts(&MemoryStore::new(0)).await;
     }
 
-    #[tokio::test]
-    async fn retention_is_exact() {
-        let store = MemoryStore::new(1_000);
-        store.append("c", &[event(0)]).await.unwrap();
-        store.append("c", &[event(500)]).await.unwrap();
-        let at_999 = store.read("c", 0, 2, 999).await.unwrap();
-        assert_eq!(
-            (seqs(&at_999), at_999.oldest_retained),
-            (vec![1, 2], Some(1))
-        );
-        let at_1000 = store.read("c", 0, 2, 1_000).await.unwrap();
-        assert_eq!(
-            (seqs(&at_1000), at_1000.oldest_retained),
-            (vec![2], Some(2))
-        );
-        assert_eq!(store.expire(1_500).await.unwrap(), 2);
-        assert_eq!(
-            store.read("c", 0, 2, 0).await.unwrap().oldest_retained,
-            None
-        );
-        // Ids go on after everything expired.
-        assert_eq!(store.append("c", &[event(2_000)]).await.unwrap()[0].seq, 3);
-    }
-
-    #[tokio::test]
-    async fn retention_zero_keeps_nothing_but_counts() {
-        let store = MemoryStore::new(0);
-        store.append("c", &[event(0), event(0)]).await.unwrap();
-        assert_eq!(store.last_seq("c").await.unwrap(), 2);
-        assert!(store.read("c", 0, 2, 0).await.unwrap().events.is_empty());
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_keep_every_channel_consecutive() {
+        contract::concurrent_appends_keep_every_channel_consecutive(Arc::new(MemoryStore::new(
+            10_000,
+        )))
+        .await;
     }
 }

@@ -6,6 +6,8 @@
 //! numbers and is the only source of truth for replay; the channel hub on top of it orders
 //! fan-out and resume (see `crate::channel`).
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod memory;
 pub mod redb;
 

@@ -499,13 +499,110 @@ fn expire_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::contract::{self, event};
 
-    fn event(at: u64) -> NewEvent {
-        NewEvent {
-            payload: Bytes::from_static(b"\x12\x00"),
-            filter: Arc::new(Filter::everyone()),
-            published_at_ms: at,
+    fn open(dir: &tempfile::TempDir, retention_ms: u64) -> RedbStore {
+        RedbStore::open(dir.path(), retention_ms).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keeps_the_store_contract() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        contract::assigns_consecutive_seqs_and_reads_ranges(&open(&dirs[0], 10_000)).await;
+        contract::retention_is_exact(&open(&dirs[1], 1_000)).await;
+        contract::retention_zero_keeps_nothing_but_counts(&open(&dirs[2], 0)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_keep_every_channel_consecutive() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::concurrent_appends_keep_every_channel_consecutive(Arc::new(open(&dir, 10_000)))
+            .await;
+    }
+
+    #[tokio::test]
+    async fn ids_epoch_and_events_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 10_000);
+        let epoch = store.epoch();
+        let stored = store.append("c", &[event(1), event(2)]).await.unwrap();
+        drop(store);
+        let store = open(&dir, 10_000);
+        assert_eq!(store.epoch(), epoch);
+        assert_eq!(store.last_seq("c").await.unwrap(), 2);
+        let read = store.read("c", 0, 2, 3).await.unwrap();
+        assert_eq!(read.events.len(), 2);
+        assert_eq!(read.events[1].frame, stored[1].frame);
+        assert_eq!(store.append("c", &[event(3)]).await.unwrap()[0].seq, 3);
+        // Expired events are gone after a reopen too, and the ids still go on.
+        assert_eq!(store.expire(20_000).await.unwrap(), 3);
+        drop(store);
+        let store = open(&dir, 10_000);
+        assert_eq!(store.last_seq("c").await.unwrap(), 3);
+        assert_eq!(
+            store.read("c", 0, 3, 20_000).await.unwrap().oldest_retained,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_data_directory_has_a_new_epoch() {
+        let epochs: std::collections::HashSet<Epoch> = (0..4)
+            .map(|_| open(&tempfile::tempdir().unwrap(), 0).epoch())
+            .collect();
+        assert_eq!(epochs.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn expiry_purges_in_chunks_and_keeps_what_is_retained() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 1_000);
+        for n in 0..(EXPIRY_CHUNK as u64 * 2 + 10) {
+            store.append("c", &[event(n % 100)]).await.unwrap();
         }
+        store.append("c", &[event(900)]).await.unwrap();
+        let total = EXPIRY_CHUNK * 2 + 10;
+        // Published at 0 to 99: all expired at 1,099 + 1; the one at 900 is kept until 1,900.
+        assert_eq!(store.expire(1_100).await.unwrap(), total);
+        let last = total as u64 + 1;
+        let read = store.read("c", 0, last, 1_100).await.unwrap();
+        assert_eq!(read.oldest_retained, Some(last));
+        assert_eq!(read.events.len(), 1);
+    }
+
+    #[test]
+    fn a_locked_data_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(&dir, 0);
+        let error = RedbStore::open(dir.path(), 0).unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+        assert!(
+            error.to_string().contains("in use by another process"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let garbage = b"this is not a redb file, but it is not empty either".repeat(100);
+        std::fs::write(&path, &garbage).unwrap();
+        let error = RedbStore::open(dir.path(), 0).unwrap_err();
+        assert!(
+            error.to_string().contains(&*path.to_string_lossy()),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), garbage, "nothing wiped");
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_data_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::write(&path, b"x").unwrap();
+        let error = RedbStore::open(&path, 0).unwrap_err();
+        assert!(error.to_string().contains("not a directory"), "{error}");
     }
 
     #[test]
