@@ -198,6 +198,9 @@ fn open_error(path: &Path, error: ::redb::DatabaseError) -> StoreError {
         DatabaseError::Storage(Redb::Corrupted(why)) => {
             StoreError::Corrupt(format!("{at} is corrupt: {why}"))
         }
+        DatabaseError::Storage(Redb::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt(format!("{at} is not a readable event store: {io}"))
+        }
         DatabaseError::UpgradeRequired(version) => StoreError::Corrupt(format!(
             "{at} has file format {version}, which this version cannot open"
         )),
