@@ -10,7 +10,9 @@
 //! - [`token`], [`session`], [`filter`] are pure: signing and verifying (oRPC-compatible
 //!   tokens, session tickets), and who receives an event. No I/O, time passed in.
 //! - [`store`] holds events per channel for the retention window behind one trait,
-//!   [`store::EventStore`]; the store assigns sequence numbers.
+//!   [`store::EventStore`]; the store assigns sequence numbers. [`store::RedbStore`], the
+//!   default, is an embedded on-disk log: one writer thread commits everything queued from every
+//!   channel in one transaction (group commit), and a publish is acknowledged only once durable.
 //! - [`channel`] is the domain core: one [`channel::Hub`] per active channel queues publishes,
 //!   appends them to the store in batches (concurrent publishers share a commit), and hands each
 //!   stored batch to every subscriber's bounded queue. Because the hub's `head` moves under the
