@@ -29,7 +29,8 @@ pub type Batch = Arc<[StoredEvent]>;
 /// How a channel treats its subscribers.
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
-    /// Events a subscriber may have queued before it counts as a slow consumer.
+    /// Events a subscriber may have unread before it counts as a slow consumer (it may hold
+    /// up to `subscriber_queue - 1 + max_batch`: a batch is never split).
     pub subscriber_queue: usize,
     /// Publishes appended to the store in one call at most.
     pub max_batch: usize,
@@ -181,7 +182,9 @@ impl Hub {
         state.head = Some(last.seq);
         state.subscribers.retain(|_, sink| {
             let queued = sink.shared.queued.fetch_add(batch.len(), Ordering::AcqRel);
-            if queued + batch.len() > limit {
+            // Slow means `limit` events already unread, not a batch (of concurrent publishes,
+            // up to `max_batch`) larger than the queue: that would drop subscribers that keep up.
+            if queued >= limit {
                 // Dropping the sender ends the subscriber's stream once it has read what is
                 // queued; it resumes from the store.
                 sink.shared.overflowed.store(true, Ordering::Release);

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_api;
+mod health;
 mod subscribe;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -154,7 +155,8 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("the embedded descriptor set is valid");
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = tonic_health::server::HealthReporter::new();
+        let health_service = health::server(health.clone(), shared.shutdown.clone());
         health.set_serving::<ClientServer>().await;
         health.set_serving::<AdminServer>().await;
 

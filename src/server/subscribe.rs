@@ -129,6 +129,11 @@ impl SubscriberStream {
             if let Some(frame) = self.next_from_batch() {
                 return self.sent(frame);
             }
+            // A refresh that came while the stream was busy sending applies before expiry is
+            // judged: the select below is reached only when the queue is empty.
+            if self.claims.has_changed().unwrap_or(false) {
+                self.apply_refreshed_claims();
+            }
             let now = self.clock.now_ms();
             if now >= self.expires_at_ms {
                 return self.end(token::TokenError::Expired.into());
@@ -172,7 +177,13 @@ impl SubscriberStream {
             let superseded = self.registration.session().superseded().clone();
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return self.end(Error::ShuttingDown),
+                // Events queued before the shutdown (their publishes were acknowledged) are
+                // still delivered, then the stream ends.
+                _ = self.shutdown.cancelled() => match self.subscription.try_next() {
+                    Ok(Some(batch)) => self.batch = Some((batch, 0)),
+                    Ok(None) => return self.end(Error::ShuttingDown),
+                    Err(end) => return self.queue_ended(end),
+                },
                 _ = superseded.cancelled() => return self.end(Error::Superseded),
                 batch = self.subscription.next() => match batch {
                     Ok(batch) => self.batch = Some((batch, 0)),
@@ -180,17 +191,22 @@ impl SubscriberStream {
                 },
                 changed = self.claims.changed() => {
                     if changed.is_ok() {
-                        let claims = self.claims.borrow_and_update().clone();
-                        let expires_at_ms = claims.exp.saturating_mul(1000);
-                        if expires_at_ms > self.expires_at_ms {
-                            self.notice_sent = false;
-                        }
-                        self.expires_at_ms = expires_at_ms;
+                        self.apply_refreshed_claims();
                     }
                 }
                 _ = self.clock.sleep_until(wake_at) => {}
             }
         }
+    }
+
+    /// Takes the expiry of the session's refreshed token; a later one earns a new notice.
+    fn apply_refreshed_claims(&mut self) {
+        let claims = self.claims.borrow_and_update().clone();
+        let expires_at_ms = claims.exp.saturating_mul(1000);
+        if expires_at_ms > self.expires_at_ms {
+            self.notice_sent = false;
+        }
+        self.expires_at_ms = expires_at_ms;
     }
 
     fn queue_ended(&mut self, end: QueueEnd) -> Option<Result<Frame, Status>> {

@@ -23,7 +23,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::JoinHandle,
 };
 
@@ -62,6 +65,7 @@ pub struct RedbStore {
     retention_ms: u64,
     appends: Option<mpsc::UnboundedSender<Append>>,
     writer: Option<JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
 }
 
 struct Append {
@@ -108,11 +112,13 @@ impl RedbStore {
         })?;
         let db = Arc::new(db);
         let (appends, queue) = mpsc::unbounded_channel();
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = {
             let db = db.clone();
+            let commits = commits.clone();
             std::thread::Builder::new()
                 .name("durable-iterator-writer".into())
-                .spawn(move || write_loop(&db, epoch, retention_ms, queue))
+                .spawn(move || write_loop(&db, epoch, retention_ms, queue, &commits))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?
         };
         Ok(Self {
@@ -122,7 +128,14 @@ impl RedbStore {
             retention_ms,
             appends: Some(appends),
             writer: Some(writer),
+            commits,
         })
+    }
+
+    /// Durable commits of appended events so far (each is one fsync); with the events
+    /// published, tells how well concurrent publishes share commits.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// The redb file.
@@ -222,6 +235,7 @@ fn write_loop(
     epoch: Epoch,
     retention_ms: u64,
     mut queue: mpsc::UnboundedReceiver<Append>,
+    commits: &AtomicU64,
 ) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
@@ -233,6 +247,7 @@ fn write_loop(
         }
         match commit(db, epoch, retention_ms, &batch) {
             Ok(stored) => {
+                commits.fetch_add(1, Ordering::Relaxed);
                 for (append, stored) in batch.into_iter().zip(stored) {
                     let _ = append.reply.send(Ok(stored));
                 }

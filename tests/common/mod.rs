@@ -60,6 +60,8 @@ impl TestServer {
         let keyring = Keyring::new([SIGNING_KEY]).unwrap();
         let mut config = ServerConfig::new(keyring.clone(), Some(API_KEY.into()));
         (options.config)(&mut config);
+        // A test may bring its own keyring (key rotation): tokens it signs follow the server's.
+        let keyring = config.keyring.clone();
         let store = options
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new(options.retention_ms)));
@@ -340,4 +342,121 @@ impl EventStore for YieldingStore {
     async fn expire(&self, now_ms: u64) -> Result<usize, durable_iterator::store::StoreError> {
         self.0.expire(now_ms).await
     }
+}
+
+/// Reads a stream up to the event `marker_id` (published by the caller, e.g. once for several
+/// streams) and returns the payloads of the events before it, skipping heartbeats.
+pub async fn payloads_until(
+    stream: &mut Streaming<pb::SubscribeResponse>,
+    marker_id: &str,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(stream).await;
+        if event.id == marker_id {
+            return seen;
+        }
+        seen.push(payload(&event));
+    }
+}
+
+impl TestServer {
+    /// The server's shared connection, for clients other than the two services' (reflection,
+    /// health).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+/// Expects `result` to be refused with `code`; returns the status message.
+pub fn expect_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> String {
+    match result {
+        Ok(value) => panic!("expected {code:?}, the call succeeded with {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            status.message().to_owned()
+        }
+    }
+}
+
+pub fn invoke_request(token: &str, ticket: Option<&str>, path: &[&str]) -> pb::InvokeRequest {
+    pb::InvokeRequest {
+        token: token.into(),
+        session_ticket: ticket.map(Into::into),
+        path: path.iter().map(|p| p.to_string()).collect(),
+        input: None,
+    }
+}
+
+impl TestServer {
+    /// Signs `claims` with the server's signing key.
+    pub fn sign(&self, claims: &TokenClaims) -> String {
+        token::sign(&self.keyring, claims)
+    }
+
+    pub async fn invoke(&self, request: pb::InvokeRequest) -> Result<pb::InvokeResponse, Status> {
+        Ok(self.client().invoke(request).await?.into_inner())
+    }
+
+    /// `RefreshToken`; returns the new expiry.
+    pub async fn refresh_token(&self, ticket: &str, token: String) -> Result<i64, Status> {
+        let request = pb::RefreshTokenRequest {
+            session_ticket: ticket.into(),
+            token,
+        };
+        Ok(self
+            .client()
+            .refresh_token(request)
+            .await?
+            .into_inner()
+            .token_expires_at)
+    }
+}
+
+/// Publishes a marker and reads the stream up to it: every message before it is returned,
+/// heartbeats and `TokenExpiring` included. Proves what was (not) sent without waiting.
+pub async fn messages_until_marker(
+    server: &TestServer,
+    channel: &str,
+    stream: &mut Streaming<pb::SubscribeResponse>,
+) -> Vec<Kind> {
+    let marker = server
+        .publish(channel, serde_json::json!({"marker": true}))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        match next(stream).await {
+            Ok(Kind::Event(event)) if event.id == marker => return seen,
+            Ok(kind) => seen.push(kind),
+            Err(status) => panic!(
+                "stream ended before the marker: {status:?}, after {} messages",
+                seen.len()
+            ),
+        }
+    }
+}
+
+/// Proves that nothing was stored on `channel` since the event `last_id`: a marker published
+/// now is the very next sequence number and the subscriber receives nothing before it.
+/// Returns the marker's id.
+pub async fn expect_nothing_stored_since(
+    server: &TestServer,
+    channel: &str,
+    stream: &mut Streaming<pb::SubscribeResponse>,
+    last_id: &str,
+) -> String {
+    use durable_iterator::event::EventId;
+    let marker = server
+        .publish(channel, serde_json::json!({"marker": true}))
+        .await;
+    let before = payloads_until(stream, &marker).await;
+    assert!(before.is_empty(), "delivered before the marker: {before:?}");
+    let last: EventId = last_id.parse().unwrap();
+    let next: EventId = marker.parse().unwrap();
+    assert_eq!(
+        (next.epoch, next.seq),
+        (last.epoch, last.seq + 1),
+        "the marker is the next event"
+    );
+    marker
 }

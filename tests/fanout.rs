@@ -1,0 +1,582 @@
+//! Fan-out: publish filters live and on replay, session identity, slow consumers, and one
+//! encoding of each event shared by every subscriber.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::*;
+use durable_iterator::{
+    channel::{Batch, Channels, HubLimits, Subscription},
+    clock::ManualClock,
+    filter::Filter,
+    frame, json,
+    pb::{self, subscribe_response::Kind},
+    store::{EventStore, MemoryStore},
+};
+use prost::Message;
+use serde_json::{Value, json};
+use tonic::{Code, Streaming};
+
+// ---------------------------------------------------------------------------------------------
+// The oRPC filter matrix (SPEC §6)
+// ---------------------------------------------------------------------------------------------
+
+const MATRIX_CHANNEL: &str = "matrix";
+
+/// The matrix's three sessions, each subscribed with its own token tags.
+struct MatrixSession {
+    token: String,
+    id: String,
+    ticket: String,
+}
+
+/// s1 holds tags [t1, t2], s2 holds [t2], s3 holds none.
+fn matrix_tokens(server: &TestServer) -> [String; 3] {
+    [
+        server.token_with_tags(MATRIX_CHANNEL, &["t1", "t2"]),
+        server.token_with_tags(MATRIX_CHANNEL, &["t2"]),
+        server.token(MATRIX_CHANNEL),
+    ]
+}
+
+async fn subscribe_matrix(
+    server: &TestServer,
+) -> (Vec<MatrixSession>, Vec<Streaming<pb::SubscribeResponse>>) {
+    let mut sessions = Vec::new();
+    let mut streams = Vec::new();
+    for token in matrix_tokens(server) {
+        let (subscribed, stream) = server
+            .subscribe(subscribe_request(token.clone()))
+            .await
+            .unwrap();
+        sessions.push(MatrixSession {
+            token,
+            id: subscribed.session_id,
+            ticket: subscribed.session_ticket,
+        });
+        streams.push(stream);
+    }
+    let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "every subscriber gets its own session: {ids:?}"
+    );
+    (sessions, streams)
+}
+
+/// One publish of the matrix and the sessions (by index: 0 = s1, 1 = s2, 2 = s3) that must
+/// receive it.
+struct Case {
+    name: &'static str,
+    request: pb::PublishRequest,
+    receivers: &'static [usize],
+}
+
+/// Every case of SPEC §6, with the real session ids filled in.
+fn matrix_cases(sessions: &[MatrixSession]) -> Vec<Case> {
+    let id = |i: usize| sessions[i].id.as_str();
+    let case = |name: &'static str,
+                tags: Option<pb::StringList>,
+                targets: Option<pb::StringList>,
+                exclude: &[&str],
+                receivers: &'static [usize]| {
+        let mut request = publish_request(MATRIX_CHANNEL, json!({ "case": name }));
+        request.tags = tags;
+        request.targets = targets;
+        request.exclude = exclude.iter().map(|s| s.to_string()).collect();
+        Case {
+            name,
+            request,
+            receivers,
+        }
+    };
+    vec![
+        case("no filter", None, None, &[], &[0, 1, 2]),
+        case("targets s1", None, string_list(&[id(0)]), &[], &[0]),
+        case("exclude s1", None, None, &[id(0)], &[1, 2]),
+        case(
+            "targets s1 exclude s2",
+            None,
+            string_list(&[id(0)]),
+            &[id(1)],
+            &[0],
+        ),
+        case("tags t1", string_list(&["t1"]), None, &[], &[0]),
+        case("tags t2", string_list(&["t2"]), None, &[], &[0, 1]),
+        case(
+            "tags t2 exclude s1",
+            string_list(&["t2"]),
+            None,
+            &[id(0)],
+            &[1],
+        ),
+        case(
+            "tags t2 targets s1",
+            string_list(&["t2"]),
+            string_list(&[id(0)]),
+            &[],
+            &[0],
+        ),
+        // Duplicates in the event's tags must not duplicate the delivery.
+        case(
+            "tags t1 t2 t2",
+            string_list(&["t1", "t2", "t2"]),
+            None,
+            &[],
+            &[0, 1],
+        ),
+        // Present but empty differs from absent: it reaches nobody.
+        case("tags empty", string_list(&[]), None, &[], &[]),
+        case("targets empty", None, string_list(&[]), &[], &[]),
+    ]
+}
+
+/// What session `index` must receive, in publish order.
+fn expected_for(cases: &[Case], index: usize) -> Vec<Value> {
+    cases
+        .iter()
+        .filter(|case| case.receivers.contains(&index))
+        .map(|case| json!({ "case": case.name }))
+        .collect()
+}
+
+async fn publish_cases(server: &TestServer, cases: &[Case]) {
+    for case in cases {
+        server
+            .publish_with(case.request.clone())
+            .await
+            .unwrap_or_else(|status| panic!("publishing {:?}: {status:?}", case.name));
+    }
+}
+
+#[tokio::test]
+async fn live_delivery_follows_the_orpc_filter_matrix() {
+    let server = TestServer::start().await;
+    let (sessions, mut streams) = subscribe_matrix(&server).await;
+    let cases = matrix_cases(&sessions);
+    publish_cases(&server, &cases).await;
+    // One marker for all three: whatever a session did not get before it, it never gets.
+    let marker = server.publish(MATRIX_CHANNEL, json!("marker")).await;
+    for (index, stream) in streams.iter_mut().enumerate() {
+        assert_eq!(
+            payloads_until(stream, &marker).await,
+            expected_for(&cases, index),
+            "session s{}",
+            index + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn replay_applies_the_same_filter_matrix_as_live_delivery() {
+    let server = TestServer::start().await;
+    let (sessions, mut streams) = subscribe_matrix(&server).await;
+    let start = server.publish(MATRIX_CHANNEL, json!("start")).await;
+    for stream in &mut streams {
+        assert_eq!(next_event(stream).await.id, start);
+    }
+    drop(streams);
+
+    // Published while nobody is connected: the filters, with their session ids, are stored
+    // with the events and applied again on replay.
+    let cases = matrix_cases(&sessions);
+    publish_cases(&server, &cases).await;
+
+    let mut resumed = Vec::new();
+    for (index, session) in sessions.iter().enumerate() {
+        let (subscribed, stream) = server
+            .subscribe(resume_request(
+                session.token.clone(),
+                &start,
+                &session.ticket,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(subscribed.session_id, session.id, "s{}", index + 1);
+        let resume = subscribed.resume.unwrap();
+        assert!(resume.requested && resume.recovered, "{resume:?}");
+        assert_eq!(
+            resume.replayed,
+            expected_for(&cases, index).len() as u64,
+            "s{} replay count",
+            index + 1
+        );
+        resumed.push(stream);
+    }
+    let marker = server.publish(MATRIX_CHANNEL, json!("marker")).await;
+    for (index, stream) in resumed.iter_mut().enumerate() {
+        assert_eq!(
+            payloads_until(stream, &marker).await,
+            expected_for(&cases, index),
+            "session s{} on replay",
+            index + 1
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_ticket_keeps_the_session_id_and_no_ticket_gets_a_new_one() {
+    let server = TestServer::start().await;
+    let token = server.token("sessions");
+    let (first, stream) = server
+        .subscribe(subscribe_request(token.clone()))
+        .await
+        .unwrap();
+    drop(stream);
+
+    let (kept, mut kept_stream) = server
+        .subscribe(pb::SubscribeRequest {
+            token: token.clone(),
+            last_event_id: None,
+            session_ticket: Some(first.session_ticket.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept.session_id, first.session_id);
+
+    let (fresh, mut fresh_stream) = server
+        .subscribe(subscribe_request(token.clone()))
+        .await
+        .unwrap();
+    assert_ne!(fresh.session_id, first.session_id);
+
+    // The kept identity is the one `targets` names.
+    let mut request = publish_request("sessions", json!("for the first session"));
+    request.targets = string_list(&[&first.session_id]);
+    server.publish_with(request).await.unwrap();
+    let marker = server.publish("sessions", json!("marker")).await;
+    assert_eq!(
+        payloads_until(&mut kept_stream, &marker).await,
+        [json!("for the first session")]
+    );
+    assert!(payloads_until(&mut fresh_stream, &marker).await.is_empty());
+}
+
+/// The status a refused `Subscribe` ended with.
+fn refused<T>(result: Result<T, tonic::Status>, accepted: &str) -> tonic::Status {
+    match result {
+        Ok(_) => panic!("{accepted}"),
+        Err(status) => status,
+    }
+}
+
+/// The same character, changed to another base64url character.
+fn altered(ticket: &str, index: usize) -> String {
+    let mut chars: Vec<char> = ticket.chars().collect();
+    chars[index] = if chars[index] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
+#[tokio::test]
+async fn forged_session_tickets_are_refused() {
+    let server = TestServer::start().await;
+    let token = server.token("forgery");
+    let (subscribed, _stream) = server
+        .subscribe(subscribe_request(token.clone()))
+        .await
+        .unwrap();
+    let ticket = &subscribed.session_ticket;
+    let (id_part, mac_part) = ticket.rsplit_once('.').unwrap();
+    assert_eq!(id_part, subscribed.session_id);
+    assert!(!mac_part.is_empty());
+
+    // The first MAC character carries six whole bits, so changing it changes the MAC.
+    let forged_mac = altered(ticket, id_part.len() + 1);
+    let forged_id = altered(ticket, 0);
+    for forged in [forged_mac, forged_id] {
+        assert_ne!(&forged, ticket);
+        let status = server
+            .subscribe(pb::SubscribeRequest {
+                token: token.clone(),
+                last_event_id: None,
+                session_ticket: Some(forged.clone()),
+            })
+            .await;
+        let status = refused(status, &format!("forged ticket {forged:?} was accepted"));
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(
+            status.message().contains("invalid session ticket"),
+            "{status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ticket_from_another_channel_is_refused() {
+    let server = TestServer::start().await;
+    let (subscribed, _stream) = server
+        .subscribe(subscribe_request(server.token("room-a")))
+        .await
+        .unwrap();
+    let status = server
+        .subscribe(pb::SubscribeRequest {
+            token: server.token("room-b"),
+            last_event_id: None,
+            session_ticket: Some(subscribed.session_ticket),
+        })
+        .await;
+    let status = refused(status, "a ticket of room-a opened room-b");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("invalid session ticket"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_stream_with_the_same_ticket_supersedes_the_first() {
+    let server = TestServer::start().await;
+    let token = server.token("takeover");
+    let (first, mut first_stream) = server
+        .subscribe(subscribe_request(token.clone()))
+        .await
+        .unwrap();
+    let (second, mut second_stream) = server
+        .subscribe(pb::SubscribeRequest {
+            token,
+            last_event_id: None,
+            session_ticket: Some(first.session_ticket.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.session_id, first.session_id);
+
+    let message = expect_end(&mut first_stream, Code::Aborted).await;
+    assert!(message.contains("another stream"), "{message}");
+
+    // The session lives on in the second stream, `targets` included.
+    let mut request = publish_request("takeover", json!("still here"));
+    request.targets = string_list(&[&first.session_id]);
+    let id = server.publish_with(request).await.unwrap();
+    let event = next_event(&mut second_stream).await;
+    assert_eq!((&event.id, payload(&event)), (&id, json!("still here")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow consumers
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_slow_consumer_ends_with_resource_exhausted_and_resumes_without_loss() {
+    const CHANNEL: &str = "firehose";
+    const EVENTS: usize = 400;
+    let server = TestServer::start_with(Options {
+        config: Box::new(|config| config.subscriber_queue = 8),
+        ..Options::default()
+    })
+    .await;
+    // A connection of its own: its flow-control windows fill up without holding back the
+    // publisher's calls on the shared connection.
+    let mut slow_client = server.client_on_new_connection().await;
+    let token = server.token(CHANNEL);
+    let (subscribed, mut slow) = subscribe_on(&mut slow_client, subscribe_request(token.clone()))
+        .await
+        .unwrap();
+
+    // 400 events of 32 KB are about 13 MB: far more than the HTTP/2 windows (2 MB per stream
+    // on the client) and the server's send buffer can hold, so while the subscriber does not
+    // read, its queue of 8 must overflow. No timing: only volume decides.
+    let filler = "x".repeat(32 * 1024);
+    let mut ids = Vec::with_capacity(EVENTS);
+    for n in 0..EVENTS {
+        ids.push(
+            server
+                .publish(CHANNEL, json!({ "n": n, "filler": filler }))
+                .await,
+        );
+    }
+
+    let mut received = Vec::new();
+    let status = loop {
+        match next(&mut slow).await {
+            Ok(Kind::Event(event)) => received.push(event),
+            Ok(other) => panic!("expected events, got {other:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("resume from last id"),
+        "{status:?}"
+    );
+    let got = received.len();
+    assert!(
+        (1..EVENTS).contains(&got),
+        "{got} of {EVENTS} events before the end"
+    );
+    // What arrived is a prefix of what was published, in order.
+    for (n, event) in received.iter().enumerate() {
+        assert_eq!(event.id, ids[n]);
+        assert_eq!(payload(event)["n"], json!(n));
+    }
+
+    let last = &received[got - 1].id;
+    let (resubscribed, mut resumed) = subscribe_on(
+        &mut slow_client,
+        resume_request(token, last, &subscribed.session_ticket),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resubscribed.session_id, subscribed.session_id);
+    let resume = resubscribed.resume.unwrap();
+    assert!(resume.requested && resume.recovered, "{resume:?}");
+    assert_eq!(resume.replayed, (EVENTS - got) as u64);
+    for (n, id) in ids.iter().enumerate().skip(got) {
+        let event = next_event(&mut resumed).await;
+        assert_eq!(&event.id, id);
+        assert_eq!(payload(&event)["n"], json!(n));
+    }
+    // Exactly once: nothing else before a fresh marker.
+    assert!(
+        drain_until_marker(&server, CHANNEL, &mut resumed)
+            .await
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encode once, share the bytes (library API)
+// ---------------------------------------------------------------------------------------------
+
+fn library_channels() -> (Channels, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new(60_000));
+    let channels = Channels::new(
+        store.clone(),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 64,
+            max_batch: 64,
+        },
+    );
+    (channels, store)
+}
+
+fn json_payload(value: Value) -> bytes::Bytes {
+    frame::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)))
+}
+
+async fn next_batch(subscription: &mut Subscription) -> Batch {
+    tokio::time::timeout(Duration::from_secs(20), subscription.next())
+        .await
+        .expect("a batch within 20 s")
+        .expect("the subscription is open")
+}
+
+/// Decodes a frame as the `SubscribeResponse` a client receives.
+fn decoded_event(frame: &frame::Frame) -> pb::Event {
+    match pb::SubscribeResponse::decode(frame.bytes().clone())
+        .unwrap()
+        .kind
+    {
+        Some(Kind::Event(event)) => event,
+        other => panic!("not an event frame: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_subscriber_is_sent_the_same_encoded_bytes() {
+    let (channels, _store) = library_channels();
+    let mut a = channels.open("shared", None, |_| true).await.unwrap();
+    let mut b = channels.open("shared", None, |_| true).await.unwrap();
+    let id = channels
+        .publish(
+            "shared",
+            json_payload(json!({"hello": "world"})),
+            Filter::everyone(),
+        )
+        .await
+        .unwrap();
+
+    let batch_a = next_batch(&mut a.subscription).await;
+    let batch_b = next_batch(&mut b.subscription).await;
+    assert_eq!((batch_a.len(), batch_b.len()), (1, 1));
+    let (frame_a, frame_b) = (&batch_a[0].frame, &batch_b[0].frame);
+    // One encoding in memory, not two equal ones.
+    assert_eq!(frame_a.bytes().as_ptr(), frame_b.bytes().as_ptr());
+    assert_eq!(frame_a.bytes().len(), frame_b.bytes().len());
+
+    let event = decoded_event(frame_a);
+    assert_eq!(event.id, id.to_string());
+    assert_eq!(event.published_at_ms as u64, START_MS);
+    assert_eq!(payload(&event), json!({"hello": "world"}));
+}
+
+#[tokio::test]
+async fn a_replayed_event_is_sent_as_the_bytes_encoded_when_it_was_stored() {
+    let (channels, store) = library_channels();
+    let mut live = channels.open("kept", None, |_| true).await.unwrap();
+    let first = channels
+        .publish("kept", json_payload(json!(1)), Filter::everyone())
+        .await
+        .unwrap();
+    let second = channels
+        .publish("kept", json_payload(json!(2)), Filter::everyone())
+        .await
+        .unwrap();
+    assert_eq!(first.epoch, store.epoch());
+    let mut live_events = Vec::new();
+    while live_events.len() < 2 {
+        live_events.extend(next_batch(&mut live.subscription).await.iter().cloned());
+    }
+
+    let resumed = channels.open("kept", Some(first), |_| true).await.unwrap();
+    assert!(resumed.outcome.recovered, "{:?}", resumed.outcome);
+    assert_eq!(resumed.outcome.replayed, 1);
+    assert_eq!(resumed.replay.len(), 1);
+    let replayed = &resumed.replay[0];
+    assert_eq!(replayed.seq, second.seq);
+    assert_eq!(live_events[1].seq, second.seq);
+    assert_eq!(
+        replayed.frame.bytes().as_ptr(),
+        live_events[1].frame.bytes().as_ptr(),
+        "the store keeps the encoded frame; replay does not re-encode"
+    );
+    let event = decoded_event(&replayed.frame);
+    assert_eq!(event.id, second.to_string());
+    assert_eq!(payload(&event), json!(2));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_keeps_up_survives_a_burst_larger_than_its_queue() {
+    let channels = Channels::new(
+        Arc::new(MemoryStore::new(60_000)),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 4,
+            max_batch: 64,
+        },
+    );
+    let mut opened = channels.open("burst", None, |_| true).await.unwrap();
+    // Polled together on this single-threaded runtime, all 16 publishes are queued before the
+    // flush task first runs: they are stored and handed out as one batch of 16, four times
+    // the queue. The subscriber has nothing unread, so it is not slow and must not be dropped.
+    let ids: Vec<_> = futures::future::join_all(
+        (0..16).map(|n| channels.publish("burst", json_payload(json!(n)), Filter::everyone())),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let mut received = Vec::new();
+    while received.len() < ids.len() {
+        received.extend(
+            next_batch(&mut opened.subscription)
+                .await
+                .iter()
+                .map(|e| e.seq),
+        );
+    }
+    assert_eq!(received, ids.iter().map(|id| id.seq).collect::<Vec<_>>());
+    // Still subscribed: the next event arrives too.
+    let after = channels
+        .publish("burst", json_payload(json!("after")), Filter::everyone())
+        .await
+        .unwrap();
+    let batch = next_batch(&mut opened.subscription).await;
+    assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [after.seq]);
+}
