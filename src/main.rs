@@ -96,6 +96,13 @@ struct ServeArgs {
     /// Largest token, in bytes.
     #[arg(long, env = "DURABLE_ITERATOR_MAX_TOKEN_BYTES", default_value_t = Limits::default().max_token_bytes)]
     max_token_bytes: usize,
+    /// On SIGTERM or Ctrl-C, how long open calls may take to finish before the process exits.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10
+    )]
+    shutdown_grace_seconds: u64,
     /// Where to write a generated admin API key when none is configured.
     #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
     dev_key_file: Option<PathBuf>,
@@ -219,7 +226,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         StoreKind::Redb => {
             let store = RedbStore::open(&args.data_dir, retention_ms)
                 .map_err(|e| format!("cannot open the event store: {e}"))?;
-            let name = format!("redb at {}", store.path().display());
+            let name = format!("redb at {}", store.location());
             (Arc::new(store), name)
         }
     };
@@ -232,9 +239,25 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     if generated_signing_key || dev_key_file.is_some() {
         print_walkthrough(addr, &keyring, clock.as_ref(), dev_key_file.as_deref());
     }
-    Server::new(config, store, clock)
-        .serve(listener, shutdown_signal())
-        .await?;
+    let stopping = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            stopping.cancel();
+        }
+    });
+    let serving =
+        Server::new(config, store, clock).serve(listener, stopping.clone().cancelled_owned());
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    tokio::select! {
+        result = serving => result?,
+        // Streams are told to reconnect at once; a client that keeps a call open past the
+        // grace period does not hold the process. Acknowledged events are already durable.
+        _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "calls still open after the grace period: exiting");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

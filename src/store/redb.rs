@@ -22,7 +22,7 @@
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -30,7 +30,9 @@ use std::{
     thread::JoinHandle,
 };
 
-use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -60,7 +62,8 @@ const EXPIRY_CHUNK: usize = 512;
 /// Events on disk, in a redb file.
 pub struct RedbStore {
     db: Arc<Database>,
-    path: PathBuf,
+    /// Where the events are, for messages: the file, or a custom backend.
+    location: String,
     epoch: Epoch,
     retention_ms: u64,
     appends: Option<mpsc::UnboundedSender<Append>>,
@@ -77,7 +80,7 @@ struct Append {
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
-            .field("path", &self.path)
+            .field("location", &self.location)
             .field("epoch", &self.epoch)
             .field("retention_ms", &self.retention_ms)
             .finish()
@@ -103,11 +106,29 @@ impl RedbStore {
             ))
         })?;
         let path = data_dir.join(FILE_NAME);
+        let location = path.display().to_string();
         let db = Database::builder()
             .create(&path)
-            .map_err(|e| open_error(&path, e))?;
+            .map_err(|e| open_error(&location, e))?;
+        Self::start(db, location, retention_ms)
+    }
+
+    /// A store on another redb storage backend than a file: redb's in-memory one, or one that
+    /// injects faults in tests.
+    pub fn open_with_backend(
+        backend: impl StorageBackend,
+        retention_ms: u64,
+    ) -> Result<Self, StoreError> {
+        let location = "custom storage backend".to_owned();
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(&location, e))?;
+        Self::start(db, location, retention_ms)
+    }
+
+    fn start(db: Database, location: String, retention_ms: u64) -> Result<Self, StoreError> {
         let epoch = init_meta(&db).map_err(|e| match e {
-            StoreError::Corrupt(why) => StoreError::Corrupt(format!("{}: {why}", path.display())),
+            StoreError::Corrupt(why) => StoreError::Corrupt(format!("{location}: {why}")),
             other => other,
         })?;
         let db = Arc::new(db);
@@ -123,7 +144,7 @@ impl RedbStore {
         };
         Ok(Self {
             db,
-            path,
+            location,
             epoch,
             retention_ms,
             appends: Some(appends),
@@ -138,9 +159,9 @@ impl RedbStore {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// The redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the events are: the redb file, or a custom backend.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     async fn blocking<T: Send + 'static>(
@@ -201,9 +222,8 @@ fn init_meta(db: &Database) -> Result<Epoch, StoreError> {
     Ok(epoch)
 }
 
-fn open_error(path: &Path, error: ::redb::DatabaseError) -> StoreError {
+fn open_error(at: &str, error: ::redb::DatabaseError) -> StoreError {
     use ::redb::{DatabaseError, StorageError as Redb};
-    let at = path.display();
     match error {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
             "{at} is in use by another process (is another server running on this data directory?)"
@@ -225,6 +245,11 @@ fn open_error(path: &Path, error: ::redb::DatabaseError) -> StoreError {
 fn storage(error: impl Into<::redb::Error>) -> StoreError {
     match error.into() {
         ::redb::Error::Corrupted(why) => StoreError::Corrupt(why),
+        ::redb::Error::PreviousIo => StoreError::Unavailable(
+            "an earlier write to the data directory failed (disk full?); the store takes no more \
+             writes until the server restarts"
+                .into(),
+        ),
         other => StoreError::Unavailable(other.to_string()),
     }
 }
@@ -621,6 +646,64 @@ mod tests {
         std::fs::write(&path, b"x").unwrap();
         let error = RedbStore::open(&path, 0).unwrap_err();
         assert!(error.to_string().contains("not a directory"), "{error}");
+    }
+
+    /// redb's in-memory backend with a switch that makes writes and syncs fail, as a full disk
+    /// would.
+    #[derive(Debug, Default)]
+    struct FailingDisk {
+        inner: ::redb::backends::InMemoryBackend,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected: no space left on device"));
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for FailingDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_error_fails_the_append_and_acknowledges_nothing() {
+        let disk = FailingDisk::default();
+        let full = disk.full.clone();
+        let store = RedbStore::open_with_backend(disk, 10_000).unwrap();
+        store.append("c", &[event(1)]).await.unwrap();
+        full.store(true, Ordering::SeqCst);
+        let error = store.append("c", &[event(2), event(2)]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+        assert!(error.to_string().contains("no space left"), "{error}");
+        assert_eq!(store.commits(), 1);
+        // What readers see is the last commit: the failed events were never stored.
+        assert_eq!(store.last_seq("c").await.unwrap(), 1);
+        assert_eq!(store.read("c", 0, 3, 2).await.unwrap().events.len(), 1);
+        // redb cannot trust its state after a failed write: the store says so until restarted.
+        full.store(false, Ordering::SeqCst);
+        let error = store.append("c", &[event(3)]).await.unwrap_err();
+        assert!(error.to_string().contains("until the server restarts"), "{error}");
     }
 
     #[test]
