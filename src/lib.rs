@@ -29,6 +29,7 @@
 
 pub mod channel;
 pub mod clock;
+pub mod contract;
 pub mod error;
 pub mod event;
 pub mod filter;
