@@ -344,3 +344,40 @@ async fn refresh_of_a_session_that_is_not_live_fails_precondition() {
         assert!(message.contains("not connected"), "{message}");
     }
 }
+
+/// A stream that never runs dry is still warned before its token expires: the notice goes out
+/// between batches, not only once the queue is empty.
+#[tokio::test]
+async fn a_busy_stream_gets_the_expiry_notice_between_batches() {
+    let server = TestServer::start().await;
+    let token = claims(&server, "room", &[], 120);
+    let (_subscribed, mut stream) = subscribe(&server, &token).await;
+    // More than the client's HTTP/2 window of unread events keeps the server's queue busy.
+    let big = "x".repeat(60_000);
+    let mut ids = Vec::new();
+    for n in 0..80 {
+        ids.push(server.publish("room", json!([n, big])).await);
+    }
+    advance_secs(&server, 90);
+    let messages = messages_until_marker(&server, "room", &mut stream).await;
+    let notice_at = messages
+        .iter()
+        .position(|kind| matches!(kind, Kind::TokenExpiring(_)))
+        .expect("the notice is sent while events are still queued");
+    let last_event_at = messages
+        .iter()
+        .rposition(|kind| matches!(kind, Kind::Event(_)))
+        .unwrap();
+    assert!(
+        notice_at < last_event_at,
+        "notice at {notice_at}, last event at {last_event_at}"
+    );
+    let delivered: Vec<&str> = messages
+        .iter()
+        .filter_map(|kind| match kind {
+            Kind::Event(event) => Some(event.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, ids, "every event still arrives, in order");
+}

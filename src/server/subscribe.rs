@@ -129,23 +129,17 @@ impl SubscriberStream {
             if let Some(frame) = self.next_from_batch() {
                 return self.sent(frame);
             }
-            // A refresh that came while the stream was busy sending applies before expiry is
-            // judged: the select below is reached only when the queue is empty.
+            // Between batches the session's state is judged, busy or idle alike: the select
+            // below is reached only when the queue is empty, which a busy stream never is.
+            if self.registration.session().superseded().is_cancelled() {
+                return self.end(Error::Superseded);
+            }
             if self.claims.has_changed().unwrap_or(false) {
                 self.apply_refreshed_claims();
             }
             let now = self.clock.now_ms();
             if now >= self.expires_at_ms {
                 return self.end(token::TokenError::Expired.into());
-            }
-            // Queued events first: a busy stream needs no timers.
-            match self.subscription.try_next() {
-                Ok(Some(batch)) => {
-                    self.batch = Some((batch, 0));
-                    continue;
-                }
-                Ok(None) => {}
-                Err(end) => return self.queue_ended(end),
             }
             let notice_at = self
                 .expires_at_ms
@@ -160,6 +154,15 @@ impl SubscriberStream {
                     )),
                 };
                 return self.sent(Frame::message(&notice));
+            }
+            // Queued events first: a busy stream needs no timers.
+            match self.subscription.try_next() {
+                Ok(Some(batch)) => {
+                    self.batch = Some((batch, 0));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(end) => return self.queue_ended(end),
             }
             let heartbeat_at = self.last_sent_ms.saturating_add(self.timing.heartbeat_ms);
             if now >= heartbeat_at {
