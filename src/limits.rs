@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// Session ids in an event's `targets` or `exclude`.
     pub max_session_list: usize,
+    /// Lifetime of a minted token, in seconds.
+    pub max_token_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +30,9 @@ impl Default for Limits {
             max_tag_bytes: 255,
             max_token_bytes: 8 * 1024,
             max_session_list: 1_000,
+            // A year: long-lived tokens are refreshed, not minted for ever (and `exp` stays far
+            // below 2^53, which JavaScript verifiers of oRPC tokens need).
+            max_token_ttl_secs: 366 * 86_400,
         }
     }
 }
@@ -106,6 +111,17 @@ impl Limits {
         Ok(())
     }
 
+    /// The lifetime asked of a minted token.
+    pub fn check_token_ttl(&self, ttl_secs: u64) -> Result<(), Error> {
+        if ttl_secs > self.max_token_ttl_secs {
+            return Err(invalid(format!(
+                "token lifetime is {ttl_secs} s, the limit is {} s",
+                self.max_token_ttl_secs
+            )));
+        }
+        Ok(())
+    }
+
     /// A `targets` or `exclude` list.
     pub fn check_session_list(&self, what: &str, ids: &[String]) -> Result<(), Error> {
         if ids.len() > self.max_session_list {
@@ -147,5 +163,7 @@ mod tests {
         assert!(limits.check_payload(64 * 1024).is_ok());
         assert!(limits.check_payload(64 * 1024 + 1).is_err());
         assert!(limits.check_token(&"x".repeat(8 * 1024 + 1)).is_err());
+        assert!(limits.check_token_ttl(366 * 86_400).is_ok());
+        assert!(limits.check_token_ttl(366 * 86_400 + 1).is_err());
     }
 }

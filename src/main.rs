@@ -309,6 +309,10 @@ fn mint(args: TokenArgs) -> Result<(), BoxError> {
         );
     }
     let keyring = Keyring::new(&args.keys.signing_key)?;
+    let limits = Limits::default();
+    limits.check_channel(&args.channel)?;
+    limits.check_tags(&args.tags)?;
+    limits.check_token_ttl(args.ttl)?;
     let mut claims = TokenClaims::new(args.channel, SystemClock.now_secs(), args.ttl);
     claims.tags = (!args.tags.is_empty()).then_some(args.tags);
     claims.att = args

@@ -284,6 +284,43 @@ async fn admin_calls_without_the_right_key_are_unauthenticated_and_store_nothing
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = TestServer::start().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let authorization = format!("{scheme} {API_KEY}");
+        server
+            .admin()
+            .publish(with_authorization(
+                publish_request("room", json!(scheme)),
+                Some(&authorization),
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn issue_token_refuses_a_lifetime_over_the_limit() {
+    let server = TestServer::start().await;
+    for ttl in [366 * 86_400 + 1, u64::MAX] {
+        let mut request = issue_request("room");
+        request.ttl_seconds = ttl;
+        let message = expect_refused(
+            server.admin().issue_token(authorized(request)).await,
+            Code::InvalidArgument,
+        );
+        assert!(message.contains("token lifetime"), "{message}");
+    }
+    let mut request = issue_request("room");
+    request.ttl_seconds = 366 * 86_400;
+    server
+        .admin()
+        .issue_token(authorized(request))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn an_admin_api_without_a_configured_key_refuses_every_call() {
     let server = TestServer::start_with(Options {
         config: Box::new(|config| config.api_key = None),

@@ -27,7 +27,7 @@ impl AdminApi {
         let presented = metadata
             .get("authorization")
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .unwrap_or_default();
         // Digests have one length, so the comparison does not reveal the key's length either.
         let digest = |key: &str| Sha256::digest(key.as_bytes());
@@ -85,6 +85,7 @@ impl AdminApi {
             0 => config.default_token_ttl_secs,
             ttl => ttl,
         };
+        config.limits.check_token_ttl(ttl)?;
         let mut claims =
             token::TokenClaims::new(request.channel, self.shared.clock.now_secs(), ttl);
         claims.tags = (!request.tags.is_empty()).then_some(request.tags);
@@ -97,6 +98,15 @@ impl AdminApi {
             expires_at: claims.exp as i64,
         })
     }
+}
+
+/// The credentials of an `authorization: Bearer <credentials>` value; the scheme is matched
+/// case-insensitively, as HTTP has it.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
 }
 
 #[tonic::async_trait]
@@ -117,5 +127,25 @@ impl DurableIteratorAdmin for AdminApi {
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(self.mint_token(request.into_inner())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_nothing_else_passes() {
+        for (value, expected) in [
+            ("Bearer k", Some("k")),
+            ("bearer k", Some("k")),
+            ("BEARER  k", Some("k")),
+            ("Bearer ", Some("")),
+            ("Bearer", None),
+            ("Basic k", None),
+            ("k", None),
+        ] {
+            assert_eq!(bearer_credentials(value), expected, "{value:?}");
+        }
     }
 }

@@ -703,7 +703,10 @@ mod tests {
         // redb cannot trust its state after a failed write: the store says so until restarted.
         full.store(false, Ordering::SeqCst);
         let error = store.append("c", &[event(3)]).await.unwrap_err();
-        assert!(error.to_string().contains("until the server restarts"), "{error}");
+        assert!(
+            error.to_string().contains("until the server restarts"),
+            "{error}"
+        );
     }
 
     #[test]
