@@ -20,10 +20,11 @@ pub enum Error {
     InvalidArgument(String),
     #[error("Method \"{0}\" is not allowed.")]
     MethodNotAllowed(String),
-    #[error("no method at path {0:?}")]
-    MethodNotFound(Vec<String>),
-    #[error("{0}")]
-    Unimplemented(String),
+    #[error("channel {channel:?} has no method {}", path.join("."))]
+    MethodNotFound { channel: String, path: Vec<String> },
+    /// A channel object's method failed with a code of its choosing.
+    #[error(transparent)]
+    Method(#[from] crate::object::MethodError),
     #[error(transparent)]
     Refresh(#[from] RefreshError),
     #[error("the admin API is disabled: the server has no API key configured (--api-key)")]
@@ -49,8 +50,8 @@ impl Error {
             }
             Error::EventId(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::MethodNotAllowed(_) | Error::AdminDisabled => Code::PermissionDenied,
-            Error::MethodNotFound(_) => Code::NotFound,
-            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::MethodNotFound { .. } => Code::NotFound,
+            Error::Method(error) => error.code,
             Error::Refresh(_) => Code::FailedPrecondition,
             Error::Store(StoreError::Unavailable(_)) | Error::ShuttingDown => Code::Unavailable,
             Error::Store(StoreError::Corrupt(_)) => Code::DataLoss,

@@ -37,6 +37,7 @@ pub mod frame;
 pub mod json;
 pub mod keyring;
 pub mod limits;
+pub mod object;
 pub mod server;
 pub mod session;
 pub mod store;

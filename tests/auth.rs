@@ -667,16 +667,16 @@ async fn invoke_refuses_methods_the_token_does_not_list() {
 }
 
 #[tokio::test]
-async fn invoke_of_an_allowed_method_is_unimplemented_for_now() {
+async fn invoke_of_an_allowed_method_the_object_lacks_is_not_found() {
     let server = TestServer::start().await;
     let token = token_with_rpc(&server, "room", &["echo"]);
     let message = expect_refused(
         server
             .invoke(invoke_request(&token, None, &["echo", "deep"]))
             .await,
-        Code::Unimplemented,
+        Code::NotFound,
     );
-    assert!(message.contains(r#""room""#), "{message}");
+    assert_eq!(message, r#"channel "room" has no method echo.deep"#);
 }
 
 #[tokio::test]
@@ -709,7 +709,7 @@ async fn invoke_with_only_a_ticket_acts_as_the_live_session() {
     let ticket = Some(subscribed.session_ticket.as_str());
     let message = expect_refused(
         server.invoke(invoke_request("", ticket, &["echo"])).await,
-        Code::Unimplemented,
+        Code::NotFound,
     );
     assert!(message.contains(r#""room""#), "{message}");
     let message = expect_refused(

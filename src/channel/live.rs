@@ -1,14 +1,16 @@
-//! Sessions with a stream open now, by session id: what `RefreshToken` and `Invoke` act on.
+//! Sessions with a stream open now, by session id: what `RefreshToken` and `Invoke` act on;
+//! and sessions whose stream closed, until their resume window lapses: a session has *ended*
+//! only when it did not come back within the window (a dropped connection is not an end).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::token::TokenClaims;
+use crate::{clock::SharedClock, token::TokenClaims};
 
 /// A session whose stream is open.
 #[derive(Debug)]
@@ -48,15 +50,115 @@ pub enum RefreshError {
     ChangesSubscription,
 }
 
-/// The live sessions of this server.
-#[derive(Debug, Default)]
+/// The live sessions of this server, and the closed ones still inside their resume window.
 pub struct LiveSessions {
     sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
+    closed: Mutex<Closed>,
+    /// Wakes [`LiveSessions::next_ended`] when a session closes.
+    closed_changed: Notify,
+    clock: SharedClock,
+    /// How long a closed session may come back before it has ended: the resume window.
+    window_ms: u64,
+}
+
+/// A session that ended: its resume window lapsed without a reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSession {
+    pub session_id: String,
+    pub channel: String,
+}
+
+/// Closed sessions by the time their window lapses.
+#[derive(Default)]
+struct Closed {
+    by_deadline: BTreeSet<(u64, String)>,
+    /// Session id → (deadline, channel).
+    sessions: HashMap<String, (u64, String)>,
+}
+
+impl std::fmt::Debug for LiveSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSessions")
+            .field("live", &self.len())
+            .field("window_ms", &self.window_ms)
+            .finish()
+    }
 }
 
 impl LiveSessions {
+    /// Sessions that end `window_ms` after their stream closes, by `clock`.
+    pub fn new(clock: SharedClock, window_ms: u64) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            closed: Mutex::default(),
+            closed_changed: Notify::new(),
+            clock,
+            window_ms,
+        }
+    }
+
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn closed(&self) -> MutexGuard<'_, Closed> {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close(&self, session: &LiveSession) {
+        let deadline = self.clock.now_ms().saturating_add(self.window_ms);
+        let mut closed = self.closed();
+        if let Some((old, _)) = closed.sessions.insert(
+            session.session_id.clone(),
+            (deadline, session.channel.clone()),
+        ) {
+            closed
+                .by_deadline
+                .remove(&(old, session.session_id.clone()));
+        }
+        closed
+            .by_deadline
+            .insert((deadline, session.session_id.clone()));
+        drop(closed);
+        self.closed_changed.notify_one();
+    }
+
+    fn reopen(&self, session_id: &str) {
+        let mut closed = self.closed();
+        if let Some((deadline, _)) = closed.sessions.remove(session_id) {
+            closed
+                .by_deadline
+                .remove(&(deadline, session_id.to_owned()));
+        }
+    }
+
+    /// Waits for the next session whose resume window lapsed without a reconnect. One caller
+    /// at a time (the server's reaper).
+    pub async fn next_ended(&self) -> EndedSession {
+        loop {
+            // Registered before looking, so a close in between is not missed.
+            let changed = self.closed_changed.notified();
+            let next = self.closed().by_deadline.first().cloned();
+            match next {
+                Some((deadline, session_id)) if self.clock.now_ms() >= deadline => {
+                    let mut closed = self.closed();
+                    closed.by_deadline.remove(&(deadline, session_id.clone()));
+                    if let Some((_, channel)) = closed.sessions.remove(&session_id) {
+                        return EndedSession {
+                            session_id,
+                            channel,
+                        };
+                    }
+                }
+                Some((deadline, _)) => {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = self.clock.sleep_until(deadline) => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
     }
 
     /// Registers a session's new stream; an older stream of the same session is told it was
@@ -68,6 +170,7 @@ impl LiveSessions {
             claims: watch::Sender::new(Arc::new(claims)),
             superseded: CancellationToken::new(),
         });
+        self.reopen(&session_id);
         if let Some(previous) = self.sessions().insert(session_id, session.clone()) {
             previous.superseded.cancel();
         }
@@ -90,6 +193,15 @@ impl LiveSessions {
         }
         session.claims.send_replace(Arc::new(claims));
         Ok(())
+    }
+
+    /// The sessions live on `channel` now.
+    pub fn on_channel(&self, channel: &str) -> Vec<Arc<LiveSession>> {
+        self.sessions()
+            .values()
+            .filter(|session| session.channel == channel)
+            .cloned()
+            .collect()
     }
 
     /// Sessions live now.
@@ -125,6 +237,8 @@ impl Drop for LiveRegistration {
             .is_some_and(|current| Arc::ptr_eq(current, &self.session))
         {
             sessions.remove(&self.session.session_id);
+            drop(sessions);
+            self.sessions.close(&self.session);
         }
     }
 }

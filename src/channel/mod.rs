@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 
 pub use hub::{Batch, Hub, HubLimits, QueueEnd, Subscription};
-pub use live::{LiveRegistration, LiveSession, LiveSessions, RefreshError};
+pub use live::{EndedSession, LiveRegistration, LiveSession, LiveSessions, RefreshError};
 pub use resume::{ResumeFailure, ResumeOutcome};
 
 use crate::{
@@ -47,12 +47,13 @@ pub struct Opened {
 
 impl Channels {
     pub fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
+        let live = Arc::new(LiveSessions::new(clock.clone(), store.retention_ms()));
         Self {
             store,
             clock,
             limits,
             hubs: Mutex::default(),
-            live: Arc::default(),
+            live,
         }
     }
 

@@ -14,6 +14,8 @@ use crate::{
     error::Error,
     event::EventId,
     frame::Frame,
+    json,
+    object::{Caller, SessionInfo},
     pb, session,
     token::TokenClaims,
 };
@@ -62,7 +64,14 @@ impl ClientApi {
         let mut backlog = VecDeque::with_capacity(1 + opened.replay.len());
         backlog.push_back(Frame::message(&subscribed));
         backlog.extend(opened.replay.into_iter().map(|event| event.frame));
+        let session = SessionInfo {
+            session_id: session_id.clone(),
+            claims: Arc::new(claims.clone()),
+        };
         let registration = shared.channels.live().register(session_id, claims);
+        shared
+            .objects
+            .subscribed(&session.claims.chn, session.clone(), opened.outcome.clone());
         Ok(SubscriberStream::new(
             backlog,
             opened.subscription,
@@ -167,7 +176,7 @@ impl DurableIterator for ClientApi {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let request = request.into_inner();
-        let (claims, _session_id) =
+        let (claims, session_id) =
             self.caller(&request.token, request.session_ticket.as_deref())?;
         let Some(method) = request.path.first() else {
             return Err(Error::InvalidArgument("path is empty".into()).into());
@@ -175,11 +184,23 @@ impl DurableIterator for ClientApi {
         if !claims.allows_method(method) {
             return Err(Error::MethodNotAllowed(method.clone()).into());
         }
-        Err(Error::Unimplemented(format!(
-            "channel {:?} has no channel object to call {:?} on",
-            claims.chn, request.path
-        ))
-        .into())
+        let channel = claims.chn.clone();
+        let caller = Caller {
+            session_id,
+            claims: Arc::new(claims),
+        };
+        let input = request
+            .input
+            .as_ref()
+            .map_or(serde_json::Value::Null, json::from_proto);
+        let output = self
+            .shared
+            .objects
+            .invoke(&channel, &request.path, caller, input)
+            .await?;
+        Ok(Response::new(pb::InvokeResponse {
+            output: Some(json::to_proto(&output)),
+        }))
     }
 
     async fn refresh_token(

@@ -25,6 +25,7 @@ use crate::{
     error::Error,
     keyring::Keyring,
     limits::Limits,
+    object::{ObjectRegistry, Objects},
     store::EventStore,
     token::{self, TokenClaims},
 };
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub subscriber_queue: usize,
     /// HTTP/2 streams per connection (many sessions can share one connection).
     pub max_concurrent_streams: u32,
+    /// The channel objects; channels that match no registration get the relay.
+    pub objects: ObjectRegistry,
 }
 
 impl ServerConfig {
@@ -68,6 +71,7 @@ impl ServerConfig {
             limits: Limits::default(),
             subscriber_queue: 4_096,
             max_concurrent_streams: 10_000,
+            objects: ObjectRegistry::new(),
         }
     }
 }
@@ -79,7 +83,8 @@ type AdminServer = generated::durable_iterator_admin_server::DurableIteratorAdmi
 pub(crate) struct Shared {
     config: ServerConfig,
     timing: StreamTiming,
-    channels: Channels,
+    channels: Arc<Channels>,
+    objects: Objects,
     clock: SharedClock,
     /// Cancelled when the server shuts down: open streams end with UNAVAILABLE.
     shutdown: CancellationToken,
@@ -126,11 +131,14 @@ impl Server {
             heartbeat_ms: config.heartbeat.as_millis() as u64,
             expiry_notice_ms: config.expiry_notice.as_millis() as u64,
         };
+        let channels = Arc::new(Channels::new(store, clock.clone(), hub_limits));
+        let objects = Objects::new(config.objects.clone(), channels.clone(), config.limits);
         Self {
             shared: Arc::new(Shared {
                 config,
                 timing,
-                channels: Channels::new(store, clock.clone(), hub_limits),
+                channels,
+                objects,
                 clock,
                 shutdown: CancellationToken::new(),
             }),
@@ -168,6 +176,7 @@ impl Server {
             .max_age(Duration::from_secs(24 * 60 * 60));
 
         let maintenance = tokio::spawn(maintain(shared.clone()));
+        let reaper = tokio::spawn(end_sessions(shared.clone()));
         let stop = shared.shutdown.clone();
         let result = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -204,10 +213,27 @@ impl Server {
             .await;
         shared.shutdown.cancel();
         maintenance.abort();
-        // Wait for the task to be gone: it holds the store, which closes when the last holder
+        reaper.abort();
+        // Wait for the tasks to be gone: they hold the store, which closes when the last holder
         // lets go (a restarted server can then open the same data directory at once).
         let _ = maintenance.await;
+        let _ = reaper.await;
         result
+    }
+}
+
+/// Tells channel objects about sessions whose resume window lapsed without a reconnect.
+async fn end_sessions(shared: Arc<Shared>) {
+    let live = shared.channels.live().clone();
+    loop {
+        let ended = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            ended = live.next_ended() => ended,
+        };
+        shared
+            .objects
+            .session_ended(&ended.channel, &ended.session_id)
+            .await;
     }
 }
 

@@ -1,0 +1,232 @@
+//! What a channel object holds of its channel: its name, publishing, and its live sessions.
+
+use std::{fmt, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{
+    channel::Channels, error::Error, event::EventId, filter::Filter, frame, json, limits::Limits,
+    pb, token::TokenClaims,
+};
+
+/// A live session on a channel, as objects and publish predicates see it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub session_id: String,
+    /// The payload of the session's current token (`att` included).
+    pub claims: Arc<TokenClaims>,
+}
+
+/// The channel a [`ChannelObject`](super::ChannelObject) is bound to. Cloning is cheap.
+#[derive(Clone)]
+pub struct ChannelHandle {
+    name: Arc<str>,
+    channels: Arc<Channels>,
+    limits: Limits,
+}
+
+impl fmt::Debug for ChannelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChannelHandle({})", self.name)
+    }
+}
+
+impl ChannelHandle {
+    pub(crate) fn new(name: Arc<str>, channels: Arc<Channels>, limits: Limits) -> Self {
+        Self {
+            name,
+            channels,
+            limits,
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Publishes `event` (as JSON) to the channel with `filter`; returns once the event is
+    /// stored (durable with the on-disk store), with its id.
+    pub async fn publish<E: Serialize + ?Sized>(
+        &self,
+        event: &E,
+        filter: PublishFilter,
+    ) -> Result<EventId, Error> {
+        let value = serde_json::to_value(event)
+            .map_err(|e| Error::InvalidArgument(format!("event does not serialize: {e}")))?;
+        let payload = frame::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)));
+        self.limits.check_payload(payload.len())?;
+        let filter = filter.resolve(|| self.sessions());
+        if let Some(tags) = &filter.tags {
+            self.limits.check_tags(tags)?;
+        }
+        Ok(self.channels.publish(&self.name, payload, filter).await?)
+    }
+
+    /// The sessions with a stream open on this channel now.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.channels
+            .live()
+            .on_channel(&self.name)
+            .into_iter()
+            .map(|session| SessionInfo {
+                session_id: session.session_id.clone(),
+                claims: session.claims(),
+            })
+            .collect()
+    }
+}
+
+type Predicate = Arc<dyn Fn(&SessionInfo) -> bool + Send + Sync>;
+
+/// Sessions chosen by id, or by a predicate over the live sessions.
+#[derive(Clone)]
+enum Selection {
+    Ids(Vec<String>),
+    Matching(Predicate),
+}
+
+impl Selection {
+    fn resolve(&self, live: &[SessionInfo]) -> Vec<String> {
+        match self {
+            Selection::Ids(ids) => ids.clone(),
+            Selection::Matching(predicate) => live
+                .iter()
+                .filter(|session| predicate(session))
+                .map(|session| session.session_id.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Who receives an event an object publishes (oRPC's `tags`, `targets`, `exclude`).
+///
+/// Predicates are resolved against the live sessions when the event is published, and stored
+/// as the resulting session ids, so replay delivers to exactly the sessions live delivery did.
+#[derive(Clone, Default)]
+pub struct PublishFilter {
+    tags: Option<Vec<String>>,
+    targets: Option<Selection>,
+    exclude: Vec<Selection>,
+}
+
+impl fmt::Debug for PublishFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishFilter")
+            .field("tags", &self.tags)
+            .field("targets", &self.targets.is_some())
+            .field("exclude", &self.exclude.len())
+            .finish()
+    }
+}
+
+impl PublishFilter {
+    /// Every session of the channel.
+    pub fn everyone() -> Self {
+        Self::default()
+    }
+
+    /// Only sessions whose token tags intersect `tags` (an empty list reaches nobody).
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = Some(tags.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only these sessions (AND with tags).
+    pub fn targets<S: Into<String>>(mut self, ids: impl IntoIterator<Item = S>) -> Self {
+        self.targets = Some(Selection::Ids(ids.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Only the live sessions `predicate` picks, e.g. by `att`.
+    pub fn targets_matching(
+        mut self,
+        predicate: impl Fn(&SessionInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.targets = Some(Selection::Matching(Arc::new(predicate)));
+        self
+    }
+
+    /// Never these sessions (e.g. the sender).
+    pub fn exclude<S: Into<String>>(mut self, ids: impl IntoIterator<Item = S>) -> Self {
+        self.exclude
+            .push(Selection::Ids(ids.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Never the live sessions `predicate` picks.
+    pub fn exclude_matching(
+        mut self,
+        predicate: impl Fn(&SessionInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.exclude.push(Selection::Matching(Arc::new(predicate)));
+        self
+    }
+
+    /// The stored filter: predicates turned into the ids of the live sessions they pick.
+    pub(crate) fn resolve(&self, live_sessions: impl FnOnce() -> Vec<SessionInfo>) -> Filter {
+        let needs_live = self
+            .targets
+            .iter()
+            .chain(&self.exclude)
+            .any(|s| matches!(s, Selection::Matching(_)));
+        let live = if needs_live {
+            live_sessions()
+        } else {
+            Vec::new()
+        };
+        Filter {
+            tags: self.tags.clone(),
+            targets: self.targets.as_ref().map(|s| s.resolve(&live)),
+            exclude: self.exclude.iter().flat_map(|s| s.resolve(&live)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, role: &str) -> SessionInfo {
+        let mut claims = TokenClaims::new("c", 0, 10);
+        claims.att = Some(serde_json::json!({ "role": role }));
+        SessionInfo {
+            session_id: id.into(),
+            claims: Arc::new(claims),
+        }
+    }
+
+    #[test]
+    fn predicates_resolve_to_the_ids_of_live_sessions() {
+        let live = || {
+            vec![
+                session("a", "admin"),
+                session("b", "user"),
+                session("c", "user"),
+            ]
+        };
+        let is_admin =
+            |s: &SessionInfo| s.claims.att.as_ref().is_some_and(|a| a["role"] == "admin");
+        let filter = PublishFilter::everyone()
+            .tags(["t"])
+            .targets_matching(move |s| !is_admin(s))
+            .exclude(["c"])
+            .exclude_matching(|s| s.session_id == "z")
+            .resolve(live);
+        assert_eq!(filter.tags, Some(vec!["t".to_owned()]));
+        assert_eq!(filter.targets, Some(vec!["b".to_owned(), "c".to_owned()]));
+        assert_eq!(filter.exclude, vec!["c".to_owned()]);
+        assert!(filter.admits("b", &["t".to_owned()]));
+        assert!(!filter.admits("c", &["t".to_owned()]));
+        assert!(!filter.admits("a", &["t".to_owned()]));
+    }
+
+    #[test]
+    fn id_lists_need_no_live_sessions() {
+        let filter = PublishFilter::everyone()
+            .targets(["x"])
+            .resolve(|| panic!("not asked"));
+        assert_eq!(filter.targets, Some(vec!["x".to_owned()]));
+        assert!(PublishFilter::everyone().resolve(Vec::new).is_everyone());
+    }
+}
