@@ -34,6 +34,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod frame;
+pub mod interceptor;
 pub mod json;
 pub mod keyring;
 pub mod limits;

@@ -7,6 +7,7 @@ use durable_iterator::{
     clock::{Clock, SharedClock, SystemClock},
     keyring::Keyring,
     limits::Limits,
+    object::proxy::ProxyConfig,
     server::{Server, ServerConfig},
     store::{EventStore, MemoryStore, RedbStore},
     token::{self, TokenClaims},
@@ -96,6 +97,17 @@ struct ServeArgs {
     /// Largest token, in bytes.
     #[arg(long, env = "DURABLE_ITERATOR_MAX_TOKEN_BYTES", default_value_t = Limits::default().max_token_bytes)]
     max_token_bytes: usize,
+    /// Forward `Invoke` calls of every channel to this HTTP endpoint (a JSON POST per call; see
+    /// the README) instead of answering them with the built-in relay object.
+    #[arg(long, env = "DURABLE_ITERATOR_METHOD_PROXY")]
+    method_proxy: Option<http::Uri>,
+    /// How long one proxied method call may take.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_METHOD_PROXY_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    method_proxy_timeout_seconds: u64,
     /// On SIGTERM or Ctrl-C, how long open calls may take to finish before the process exits.
     #[arg(
         long,
@@ -137,9 +149,16 @@ struct TokenArgs {
     /// With --request: resume after this event id.
     #[arg(long, requires = "request")]
     last_event_id: Option<String>,
-    /// With --request: keep the session of this ticket.
-    #[arg(long, requires = "request")]
+    /// With --request or --invoke: act as the session of this ticket.
+    #[arg(long)]
     session_ticket: Option<String>,
+    /// Print a ready `InvokeRequest` as JSON instead, calling this method (dotted path, e.g.
+    /// `routerClient.echo`; allow it with --rpc).
+    #[arg(long, conflicts_with_all = ["request", "last_event_id"])]
+    invoke: Option<String>,
+    /// With --invoke: the method's input, as JSON.
+    #[arg(long, requires = "invoke")]
+    input: Option<String>,
     #[command(flatten)]
     keys: KeyArgs,
 }
@@ -219,6 +238,17 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     config.limits.max_payload_bytes = args.max_payload_bytes;
     config.limits.max_tags = args.max_tags;
     config.limits.max_token_bytes = args.max_token_bytes;
+    if let Some(url) = args.method_proxy {
+        if url.scheme_str() != Some("http") {
+            return Err(
+                format!("--method-proxy {url}: only http:// endpoints are supported").into(),
+            );
+        }
+        config.objects.proxy_unregistered(ProxyConfig {
+            url,
+            timeout: Duration::from_secs(args.method_proxy_timeout_seconds.max(1)),
+        });
+    }
     let clock: SharedClock = Arc::new(SystemClock);
     let retention_ms = args.retention_seconds.saturating_mul(1000);
     let (store, store_name): (Arc<dyn EventStore>, String) = match args.store {
@@ -322,7 +352,23 @@ fn mint(args: TokenArgs) -> Result<(), BoxError> {
         .map_err(|e| format!("--att is not JSON: {e}"))?;
     claims.rpc = (!args.rpc.is_empty()).then_some(args.rpc);
     let token = token::sign(&keyring, &claims);
-    if args.request {
+    if let Some(path) = args.invoke {
+        let input: serde_json::Value = match args.input {
+            Some(input) => {
+                serde_json::from_str(&input).map_err(|e| format!("--input is not JSON: {e}"))?
+            }
+            None => serde_json::Value::Null,
+        };
+        let mut request = serde_json::json!({
+            "token": token,
+            "path": path.split('.').collect::<Vec<_>>(),
+            "input": input,
+        });
+        if let Some(ticket) = args.session_ticket {
+            request["session_ticket"] = ticket.into();
+        }
+        println!("{request}");
+    } else if args.request {
         let mut request = serde_json::json!({ "token": token });
         if let Some(id) = args.last_event_id {
             request["last_event_id"] = id.into();

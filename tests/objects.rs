@@ -17,6 +17,7 @@ use common::*;
 use durable_iterator::{
     channel::ResumeOutcome,
     contract::Method,
+    interceptor::{Interceptor, InvokeCall, Next, RefreshCall, SubscribeCall},
     json,
     object::{
         Call, ChannelHandle, ChannelObject, MethodError, PublishFilter, Router, SessionInfo,
@@ -631,4 +632,119 @@ async fn an_unreachable_method_proxy_is_unavailable() {
         Code::Unavailable,
     );
     assert!(message.contains("method proxy unreachable"), "{message}");
+}
+
+/// Records every hook it runs around; the "gate" one refuses paths named "forbidden".
+struct Audit {
+    name: &'static str,
+    log: Log,
+}
+
+impl Audit {
+    fn note(&self, what: String) {
+        self.log
+            .send_modify(|log| log.push(format!("{} {what}", self.name)));
+    }
+}
+
+#[async_trait::async_trait]
+impl Interceptor for Audit {
+    async fn subscribe(
+        &self,
+        call: &SubscribeCall,
+        next: Next<'_, SubscribeCall, ResumeOutcome>,
+    ) -> Result<ResumeOutcome, tonic::Status> {
+        self.note(format!("subscribe {}", call.channel));
+        let outcome = next.run().await?;
+        self.note(format!("subscribed requested={}", outcome.requested));
+        Ok(outcome)
+    }
+
+    async fn invoke(
+        &self,
+        call: &InvokeCall,
+        next: Next<'_, InvokeCall, Value>,
+    ) -> Result<Value, tonic::Status> {
+        self.note(format!("invoke {}", call.path.join(".")));
+        if self.name == "gate" && call.path == ["forbidden"] {
+            return Err(tonic::Status::permission_denied("blocked by the gate"));
+        }
+        let output = next.run().await?;
+        self.note(format!("invoked {output}"));
+        Ok(output)
+    }
+
+    async fn refresh(
+        &self,
+        call: &RefreshCall,
+        next: Next<'_, RefreshCall, i64>,
+    ) -> Result<i64, tonic::Status> {
+        self.note(format!("refresh {}", call.claims.chn));
+        next.run().await
+    }
+}
+
+#[tokio::test]
+async fn interceptors_run_in_order_around_subscribe_invoke_and_refresh() {
+    let log: Log = Arc::default();
+    let hooks = log.clone();
+    let server = TestServer::start_with(Options {
+        config: Box::new(move |config| {
+            config.objects.register("chat:*", room::ChatRoom::new);
+            for name in ["audit", "gate"] {
+                config.interceptors.push(Audit {
+                    name,
+                    log: hooks.clone(),
+                });
+            }
+        }),
+        ..Options::default()
+    })
+    .await;
+    let token = member_token(&server, "chat:1", "alice", &["routerClient", "forbidden"]);
+    let (subscribed, mut stream) = server
+        .subscribe(subscribe_request(token.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        log_with(&log, 4).await,
+        [
+            "audit subscribe chat:1",
+            "gate subscribe chat:1",
+            "gate subscribed requested=false",
+            "audit subscribed requested=false",
+        ]
+    );
+    call(&server, &token, None, contract::PING, &())
+        .await
+        .unwrap();
+    assert_eq!(
+        log_with(&log, 8).await[4..],
+        [
+            "audit invoke routerClient.ping",
+            "gate invoke routerClient.ping",
+            "gate invoked \"pong\"",
+            "audit invoked \"pong\"",
+        ]
+    );
+    let message = expect_refused(
+        invoke_json(&server, &token, None, &["forbidden"], Value::Null).await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(message, "blocked by the gate");
+    assert_eq!(
+        log_with(&log, 10).await[8..],
+        ["audit invoke forbidden", "gate invoke forbidden"]
+    );
+    server
+        .refresh_token(&subscribed.session_ticket, token)
+        .await
+        .unwrap();
+    assert_eq!(
+        log_with(&log, 12).await[10..],
+        ["audit refresh chat:1", "gate refresh chat:1"]
+    );
+    // The stream the interceptors let through is the real one.
+    let id = server.publish("chat:1", json!("after")).await;
+    assert_eq!(next_event(&mut stream).await.id, id);
 }

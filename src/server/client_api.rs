@@ -2,6 +2,7 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
+use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -14,6 +15,7 @@ use crate::{
     error::Error,
     event::EventId,
     frame::Frame,
+    interceptor::{InvokeCall, RefreshCall, SubscribeCall},
     json,
     object::{Caller, SessionInfo},
     pb, session,
@@ -30,24 +32,57 @@ impl ClientApi {
         Self { shared }
     }
 
-    async fn open(&self, request: pb::SubscribeRequest) -> Result<SubscribeStream, Error> {
+    /// Authenticates a `Subscribe`, runs the interceptors around opening its stream, and
+    /// returns the stream.
+    async fn open(&self, request: pb::SubscribeRequest) -> Result<SubscribeStream, Status> {
         let shared = &self.shared;
         let claims = shared.verify_token(&request.token)?;
         let last_event_id = request
             .last_event_id
             .as_deref()
             .map(str::parse::<EventId>)
-            .transpose()?;
+            .transpose()
+            .map_err(Error::from)?;
         let session_id = match request.session_ticket.as_deref() {
-            Some(ticket) => session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)?,
+            Some(ticket) => session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)
+                .map_err(Error::from)?,
             None => session::new_session_id(),
         };
-        let ticket = session::issue_ticket(&shared.config.keyring, &claims.chn, &session_id);
-        let tags = claims.tags().to_vec();
+        let call = SubscribeCall {
+            channel: claims.chn.clone(),
+            session_id,
+            claims: Arc::new(claims),
+            last_event_id: request.last_event_id,
+        };
+        let mut stream = None;
+        let (slot, opening) = (&mut stream, &call);
+        let open = move || -> BoxFuture<'_, Result<ResumeOutcome, Status>> {
+            Box::pin(async move {
+                let (opened, outcome) = self.open_stream(opening, last_event_id).await?;
+                *slot = Some(opened);
+                Ok(outcome)
+            })
+        };
+        shared.config.interceptors.subscribe(&call, open).await?;
+        stream.ok_or_else(|| Status::internal("an interceptor answered without opening the stream"))
+    }
+
+    /// Opens the stream of an authenticated `Subscribe`: registers the subscriber, reads the
+    /// replay, registers the session as live, tells the channel's object.
+    async fn open_stream(
+        &self,
+        call: &SubscribeCall,
+        last_event_id: Option<EventId>,
+    ) -> Result<(SubscribeStream, ResumeOutcome), Error> {
+        let shared = &self.shared;
+        let claims = &call.claims;
+        let session_id = &call.session_id;
+        let ticket = session::issue_ticket(&shared.config.keyring, &claims.chn, session_id);
+        let tags = claims.tags();
         let opened = shared
             .channels
             .open(&claims.chn, last_event_id, |filter| {
-                filter.admits(&session_id, &tags)
+                filter.admits(session_id, tags)
             })
             .await?;
         let subscribed = pb::SubscribeResponse {
@@ -64,15 +99,18 @@ impl ClientApi {
         let mut backlog = VecDeque::with_capacity(1 + opened.replay.len());
         backlog.push_back(Frame::message(&subscribed));
         backlog.extend(opened.replay.into_iter().map(|event| event.frame));
+        let registration = shared
+            .channels
+            .live()
+            .register(session_id.clone(), (**claims).clone());
         let session = SessionInfo {
             session_id: session_id.clone(),
-            claims: Arc::new(claims.clone()),
+            claims: claims.clone(),
         };
-        let registration = shared.channels.live().register(session_id, claims);
         shared
             .objects
-            .subscribed(&session.claims.chn, session.clone(), opened.outcome.clone());
-        Ok(SubscriberStream::new(
+            .subscribed(&claims.chn, session, opened.outcome.clone());
+        let stream = SubscriberStream::new(
             backlog,
             opened.subscription,
             opened.head,
@@ -81,7 +119,8 @@ impl ClientApi {
             shared.clock.clone(),
             shared.shutdown.clone(),
         )
-        .into_stream())
+        .into_stream();
+        Ok((stream, opened.outcome))
     }
 
     /// The claims a call acts under: those of the token if one is given, else those of the
@@ -120,7 +159,10 @@ impl ClientApi {
 }
 
 impl ClientApi {
-    fn refresh(&self, request: pb::RefreshTokenRequest) -> Result<pb::RefreshTokenResponse, Error> {
+    async fn refresh(
+        &self,
+        request: pb::RefreshTokenRequest,
+    ) -> Result<pb::RefreshTokenResponse, Status> {
         let shared = &self.shared;
         let claims = shared.verify_token(&request.token)?;
         let keyring = &shared.config.keyring;
@@ -128,14 +170,28 @@ impl ClientApi {
             .and_then(|id| shared.channels.live().get(id));
         let Some(live) = live else {
             // Authentic but not connected is FAILED_PRECONDITION; anything else is refused.
-            session::verify_ticket(keyring, &claims.chn, &request.session_ticket)?;
-            return Err(RefreshError::NotLive.into());
+            session::verify_ticket(keyring, &claims.chn, &request.session_ticket)
+                .map_err(Error::from)?;
+            return Err(Error::from(RefreshError::NotLive).into());
         };
         // The ticket is checked against the channel it was issued for, so a token for another
         // channel reads as a changed subscription, not as a forged ticket.
-        session::verify_ticket(keyring, &live.channel, &request.session_ticket)?;
-        let token_expires_at = claims.exp as i64;
-        shared.channels.live().refresh(&live.session_id, claims)?;
+        session::verify_ticket(keyring, &live.channel, &request.session_ticket)
+            .map_err(Error::from)?;
+        let call = RefreshCall {
+            channel: live.channel.clone(),
+            session_id: live.session_id.clone(),
+            claims: Arc::new(claims),
+        };
+        let swap = || -> BoxFuture<'_, Result<i64, Status>> {
+            Box::pin(async {
+                let live = shared.channels.live();
+                live.refresh(&call.session_id, (*call.claims).clone())
+                    .map_err(Error::from)?;
+                Ok(call.claims.exp as i64)
+            })
+        };
+        let token_expires_at = shared.config.interceptors.refresh(&call, swap).await?;
         Ok(pb::RefreshTokenResponse { token_expires_at })
     }
 }
@@ -184,20 +240,33 @@ impl DurableIterator for ClientApi {
         if !claims.allows_method(method) {
             return Err(Error::MethodNotAllowed(method.clone()).into());
         }
-        let channel = claims.chn.clone();
-        let caller = Caller {
-            session_id,
-            claims: Arc::new(claims),
+        let call = InvokeCall {
+            channel: claims.chn.clone(),
+            caller: Caller {
+                session_id,
+                claims: Arc::new(claims),
+            },
+            path: request.path,
+            input: request
+                .input
+                .as_ref()
+                .map_or(serde_json::Value::Null, json::from_proto),
         };
-        let input = request
-            .input
-            .as_ref()
-            .map_or(serde_json::Value::Null, json::from_proto);
-        let output = self
-            .shared
-            .objects
-            .invoke(&channel, &request.path, caller, input)
-            .await?;
+        let run = || -> BoxFuture<'_, Result<serde_json::Value, Status>> {
+            Box::pin(async {
+                let objects = &self.shared.objects;
+                let output = objects
+                    .invoke(
+                        &call.channel,
+                        &call.path,
+                        call.caller.clone(),
+                        call.input.clone(),
+                    )
+                    .await?;
+                Ok(output)
+            })
+        };
+        let output = self.shared.config.interceptors.invoke(&call, run).await?;
         Ok(Response::new(pb::InvokeResponse {
             output: Some(json::to_proto(&output)),
         }))
@@ -207,6 +276,6 @@ impl DurableIterator for ClientApi {
         &self,
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::RefreshTokenResponse>, Status> {
-        Ok(Response::new(self.refresh(request.into_inner())?))
+        Ok(Response::new(self.refresh(request.into_inner()).await?))
     }
 }

@@ -23,6 +23,7 @@ use crate::{
     channel::{Channels, HubLimits},
     clock::SharedClock,
     error::Error,
+    interceptor::Interceptors,
     keyring::Keyring,
     limits::Limits,
     object::{ObjectRegistry, Objects},
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// The channel objects; channels that match no registration get the relay.
     pub objects: ObjectRegistry,
+    /// Code run around every Subscribe, Invoke and RefreshToken, in order.
+    pub interceptors: Interceptors,
 }
 
 impl ServerConfig {
@@ -72,6 +75,7 @@ impl ServerConfig {
             subscriber_queue: 4_096,
             max_concurrent_streams: 10_000,
             objects: ObjectRegistry::new(),
+            interceptors: Interceptors::default(),
         }
     }
 }
