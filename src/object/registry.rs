@@ -174,16 +174,20 @@ impl ObjectRegistry {
         self
     }
 
-    fn factory(&self, channel: &str) -> &Factory {
+    /// The factory of `channel`'s objects, and whether it is a registered one (the fallback's
+    /// objects keep no state, so they need not be kept per channel).
+    fn factory(&self, channel: &str) -> (&Factory, bool) {
         self.entries
             .iter()
             .filter_map(|(pattern, make)| Some((pattern.specificity(channel)?, make)))
             .max_by_key(|(specificity, _)| *specificity)
-            .map_or(&self.fallback, |(_, make)| make)
+            .map_or((&self.fallback, false), |(_, make)| (make, true))
     }
 }
 
-/// The running objects of a server: one instance per channel, made on first use.
+/// The running objects of a server: one instance per channel of a registered object, made on
+/// first use and kept while the server runs; the stateless fallback (relay or proxy) is not
+/// kept, so channels without an object cost nothing here.
 pub struct Objects {
     registry: ObjectRegistry,
     channels: Arc<Channels>,
@@ -207,11 +211,15 @@ impl Objects {
     }
 
     fn instance(&self, channel: &str) -> Arc<dyn BoundObject> {
+        let (make, registered) = self.registry.factory(channel);
+        if !registered {
+            return make(self.channel(channel));
+        }
         let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(object) = instances.get(channel) {
             return object.clone();
         }
-        let object = (self.registry.factory(channel))(self.channel(channel));
+        let object = make(self.channel(channel));
         instances.insert(channel.into(), object.clone());
         object
     }
