@@ -24,7 +24,7 @@ use std::{
     collections::HashMap,
     path::Path,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
@@ -61,9 +61,7 @@ const EXPIRY_CHUNK: usize = 512;
 
 /// Events on disk, in a redb file.
 pub struct RedbStore {
-    db: Arc<Database>,
-    /// Where the events are, for messages: the file, or a custom backend.
-    location: String,
+    db: Arc<Reopenable>,
     epoch: Epoch,
     retention_ms: u64,
     appends: Option<mpsc::UnboundedSender<Append>>,
@@ -80,7 +78,7 @@ struct Append {
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
-            .field("location", &self.location)
+            .field("location", &self.db.location)
             .field("epoch", &self.epoch)
             .field("retention_ms", &self.retention_ms)
             .finish()
@@ -107,31 +105,39 @@ impl RedbStore {
         })?;
         let path = data_dir.join(FILE_NAME);
         let location = path.display().to_string();
-        let db = Database::builder()
-            .create(&path)
-            .map_err(|e| open_error(&location, e))?;
-        Self::start(db, location, retention_ms)
+        Self::start(
+            Box::new(move || Database::builder().create(&path)),
+            location,
+            retention_ms,
+        )
     }
 
-    /// A store on another redb storage backend than a file: redb's in-memory one, or one that
-    /// injects faults in tests.
-    pub fn open_with_backend(
-        backend: impl StorageBackend,
+    /// A store on another redb storage backend than a file (redb's in-memory one, or one that
+    /// injects faults in tests). `backend` is called again to reopen the database after a
+    /// failed write.
+    pub fn open_with_backend<B: StorageBackend>(
+        backend: impl Fn() -> std::io::Result<B> + Send + Sync + 'static,
         retention_ms: u64,
     ) -> Result<Self, StoreError> {
-        let location = "custom storage backend".to_owned();
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| open_error(&location, e))?;
-        Self::start(db, location, retention_ms)
+        Self::start(
+            Box::new(move || Database::builder().create_with_backend(backend()?)),
+            "custom storage backend".to_owned(),
+            retention_ms,
+        )
     }
 
-    fn start(db: Database, location: String, retention_ms: u64) -> Result<Self, StoreError> {
+    fn start(open: Opener, location: String, retention_ms: u64) -> Result<Self, StoreError> {
+        let db = open().map_err(|e| open_error(&location, e))?;
         let epoch = init_meta(&db).map_err(|e| match e {
             StoreError::Corrupt(why) => StoreError::Corrupt(format!("{location}: {why}")),
             other => other,
         })?;
-        let db = Arc::new(db);
+        let db = Arc::new(Reopenable {
+            current: RwLock::new(Some(Arc::new(db))),
+            open,
+            location,
+            epoch,
+        });
         let (appends, queue) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let writer = {
@@ -139,12 +145,11 @@ impl RedbStore {
             let commits = commits.clone();
             std::thread::Builder::new()
                 .name("durable-iterator-writer".into())
-                .spawn(move || write_loop(&db, epoch, retention_ms, queue, &commits))
+                .spawn(move || write_loop(&db, retention_ms, queue, &commits))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?
         };
         Ok(Self {
             db,
-            location,
             epoch,
             retention_ms,
             appends: Some(appends),
@@ -161,17 +166,104 @@ impl RedbStore {
 
     /// Where the events are: the redb file, or a custom backend.
     pub fn location(&self) -> &str {
-        &self.location
+        &self.db.location
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        work: impl Fn(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db))
+        tokio::task::spawn_blocking(move || db.run(work))
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+/// Opens the database: at start, and again after a failed write.
+type Opener = Box<dyn Fn() -> Result<Database, ::redb::DatabaseError> + Send + Sync>;
+
+/// The open database, and how to open it again. After an I/O error redb trusts nothing of its
+/// state until reopened; reopening (which repairs what the failed commit left) lets the store
+/// recover by itself once the cause is gone, e.g. disk space freed, with no restart.
+struct Reopenable {
+    /// `None` while a reopen failed; the next use tries again.
+    current: RwLock<Option<Arc<Database>>>,
+    open: Opener,
+    /// Where the events are, for messages: the file, or a custom backend.
+    location: String,
+    epoch: Epoch,
+}
+
+/// The start of the message of errors that call for a reopen.
+const IO_FAILURE: &str = "I/O failure in the data directory";
+
+fn needs_reopen(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unavailable(message) if message.starts_with(IO_FAILURE))
+}
+
+impl Reopenable {
+    /// The open database, reopening it if a reopen is due.
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match current {
+            Some(db) => Ok(db),
+            None => self.reopen(None),
+        }
+    }
+
+    /// Runs `work`; if it met an I/O failure, reopens and runs it once more.
+    fn run<T>(&self, work: impl Fn(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let db = self.get()?;
+        match work(&db) {
+            Err(error) if needs_reopen(&error) => {
+                let db = self.reopen(Some(db))?;
+                work(&db)
+            }
+            result => result,
+        }
+    }
+
+    /// Replaces `failed` (or nothing, when the last reopen failed) with a fresh open. Whoever
+    /// comes second finds the work done.
+    fn reopen(&self, failed: Option<Arc<Database>>) -> Result<Arc<Database>, StoreError> {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        match (&*current, &failed) {
+            (Some(db), Some(failed)) if !Arc::ptr_eq(db, failed) => return Ok(db.clone()),
+            (Some(db), None) => return Ok(db.clone()),
+            _ => {}
+        }
+        drop(failed);
+        if let Some(db) = current.take() {
+            // The file lock goes with the last handle: readers hold one for a transaction.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&db) > 1 {
+                if std::time::Instant::now() > deadline {
+                    *current = Some(db);
+                    return Err(StoreError::Unavailable(format!(
+                        "{IO_FAILURE}: {} cannot be reopened while in use",
+                        self.location
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let db = (self.open)().map_err(|e| open_error(&self.location, e))?;
+        let epoch = init_meta(&db)?;
+        if epoch != self.epoch {
+            return Err(StoreError::Corrupt(format!(
+                "{} changed its epoch while open (replaced under a running server?)",
+                self.location
+            )));
+        }
+        tracing::warn!(location = %self.location, "event store reopened after an I/O failure");
+        let db = Arc::new(db);
+        *current = Some(db.clone());
+        Ok(db)
     }
 }
 
@@ -245,19 +337,17 @@ fn open_error(at: &str, error: ::redb::DatabaseError) -> StoreError {
 fn storage(error: impl Into<::redb::Error>) -> StoreError {
     match error.into() {
         ::redb::Error::Corrupted(why) => StoreError::Corrupt(why),
-        ::redb::Error::PreviousIo => StoreError::Unavailable(
-            "an earlier write to the data directory failed (disk full?); the store takes no more \
-             writes until the server restarts"
-                .into(),
-        ),
+        ::redb::Error::PreviousIo => StoreError::Unavailable(format!(
+            "{IO_FAILURE}: an earlier write failed (disk full?); reopening"
+        )),
+        ::redb::Error::Io(io) => StoreError::Unavailable(format!("{IO_FAILURE}: {io}")),
         other => StoreError::Unavailable(other.to_string()),
     }
 }
 
 /// The writer thread: one transaction for everything queued, then the answers.
 fn write_loop(
-    db: &Database,
-    epoch: Epoch,
+    db: &Reopenable,
     retention_ms: u64,
     mut queue: mpsc::UnboundedReceiver<Append>,
     commits: &AtomicU64,
@@ -270,7 +360,17 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        match commit(db, epoch, retention_ms, &batch) {
+        let committed = db.get().and_then(|current| {
+            let result = commit(&current, db.epoch, retention_ms, &batch);
+            if result.as_ref().is_err_and(needs_reopen) {
+                // Nothing of this batch is acknowledged; the next one gets a fresh database.
+                if let Err(error) = db.reopen(Some(current)) {
+                    tracing::error!(%error, "reopening the event store failed; retrying on next use");
+                }
+            }
+            result
+        });
+        match committed {
             Ok(stored) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 for (append, stored) in batch.into_iter().zip(stored) {
@@ -659,11 +759,11 @@ mod tests {
         assert!(error.to_string().contains("not a directory"), "{error}");
     }
 
-    /// redb's in-memory backend with a switch that makes writes and syncs fail, as a full disk
+    /// redb's file backend with a switch that makes writes and syncs fail, as a full disk
     /// would.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct FailingDisk {
-        inner: ::redb::backends::InMemoryBackend,
+        inner: ::redb::backends::FileBackend,
         full: Arc<std::sync::atomic::AtomicBool>,
     }
 
@@ -695,28 +795,81 @@ mod tests {
             self.check()?;
             self.inner.write(offset, data)
         }
+        fn close(&self) -> std::io::Result<()> {
+            self.inner.close()
+        }
+        fn try_lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, ::redb::BackendError> {
+            self.inner.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, ::redb::BackendError> {
+            self.inner.try_lock_shared_range(start, end)
+        }
+        fn unlock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), ::redb::BackendError> {
+            self.inner.unlock_range(start, end)
+        }
     }
 
     #[tokio::test]
-    async fn a_write_error_fails_the_append_and_acknowledges_nothing() {
-        let disk = FailingDisk::default();
-        let full = disk.full.clone();
-        let store = RedbStore::open_with_backend(disk, 10_000).unwrap();
+    async fn a_write_error_acknowledges_nothing_and_the_store_recovers_once_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switch = full.clone();
+        let store = RedbStore::open_with_backend(
+            move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                let inner = ::redb::backends::FileBackend::new(file)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok(FailingDisk {
+                    inner,
+                    full: switch.clone(),
+                })
+            },
+            10_000,
+        )
+        .unwrap();
         store.append("c", &[event(1)]).await.unwrap();
         full.store(true, Ordering::SeqCst);
         let error = store.append("c", &[event(2), event(2)]).await.unwrap_err();
         assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
         assert!(error.to_string().contains("no space left"), "{error}");
         assert_eq!(store.commits(), 1);
-        // What readers see is the last commit: the failed events were never stored.
-        assert_eq!(store.last_seq("c").await.unwrap(), 1);
-        assert_eq!(store.read("c", 0, 3, 2).await.unwrap().events.len(), 1);
-        // redb cannot trust its state after a failed write: the store says so until restarted.
+
+        // Space is back: no restart needed, and the failed events were never stored.
         full.store(false, Ordering::SeqCst);
-        let error = store.append("c", &[event(3)]).await.unwrap_err();
-        assert!(
-            error.to_string().contains("until the server restarts"),
-            "{error}"
+        assert_eq!(store.last_seq("c").await.unwrap(), 1);
+        assert_eq!(store.append("c", &[event(3)]).await.unwrap()[0].seq, 2);
+        let read = store.read("c", 0, 2, 3).await.unwrap();
+        assert_eq!(
+            read.events
+                .iter()
+                .map(|e| e.published_at_ms)
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+        let epoch = store.epoch();
+        drop(store);
+        let reopened = open(&dir, 10_000);
+        assert_eq!(
+            (reopened.epoch(), reopened.last_seq("c").await.unwrap()),
+            (epoch, 2)
         );
     }
 
