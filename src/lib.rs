@@ -28,6 +28,7 @@
 //! cheaper than an async mutex and cannot be held across an `.await`.
 
 pub mod channel;
+pub mod client;
 pub mod clock;
 pub mod contract;
 pub mod error;

@@ -30,6 +30,11 @@ enum Command {
     Serve(ServeArgs),
     /// Mints a channel token with the signing key (for grpcurl and scripts).
     Token(TokenArgs),
+    /// Subscribes to a channel and prints each event as one JSON line, reconnecting and
+    /// resuming by itself.
+    Subscribe(SubscribeArgs),
+    /// Publishes one JSON event through the admin API and prints its id.
+    Publish(PublishArgs),
 }
 
 #[derive(Args)]
@@ -194,6 +199,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => mint(args),
+        Command::Subscribe(args) => subscribe(args).await,
+        Command::Publish(args) => publish(args).await,
     }
 }
 
@@ -403,4 +410,148 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down: streams are told to reconnect");
+}
+
+// ---- `subscribe` and `publish`: the client's command line --------------------------------
+
+#[derive(Args)]
+struct SubscribeArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// A ready token. It is used as it is: once it has expired, a reconnect fails. Without
+    /// it, tokens for --channel are minted (and refreshed) with the signing key.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "channel",
+        required_unless_present = "channel"
+    )]
+    token: Option<String>,
+    /// The channel to subscribe to (tokens minted with --signing-key).
+    #[arg(long)]
+    channel: Option<String>,
+    /// Tags of the minted tokens (repeat or comma separate).
+    #[arg(long, value_delimiter = ',', requires = "channel")]
+    tags: Vec<String>,
+    /// Lifetime of the minted tokens, in seconds; each is replaced on the live stream
+    /// before it expires.
+    #[arg(long, default_value_t = 3_600, requires = "channel")]
+    ttl: u64,
+    /// Resume after this event id (events after it that are still retained come first).
+    #[arg(long)]
+    from: Option<String>,
+    /// Keep the session of this ticket (printed on stderr by an earlier run).
+    #[arg(long)]
+    session_ticket: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// The admin API key.
+    #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// The channel to publish to.
+    #[arg(long)]
+    channel: String,
+    /// The payload, as JSON.
+    #[arg(long)]
+    json: String,
+    /// Deliver only to sessions with one of these tags (comma separated; `--tags ''`:
+    /// nobody).
+    #[arg(long, value_delimiter = ',')]
+    tags: Option<Vec<String>>,
+    /// Deliver only to these session ids (comma separated; `--targets ''`: nobody).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Never deliver to these session ids.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+}
+
+async fn subscribe(args: SubscribeArgs) -> Result<(), BoxError> {
+    use durable_iterator::client::{
+        Client, FixedToken, SigningProvider, SubscribeOptions, TokenProvider,
+    };
+    let client = Client::new(&args.server)?;
+    let mut options = SubscribeOptions {
+        last_event_id: args.from,
+        session_ticket: args.session_ticket,
+        ..SubscribeOptions::default()
+    };
+    let provider: Box<dyn Fn() -> durable_iterator::client::TokenFuture + Send + Sync> =
+        match (args.token, args.channel) {
+            (Some(token), _) => {
+                let fixed = FixedToken(token);
+                Box::new(move || fixed.token())
+            }
+            (None, Some(channel)) => {
+                if args.keys.signing_key.is_empty() {
+                    return Err("--channel mints tokens: pass --signing-key or set \
+                                DURABLE_ITERATOR_SIGNING_KEY (or give --token)"
+                        .into());
+                }
+                let mut template = TokenClaims::new(channel, 0, 0);
+                template.tags = (!args.tags.is_empty()).then_some(args.tags);
+                let ttl = args.ttl.max(2);
+                // Refreshed a quarter of its life (at most five minutes) before it expires.
+                options.refresh_before_expiry = Some(Duration::from_secs((ttl / 4).clamp(1, 300)));
+                let minter = SigningProvider::new(
+                    Keyring::new(&args.keys.signing_key)?,
+                    template,
+                    ttl,
+                    Arc::new(SystemClock),
+                );
+                Box::new(move || minter.token())
+            }
+            (None, None) => return Err("give --token or --channel".into()),
+        };
+    let subscription = client.subscribe(provider, options);
+    let stop = subscription.handle().cancellation_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    durable_iterator::client::cli::print_subscription(subscription, &mut stdout, &mut stderr)
+        .await?;
+    Ok(())
+}
+
+async fn publish(args: PublishArgs) -> Result<(), BoxError> {
+    let payload: serde_json::Value =
+        serde_json::from_str(&args.json).map_err(|e| format!("--json is not JSON: {e}"))?;
+    // `--tags ''` is an empty list (nobody), not a list of one empty tag.
+    let list = |values: Option<Vec<String>>| {
+        values.map(|values| values.into_iter().filter(|v| !v.is_empty()).collect())
+    };
+    let client = durable_iterator::client::Client::new(&args.server)?;
+    let id = client
+        .publish(
+            &args.api_key,
+            durable_iterator::client::Publish {
+                channel: args.channel,
+                payload,
+                tags: list(args.tags),
+                targets: list(args.targets),
+                exclude: args.exclude,
+            },
+        )
+        .await?;
+    println!("{id}");
+    Ok(())
 }

@@ -114,7 +114,10 @@ async fn serve_with_no_configuration_prints_a_token_and_commands_that_work() {
         .into_inner()
         .id;
     let event = next_event(&mut stream).await;
-    assert_eq!((&event.id, payload(&event)), (&id, json!({"text": "hello"})));
+    assert_eq!(
+        (&event.id, payload(&event)),
+        (&id, json!({"text": "hello"}))
+    );
 
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();

@@ -460,3 +460,42 @@ pub async fn expect_nothing_stored_since(
     );
     marker
 }
+
+impl TestServer {
+    /// Starts a server on `addr` (the address of a stopped one: a restart on the same port)
+    /// with `clock` (shared with the stopped server and with clients, so time stays one).
+    pub async fn start_on(addr: SocketAddr, clock: ManualClock, options: Options) -> Self {
+        let keyring = Keyring::new([SIGNING_KEY]).unwrap();
+        let mut config = ServerConfig::new(keyring.clone(), Some(API_KEY.into()));
+        (options.config)(&mut config);
+        let keyring = config.keyring.clone();
+        let store = options
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new(options.retention_ms)));
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = Server::new(config, store.clone(), Arc::new(clock.clone()));
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            addr,
+            clock,
+            keyring,
+            store,
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
