@@ -7,7 +7,6 @@
 mod common;
 
 use std::{
-    path::Path,
     pin::Pin,
     process::{Child, Command, Stdio},
     sync::{
@@ -17,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{process::*, *};
 use durable_iterator::{
     client::{
         Backoff, Client, ClientError, ConnectionState, Credentials, FixedToken, InvokeOptions,
@@ -231,82 +230,8 @@ async fn a_server_restart_mid_stream_delivers_every_event_once_in_order() {
     assert!(consumer.handle.progress().connections >= 2);
 }
 
-/// The binary as a child process with its on-disk store, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-}
-
-const CHILD_SIGNING_KEY: &str = "client-test-signing-key";
-const CHILD_API_KEY: &str = "client-test-api-key";
-
-impl ServerProcess {
-    /// Starts `serve` on `listen` with the store in `data_dir`; waits for its address.
-    fn start(data_dir: &Path, listen: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_durable-iterator"))
-            .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--signing-key",
-                CHILD_SIGNING_KEY,
-                "--api-key",
-                CHILD_API_KEY,
-            ])
-            .args([
-                "--retention-seconds",
-                "3600",
-                "--shutdown-grace-seconds",
-                "5",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("durable-iterator listening on ") {
-                break addr.to_owned();
-            }
-        };
-        Self {
-            child,
-            addr,
-            _stdout: lines,
-        }
-    }
-
-    fn signal(&mut self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn real_now_secs() -> u64 {
     durable_iterator::clock::SystemClock.now_secs()
-}
-
-fn child_token(channel: &str) -> String {
-    let keyring = Keyring::new([CHILD_SIGNING_KEY]).unwrap();
-    token::sign(&keyring, &TokenClaims::new(channel, real_now_secs(), 3_600))
 }
 
 fn json_publish(channel: &str, payload: Value) -> Publish {
@@ -987,21 +912,6 @@ async fn wait_for_tasks(baseline: usize) {
     );
 }
 
-/// Waits until the server no longer has the session live (its stream was closed).
-async fn wait_until_not_live(server: &TestServer, ticket: &str) {
-    for _ in 0..2_000 {
-        match server.refresh_token(ticket, server.token("room")).await {
-            Err(status) if status.code() == Code::FailedPrecondition => {
-                assert!(status.message().contains("not connected"), "{status:?}");
-                return;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    panic!("the session is still live on the server");
-}
-
 #[tokio::test]
 async fn dropping_the_subscription_closes_its_stream_and_leaves_no_task() {
     let server = TestServer::start().await;
@@ -1039,7 +949,7 @@ async fn dropping_the_subscription_closes_its_stream_and_leaves_no_task() {
     drop(subscription);
 
     assert_eq!(handle.progress().state, ConnectionState::Closed);
-    wait_until_not_live(&server, &ticket).await;
+    wait_until_not_live(&server, "room", &ticket).await;
     wait_for_tasks(baseline).await;
 }
 
@@ -1073,7 +983,7 @@ async fn cancelling_the_subscription_ends_it_live_or_backing_off_and_leaves_no_t
         .unwrap()
         .unwrap();
     assert_eq!(consumer.handle.progress().state, ConnectionState::Closed);
-    wait_until_not_live(&server, &ticket).await;
+    wait_until_not_live(&server, "room", &ticket).await;
     wait_for_tasks(baseline).await;
 
     // While waiting out a backoff against a server that is gone.

@@ -4,24 +4,21 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::*;
+use common::{process::*, *};
 use durable_iterator::{
     pb::{
         self, ResumeFailure, durable_iterator_admin_client::DurableIteratorAdminClient,
         durable_iterator_client::DurableIteratorClient,
     },
     store::RedbStore,
-    token::{self, TokenClaims},
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 fn redb_options(dir: &Path, retention_ms: u64) -> Options {
     Options {
@@ -137,95 +134,6 @@ async fn retention_on_disk_is_exact_before_and_after_the_purge() {
     }
 }
 
-/// The real binary as a child process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    // Kept open: the server may still write to its stdout.
-    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-const SIGNING_KEY_ARG: &str = "crash-test-signing-key";
-const API_KEY_ARG: &str = "crash-test-api-key";
-
-impl ServerProcess {
-    fn command(data_dir: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_durable-iterator"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--signing-key", SIGNING_KEY_ARG, "--api-key", API_KEY_ARG])
-            .args(["--retention-seconds", "3600"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
-        command
-    }
-
-    /// Starts the server and waits for the line that names its address.
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Self::command(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address before anything else")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("durable-iterator listening on ") {
-                break addr.to_owned();
-            }
-        };
-        Self {
-            child,
-            addr,
-            _stdout: lines,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn child_token(channel: &str) -> String {
-    let keyring = durable_iterator::keyring::Keyring::new([SIGNING_KEY_ARG]).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    token::sign(&keyring, &TokenClaims::new(channel, now, 3_600))
-}
-
-fn child_publish(channel: &str, payload: serde_json::Value) -> tonic::Request<pb::PublishRequest> {
-    let mut request = tonic::Request::new(publish_request(channel, payload));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {API_KEY_ARG}").parse().unwrap(),
-    );
-    request
-}
-
 /// `kill -9` under concurrent publish load, several times over: after every restart, every
 /// acknowledged event is replayable, in order, exactly once, with the payload it was sent with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +145,7 @@ async fn every_acknowledged_event_survives_sigkill_under_load() {
     // (id, payload) of every acknowledged publish, over all rounds.
     let acked: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
     for round in 0..ROUNDS {
-        let mut server = ServerProcess::start(dir.path());
+        let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
         let channel = server.channel().await;
         let (enough_tx, enough) = tokio::sync::watch::channel(false);
         let publishers: Vec<_> = (0..PUBLISHERS)
@@ -278,7 +186,7 @@ async fn every_acknowledged_event_survives_sigkill_under_load() {
                 .unwrap();
         }
 
-        let server = ServerProcess::start(dir.path());
+        let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
         let acked = acked.lock().unwrap().clone();
         let mut client = DurableIteratorClient::new(server.channel().await);
         let request = pb::SubscribeRequest {
@@ -309,7 +217,7 @@ async fn every_acknowledged_event_survives_sigkill_under_load() {
 }
 
 fn refused_start(data_dir: &Path) -> String {
-    let output = ServerProcess::command(data_dir)
+    let output = ServerProcess::command(data_dir, "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
@@ -323,7 +231,7 @@ fn serve_refuses_a_locked_a_corrupt_and_an_unusable_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     {
-        let _running = ServerProcess::start(&data);
+        let _running = ServerProcess::start(&data, "127.0.0.1:0");
         let error = refused_start(&data);
         assert!(error.contains("in use by another process"), "{error}");
     }

@@ -403,7 +403,7 @@ async fn on_session_ended_fires_once_the_window_lapses_and_not_on_a_dropped_conn
 
     // The connection drops; the session comes back 1 ms before its 10 s window lapses.
     drop(stream);
-    wait_until_not_live(&server, &subscribed.session_ticket).await;
+    wait_until_not_live(&server, "rec", &subscribed.session_ticket).await;
     server.clock.advance(Duration::from_millis(9_999));
     let (_, stream) = server
         .subscribe(resume_request(
@@ -421,10 +421,10 @@ async fn on_session_ended_fires_once_the_window_lapses_and_not_on_a_dropped_conn
     server.clock.advance(Duration::from_secs(60));
     // It drops again and stays away; the witness drops 1 ms later.
     drop(stream);
-    wait_until_not_live(&server, &subscribed.session_ticket).await;
+    wait_until_not_live(&server, "rec", &subscribed.session_ticket).await;
     server.clock.advance(Duration::from_millis(1));
     drop(witness_stream);
-    wait_until_not_live(&server, &witness.session_ticket).await;
+    wait_until_not_live(&server, "rec", &witness.session_ticket).await;
     server.clock.advance(Duration::from_millis(10_000));
     let witness_ended = format!("ended {}", witness.session_id);
     let mut entries = log.subscribe();
@@ -442,22 +442,6 @@ async fn on_session_ended_fires_once_the_window_lapses_and_not_on_a_dropped_conn
         .cloned()
         .collect();
     assert_eq!(ends, [format!("ended {id}"), witness_ended]);
-}
-
-/// The server notices a dropped stream when the transport says so; a ticket-only refresh
-/// answers FAILED_PRECONDITION once the session is no longer live.
-async fn wait_until_not_live(server: &TestServer, ticket: &str) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let refused = server.refresh_token(ticket, server.token("rec")).await;
-            if refused.is_err_and(|s| s.code() == Code::FailedPrecondition) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the server notices the dropped stream");
 }
 
 #[tokio::test]

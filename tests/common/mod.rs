@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1:0 with a manual clock, and gRPC clients for it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use durable_iterator::{
@@ -56,16 +58,23 @@ impl TestServer {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        let clock = ManualClock::new(START_MS);
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Self::start_on(addr, ManualClock::new(START_MS), options).await
+    }
+
+    /// Starts a server on `addr` (port 0 for any; or the address of a stopped one, to restart
+    /// it on the same port) with `clock` (shared with a stopped server and with clients, so
+    /// time stays one).
+    pub async fn start_on(addr: SocketAddr, clock: ManualClock, options: Options) -> Self {
         let keyring = Keyring::new([SIGNING_KEY]).unwrap();
-        let mut config = ServerConfig::new(keyring.clone(), Some(API_KEY.into()));
+        let mut config = ServerConfig::new(keyring, Some(API_KEY.into()));
         (options.config)(&mut config);
         // A test may bring its own keyring (key rotation): tokens it signs follow the server's.
         let keyring = config.keyring.clone();
         let store = options
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new(options.retention_ms)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::new(config, store.clone(), Arc::new(clock.clone()));
@@ -461,41 +470,18 @@ pub async fn expect_nothing_stored_since(
     marker
 }
 
-impl TestServer {
-    /// Starts a server on `addr` (the address of a stopped one: a restart on the same port)
-    /// with `clock` (shared with the stopped server and with clients, so time stays one).
-    pub async fn start_on(addr: SocketAddr, clock: ManualClock, options: Options) -> Self {
-        let keyring = Keyring::new([SIGNING_KEY]).unwrap();
-        let mut config = ServerConfig::new(keyring.clone(), Some(API_KEY.into()));
-        (options.config)(&mut config);
-        let keyring = config.keyring.clone();
-        let store = options
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new(options.retention_ms)));
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::new(config, store.clone(), Arc::new(clock.clone()));
-        let task = tokio::spawn(async move {
-            server
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Self {
-            addr,
-            clock,
-            keyring,
-            store,
-            channel,
-            stop: Some(stop),
-            task: Some(task),
+/// Waits until the server no longer has the session of `ticket` live: it notices a dropped
+/// stream when the transport says so. A refresh answers FAILED_PRECONDITION from then on.
+pub async fn wait_until_not_live(server: &TestServer, channel: &str, ticket: &str) {
+    for _ in 0..2_000 {
+        match server.refresh_token(ticket, server.token(channel)).await {
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                assert!(status.message().contains("not connected"), "{status:?}");
+                return;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(status) => panic!("{status:?}"),
         }
     }
+    panic!("the session is still live on the server");
 }
