@@ -244,21 +244,10 @@ impl Client {
         I: serde::Serialize,
         O: serde::de::DeserializeOwned,
     {
-        let input = method
-            .encode_input(input)
-            .map_err(|source| ClientError::Encode {
-                method: format!("{method:?}"),
-                source,
-            })?;
-        let output = self
-            .invoke(credentials, method.path(), input, options)
-            .await?;
-        method
-            .decode_output(output)
-            .map_err(|source| ClientError::Decode {
-                method: format!("{method:?}"),
-                source,
-            })
+        typed_call(method, input, |input| {
+            self.invoke(credentials, method.path(), input, options)
+        })
+        .await
     }
 
     /// Publishes an event through the admin API (`authorization: Bearer <api_key>`); returns
@@ -283,4 +272,30 @@ impl Client {
             .await?;
         Ok(response.into_inner().id)
     }
+}
+
+/// Runs `invoke` with `method`'s input encoded, and decodes its output as `method` declares.
+pub(crate) async fn typed_call<I, O, F>(
+    method: &Method<I, O>,
+    input: &I,
+    invoke: impl FnOnce(serde_json::Value) -> F,
+) -> Result<O, ClientError>
+where
+    I: serde::Serialize,
+    O: serde::de::DeserializeOwned,
+    F: std::future::Future<Output = Result<serde_json::Value, ClientError>>,
+{
+    let input = method
+        .encode_input(input)
+        .map_err(|source| ClientError::Encode {
+            method: format!("{method:?}"),
+            source,
+        })?;
+    let output = invoke(input).await?;
+    method
+        .decode_output(output)
+        .map_err(|source| ClientError::Decode {
+            method: format!("{method:?}"),
+            source,
+        })
 }

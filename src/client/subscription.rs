@@ -280,19 +280,10 @@ impl SubscriptionHandle {
         I: serde::Serialize,
         O: serde::de::DeserializeOwned,
     {
-        let input = method
-            .encode_input(input)
-            .map_err(|source| ClientError::Encode {
-                method: format!("{method:?}"),
-                source,
-            })?;
-        let output = self.invoke(method.path(), input, options).await?;
-        method
-            .decode_output(output)
-            .map_err(|source| ClientError::Decode {
-                method: format!("{method:?}"),
-                source,
-            })
+        super::typed_call(method, input, |input| {
+            self.invoke(method.path(), input, options)
+        })
+        .await
     }
 
     async fn fresh_token(&self) -> Result<String, ClientError> {
