@@ -4,7 +4,8 @@
 //! Two passes over the same descriptors:
 //! - messages and clients, the plain prost types every Rust user sees (`durable_iterator::pb`);
 //! - servers, where the streamed `SubscribeResponse` is replaced by `crate::frame::Frame`,
-//!   a message encoded once per event whose bytes every subscriber's stream writes as they are.
+//!   a message encoded once per event whose bytes every subscriber's stream writes as they are,
+//!   through `crate::frame::FrameCodec` (prost with a small per-call encode buffer).
 use std::{env, io, path::PathBuf};
 
 fn main() -> io::Result<()> {
@@ -28,6 +29,8 @@ fn main() -> io::Result<()> {
         .build_server(true)
         .build_client(false)
         .out_dir(&server_dir)
+        // prost with a small per-call encode buffer: idle streams hold less (see frame.rs).
+        .codec_path("crate::frame::FrameCodec")
         .extern_path(".durable_iterator.v1", "crate::pb")
         .extern_path(
             ".durable_iterator.v1.SubscribeResponse",

@@ -4,11 +4,16 @@
 //! replaying: the generated server writes a [`Frame`] as it is (see `build.rs`), so fan-out never
 //! serializes per subscriber.
 
+use std::marker::PhantomData;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::{
     DecodeError, Message,
     encoding::{self, DecodeContext, WireType},
 };
+
+use tonic::codec::{BufferSettings, Codec};
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use crate::pb;
 
@@ -94,6 +99,43 @@ impl Message for Frame {
 
     fn clear(&mut self) {
         self.0 = Bytes::new();
+    }
+}
+
+/// Initial size of a call's encode buffer. tonic's default, 8 KiB, is held by every open stream
+/// for as long as it is open; most of an idle subscriber's memory. The buffer grows as needed
+/// (up to [`YIELD_THRESHOLD`] per write) for a busy stream.
+pub const ENCODE_BUFFER_BYTES: usize = 512;
+/// Bytes encoded before a call's buffer is handed to HTTP/2 (tonic's default).
+pub const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The codec of the generated servers (`codec_path` in `build.rs`): prost, with a small
+/// per-call encode buffer. A [`Frame`] is written as the bytes it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for FrameCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for FrameCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::new(ENCODE_BUFFER_BYTES, YIELD_THRESHOLD))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(BufferSettings::default())
     }
 }
 

@@ -1,0 +1,154 @@
+//! `durable-iterator-bench`: builds the server in release mode, starts it (and the references) on
+//! loopback, drives the load from this process, prints a table and writes JSON.
+//!
+//!     cargo run --release -p durable-iterator-bench -- --json target/bench.json
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use durable_iterator_bench::{Config, baseline, elapsed_note, run, table};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks durable-iterator against a bare tonic server and nats-server.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Commands>,
+    /// How big a run: `full` (the figures of BENCHMARKS.md, a few minutes) or `smoke` (every
+    /// scenario at a tiny size, seconds).
+    #[arg(long, value_enum, default_value_t = Size::Full)]
+    size: Size,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench.json")]
+    json: PathBuf,
+    /// The `durable-iterator` binary to measure; by default it is built with
+    /// `cargo build --release --bin durable-iterator`.
+    #[arg(long)]
+    server_binary: Option<PathBuf>,
+    /// Leave out the nats-server reference.
+    #[arg(long)]
+    no_nats: bool,
+    /// Leave out the bare tonic reference.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Fan-out subscriber counts, comma separated (overrides the size's).
+    #[arg(long, value_delimiter = ',')]
+    subscribers: Vec<usize>,
+    /// Latency cases as RATE:SUBSCRIBERS:EVENTS, comma separated (overrides the size's).
+    #[arg(long, value_delimiter = ',')]
+    latency: Vec<String>,
+    /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Serves the bare tonic baseline (started by the benchmark itself).
+    #[command(hide = true)]
+    BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Size {
+    Full,
+    Smoke,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if let Some(Commands::BaselineServer { listen }) = cli.command {
+        return match runtime.block_on(baseline::serve(listen)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("baseline: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let server_binary = match cli.server_binary {
+        Some(path) => path,
+        None => match build_server() {
+            Ok(path) => path,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    let bench_binary = std::env::current_exe().expect("own path");
+    let mut config = match cli.size {
+        Size::Full => Config::full(server_binary, bench_binary),
+        Size::Smoke => Config::smoke(server_binary, bench_binary),
+    };
+    config.nats &= !cli.no_nats;
+    config.baseline &= !cli.no_baseline;
+    if !cli.subscribers.is_empty() {
+        config.fan_out_subscribers = cli.subscribers;
+    }
+    config.only = cli.only;
+    if !cli.latency.is_empty() {
+        let parsed: Option<Vec<(u64, usize, u64)>> = cli
+            .latency
+            .iter()
+            .map(|case| {
+                let mut parts = case.split(':').map(str::parse::<u64>);
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(Ok(r)), Some(Ok(s)), Some(Ok(e))) => Some((r, s as usize, e)),
+                    _ => None,
+                }
+            })
+            .collect();
+        match parsed {
+            Some(cases) => config.latency = cases,
+            None => {
+                eprintln!("error: --latency takes RATE:SUBSCRIBERS:EVENTS");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut report = runtime.block_on(run(&config));
+    report.notes.push(elapsed_note(started));
+    print!("{}", table(&report));
+    if let Some(dir) = cli.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(
+        &cli.json,
+        serde_json::to_string_pretty(&report).expect("serializable"),
+    ) {
+        Ok(()) => println!("JSON written to {}", cli.json.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", cli.json.display()),
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// Builds the server in release mode and returns its path.
+fn build_server() -> Result<PathBuf, String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building the server: cargo build --release --bin durable-iterator");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--bin", "durable-iterator"])
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("cargo build --release --bin durable-iterator failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    Ok(target.join("release").join("durable-iterator"))
+}

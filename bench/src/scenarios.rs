@@ -1,0 +1,701 @@
+//! The measurements. Each one opens its subscribers, drives load, waits (bounded) for delivery,
+//! and returns what it counted; none fails on a number.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use durable_iterator::{
+    clock::{Clock, SystemClock},
+    keyring::Keyring,
+    pb,
+    token::{self, TokenClaims},
+};
+use futures::{StreamExt, stream};
+use tokio::{sync::watch, task::JoinHandle};
+use tonic::{codec::Streaming, transport::Channel};
+
+use crate::{
+    load::{self, Counters, Publisher},
+    servers::{SIGNING_KEY, Server},
+};
+
+/// Which server a measurement runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Product,
+    Baseline,
+    Nats,
+}
+
+/// How sessions share connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Sessions spread over this many connections (HTTP/2 streams; nats subscriptions).
+    Shared(usize),
+    /// One connection per session.
+    PerSession,
+}
+
+impl Layout {
+    pub fn describe(self) -> String {
+        match self {
+            Layout::Shared(n) => format!("over {n} conn"),
+            Layout::PerSession => "1 conn/session".into(),
+        }
+    }
+
+    fn connections(self, sessions: usize) -> usize {
+        match self {
+            Layout::Shared(n) => n.min(sessions).max(1),
+            Layout::PerSession => sessions.max(1),
+        }
+    }
+}
+
+/// The channel every measurement uses, and the tag its sessions hold and its events carry (so
+/// the product's filter runs for every event and subscriber).
+pub const CHANNEL: &str = "bench";
+const TAG: &str = "bench";
+
+/// A token for the product's channel, valid for an hour.
+pub fn product_token() -> String {
+    let keyring = Keyring::new([SIGNING_KEY]).expect("key");
+    let mut claims = TokenClaims::new(CHANNEL, SystemClock.now_secs(), 3_600);
+    claims.tags = Some(vec![TAG.to_owned()]);
+    token::sign(&keyring, &claims)
+}
+
+fn subscribe_request() -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        token: product_token(),
+        last_event_id: None,
+        session_ticket: None,
+    }
+}
+
+/// A subscriber's receiving end.
+enum Source {
+    Grpc(Box<Streaming<Bytes>>),
+    Nats(async_nats::Subscriber),
+}
+
+/// Open subscribers, and what keeps their connections up.
+struct Subscribers {
+    sources: Vec<Source>,
+    _nats_clients: Vec<async_nats::Client>,
+}
+
+async fn open_subscribers(
+    system: System,
+    addr: SocketAddr,
+    count: usize,
+    layout: Layout,
+) -> Result<Subscribers, String> {
+    let connections = layout.connections(count);
+    match system {
+        System::Product | System::Baseline => {
+            let channels = load::connect_many(addr, connections).await?;
+            let request = subscribe_request();
+            let sources = stream::iter(0..count)
+                .map(|i| load::subscribe(channels[i % channels.len()].clone(), request.clone()))
+                .buffered(256)
+                .map(|opened| opened.map(|s| Source::Grpc(Box::new(s.stream))))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Subscribers {
+                sources,
+                _nats_clients: Vec::new(),
+            })
+        }
+        System::Nats => {
+            let clients = stream::iter(0..connections)
+                .map(|_| {
+                    async_nats::ConnectOptions::new()
+                        .subscription_capacity(1 << 16)
+                        .connect(addr.to_string())
+                })
+                .buffered(64)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("nats connect: {e}"))?;
+            let mut sources = Vec::with_capacity(count);
+            for i in 0..count {
+                let subscriber = clients[i % clients.len()]
+                    .subscribe(CHANNEL)
+                    .await
+                    .map_err(|e| format!("nats subscribe: {e}"))?;
+                sources.push(Source::Nats(subscriber));
+            }
+            // The server has every subscription once each connection's flush returns.
+            for client in &clients {
+                client
+                    .flush()
+                    .await
+                    .map_err(|e| format!("nats flush: {e}"))?;
+            }
+            Ok(Subscribers {
+                sources,
+                _nats_clients: clients,
+            })
+        }
+    }
+}
+
+/// Reads a subscriber until told to stop, counting events; with `latency_after`, also returns
+/// the publish-to-delivery latency (ns) of every event published after that time.
+async fn read(
+    mut source: Source,
+    index: usize,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+    latency_after: Option<u64>,
+) -> Vec<u64> {
+    let mut samples = Vec::new();
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            message = next_message(&mut source) => message,
+        };
+        let Some(message) = message else { break };
+        if let Source::Grpc(_) = source
+            && !load::is_event(&message)
+        {
+            continue; // a heartbeat
+        }
+        counters.add(index, 1);
+        if let Some(after) = latency_after {
+            let now = load::now_ns();
+            if let Some(ts) = load::parse_ts(&message)
+                && ts >= after
+            {
+                samples.push(now.saturating_sub(ts));
+            }
+        }
+    }
+    samples
+}
+
+async fn next_message(source: &mut Source) -> Option<Bytes> {
+    match source {
+        Source::Grpc(stream) => stream.message().await.ok().flatten(),
+        Source::Nats(subscriber) => subscriber.next().await.map(|m| m.payload),
+    }
+}
+
+struct Readers {
+    counters: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Vec<u64>>>,
+}
+
+impl Readers {
+    fn spawn(subscribers: Vec<Source>, latency_after: Option<u64>) -> Self {
+        let counters = Arc::new(Counters::new(subscribers.len()));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = subscribers
+            .into_iter()
+            .enumerate()
+            .map(|(i, source)| {
+                tokio::spawn(read(
+                    source,
+                    i,
+                    counters.clone(),
+                    stopped.clone(),
+                    latency_after,
+                ))
+            })
+            .collect();
+        Self {
+            counters,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits until `target` events are counted, or nothing arrived for `idle`; returns the time
+    /// the last counted event arrived.
+    async fn wait_for(&self, target: u64, idle: Duration, limit: Duration) -> Instant {
+        let started = Instant::now();
+        let mut last = self.counters.sum();
+        let mut last_progress = Instant::now();
+        loop {
+            let now = self.counters.sum();
+            if now != last {
+                last = now;
+                last_progress = Instant::now();
+            }
+            if now >= target || last_progress.elapsed() > idle || started.elapsed() > limit {
+                return last_progress;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn stop(self) -> Vec<u64> {
+        let _ = self.stop.send(true);
+        let mut samples = Vec::new();
+        for task in self.tasks {
+            if let Ok(mut part) = task.await {
+                samples.append(&mut part);
+            }
+        }
+        samples
+    }
+}
+
+/// What a fan-out run counted.
+#[derive(Debug, Clone, Default)]
+pub struct FanOut {
+    pub published: u64,
+    pub delivered: u64,
+    pub seconds: f64,
+    pub server_cpu_seconds: Option<f64>,
+    pub load_cpu_seconds: f64,
+}
+
+impl FanOut {
+    pub fn rate(&self) -> f64 {
+        self.delivered as f64 / self.seconds.max(1e-9)
+    }
+    pub fn expected(&self, subscribers: usize) -> u64 {
+        self.published * subscribers as u64
+    }
+}
+
+/// Publishes as fast as the subscribers take the events (the publisher stays at most a window
+/// of events ahead of the average subscriber: the highest rate without loss), for `duration` or
+/// `max_events`, then waits for delivery.
+pub async fn fan_out(
+    system: System,
+    server: &Server,
+    subscribers: usize,
+    layout: Layout,
+    duration: Duration,
+    max_events: u64,
+) -> Result<FanOut, String> {
+    let opened = open_subscribers(system, server.addr, subscribers, layout).await?;
+    let readers = Readers::spawn(opened.sources, None);
+    let window = (2_000_000 / subscribers as u64).clamp(500, 20_000);
+    let allowed = Arc::new(AtomicU64::new(window));
+    let published = Arc::new(AtomicU64::new(0));
+    let cpu_before = server.cpu_seconds();
+    let load_before = crate::load_cpu_seconds();
+    let started = Instant::now();
+    let deadline = started + duration;
+    // The window follows the average subscriber, refreshed every millisecond.
+    let monitor = {
+        let counters = readers.counters.clone();
+        let allowed = allowed.clone();
+        tokio::spawn(async move {
+            loop {
+                let average = counters.sum() / subscribers as u64;
+                allowed.store(average + window, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let body = load::payload(0);
+    match system {
+        System::Product | System::Baseline => {
+            let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
+            let connections = load::connect_many(server.addr, 2).await?;
+            let claimed = Arc::new(AtomicU64::new(0));
+            let in_flight = 256;
+            let tasks: Vec<_> = (0..in_flight)
+                .map(|i| {
+                    let mut publisher =
+                        Publisher::new(connections[i % 2].clone(), CHANNEL, tags.clone());
+                    let (claimed, allowed, published, body) = (
+                        claimed.clone(),
+                        allowed.clone(),
+                        published.clone(),
+                        body.clone(),
+                    );
+                    tokio::spawn(async move {
+                        loop {
+                            let n = claimed.fetch_add(1, Ordering::Relaxed);
+                            if n >= max_events || Instant::now() >= deadline {
+                                return Ok::<(), String>(());
+                            }
+                            while n >= allowed.load(Ordering::Relaxed) {
+                                if Instant::now() >= deadline {
+                                    return Ok(());
+                                }
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            publisher
+                                .publish(body.clone())
+                                .await
+                                .map_err(|e| format!("publish: {e}"))?;
+                            published.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.map_err(|e| e.to_string())??;
+            }
+        }
+        System::Nats => {
+            let client = async_nats::connect(server.addr.to_string())
+                .await
+                .map_err(|e| format!("nats connect: {e}"))?;
+            let body = Bytes::from(body);
+            let mut n = 0;
+            while n < max_events && Instant::now() < deadline {
+                if n >= allowed.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                client
+                    .publish(CHANNEL, body.clone())
+                    .await
+                    .map_err(|e| format!("nats publish: {e}"))?;
+                n += 1;
+            }
+            client
+                .flush()
+                .await
+                .map_err(|e| format!("nats flush: {e}"))?;
+            published.store(n, Ordering::Relaxed);
+        }
+    }
+    let published = published.load(Ordering::Relaxed);
+    let target = published * subscribers as u64;
+    let last = readers
+        .wait_for(target, Duration::from_secs(5), Duration::from_secs(120))
+        .await;
+    monitor.abort();
+    let delivered = readers.counters.sum();
+    let outcome = FanOut {
+        published,
+        delivered,
+        seconds: last.duration_since(started).as_secs_f64(),
+        server_cpu_seconds: server
+            .cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before),
+        load_cpu_seconds: crate::load_cpu_seconds() - load_before,
+    };
+    readers.stop().await;
+    Ok(outcome)
+}
+
+/// What a latency run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    pub published: u64,
+    pub delivered: u64,
+    /// Nanoseconds, sorted; events of the first tenth of the run are left out (warm-up).
+    pub samples: Vec<u64>,
+}
+
+impl Latency {
+    /// The `q` quantile in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let index =
+            ((self.samples.len() as f64 * q).ceil() as usize).clamp(1, self.samples.len()) - 1;
+        Some(self.samples[index] as f64 / 1e6)
+    }
+}
+
+/// Publishes `events` at `rate` per second (each stamped with this process's clock when sent)
+/// and measures when each subscriber receives it.
+pub async fn latency(
+    system: System,
+    server: &Server,
+    subscribers: usize,
+    rate: u64,
+    events: u64,
+) -> Result<Latency, String> {
+    let opened = open_subscribers(system, server.addr, subscribers, Layout::Shared(4)).await?;
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let warm_up = load::now_ns() + (period * (events / 10) as u32).as_nanos() as u64;
+    let readers = Readers::spawn(opened.sources, Some(warm_up));
+    let published = Arc::new(AtomicU64::new(0));
+    match system {
+        System::Product | System::Baseline => {
+            let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
+            let connections = load::connect_many(server.addr, 2).await?;
+            let mut sends = Vec::with_capacity(events as usize);
+            for n in 0..events {
+                tokio::time::sleep_until((started + period * n as u32).into()).await;
+                let mut publisher =
+                    Publisher::new(connections[n as usize % 2].clone(), CHANNEL, tags.clone());
+                let published = published.clone();
+                let body = load::payload(load::now_ns());
+                sends.push(tokio::spawn(async move {
+                    if publisher.publish(body).await.is_ok() {
+                        published.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            for send in sends {
+                let _ = send.await;
+            }
+        }
+        System::Nats => {
+            let client = async_nats::connect(server.addr.to_string())
+                .await
+                .map_err(|e| format!("nats connect: {e}"))?;
+            for n in 0..events {
+                tokio::time::sleep_until((started + period * n as u32).into()).await;
+                let body = Bytes::from(load::payload(load::now_ns()));
+                client
+                    .publish(CHANNEL, body)
+                    .await
+                    .map_err(|e| format!("nats publish: {e}"))?;
+                // Sent now, not when a buffer fills: the latency is the server's.
+                client
+                    .flush()
+                    .await
+                    .map_err(|e| format!("nats flush: {e}"))?;
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let published = published.load(Ordering::Relaxed);
+    readers
+        .wait_for(
+            published * subscribers as u64,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        )
+        .await;
+    let delivered = readers.counters.sum();
+    let mut samples = readers.stop().await;
+    samples.sort_unstable();
+    Ok(Latency {
+        published,
+        delivered,
+        samples,
+    })
+}
+
+/// Server memory taken by idle sessions.
+#[derive(Debug, Clone, Default)]
+pub struct IdleMemory {
+    pub sessions: u64,
+    pub opened: u64,
+    pub rss_before: u64,
+    pub rss_after: u64,
+}
+
+impl IdleMemory {
+    pub fn per_session_bytes(&self) -> f64 {
+        self.rss_after.saturating_sub(self.rss_before) as f64 / self.opened.max(1) as f64
+    }
+}
+
+/// Opens `sessions` idle sessions and reads the server's RSS growth.
+pub async fn idle_memory(
+    system: System,
+    server: &Server,
+    sessions: usize,
+    layout: Layout,
+) -> Result<IdleMemory, String> {
+    // Warm up: one session and one event, so first-use allocations are not counted.
+    {
+        let warm = open_subscribers(system, server.addr, 1, Layout::Shared(1)).await?;
+        let connection = load::connect(server.addr).await?;
+        let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
+        Publisher::new(connection, CHANNEL, tags)
+            .publish(load::payload(0))
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        drop(warm);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server.rss_bytes().unwrap_or(0);
+    let opened = open_subscribers(system, server.addr, sessions, layout).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = server.rss_bytes().unwrap_or(0);
+    let result = IdleMemory {
+        sessions: sessions as u64,
+        opened: opened.sources.len() as u64,
+        rss_before,
+        rss_after,
+    };
+    drop(opened);
+    Ok(result)
+}
+
+/// Acknowledged publishes per second through the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct DurablePublish {
+    pub acknowledged: u64,
+    pub seconds: f64,
+}
+
+/// `publishers` concurrent publishers, each with `in_flight` publishes outstanding, for
+/// `duration` or `max_events` in all.
+pub async fn durable_publish(
+    server: &Server,
+    publishers: usize,
+    in_flight: usize,
+    duration: Duration,
+    max_events: u64,
+) -> Result<DurablePublish, String> {
+    let connections = load::connect_many(server.addr, publishers.min(4)).await?;
+    let claimed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..publishers * in_flight)
+        .map(|i| {
+            let mut publisher = Publisher::new(
+                connections[(i / in_flight) % connections.len()].clone(),
+                CHANNEL,
+                None,
+            );
+            let claimed = claimed.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = 0u64;
+                while claimed.fetch_add(1, Ordering::Relaxed) < max_events
+                    && Instant::now() < deadline
+                {
+                    publisher
+                        .publish(load::payload(0))
+                        .await
+                        .map_err(|e| format!("publish: {e}"))?;
+                    acknowledged += 1;
+                }
+                Ok::<u64, String>(acknowledged)
+            })
+        })
+        .collect();
+    let mut acknowledged = 0;
+    for task in tasks {
+        acknowledged += task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(DurablePublish {
+        acknowledged,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A resume storm: how long until every session has caught up.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeStorm {
+    pub sessions: u64,
+    pub missed: u64,
+    pub caught_up: u64,
+    pub delivered: u64,
+    pub seconds: f64,
+}
+
+/// `sessions` sessions subscribe and go away; `missed` events are published; then all of them
+/// reconnect at once with their last event id and session ticket.
+pub async fn resume_storm(
+    server: &Server,
+    sessions: usize,
+    missed: u64,
+) -> Result<ResumeStorm, String> {
+    let connection = load::connect(server.addr).await?;
+    let mut publisher = Publisher::new(connection, CHANNEL, Some(vec![TAG.to_owned()]));
+    let last_seen = publisher
+        .publish(load::payload(0))
+        .await
+        .map_err(|e| format!("publish: {e}"))?;
+    // The sessions, with their tickets; then they all disconnect.
+    let channels = load::connect_many(server.addr, 4).await?;
+    let request = subscribe_request();
+    let tickets = stream::iter(0..sessions)
+        .map(|i| load::subscribe(channels[i % channels.len()].clone(), request.clone()))
+        .buffered(256)
+        .map(|opened| {
+            opened.and_then(|s| match s.first.kind {
+                Some(pb::subscribe_response::Kind::Subscribed(subscribed)) => {
+                    Ok(subscribed.session_ticket)
+                }
+                other => Err(format!("first message was {other:?}")),
+            })
+        })
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(channels);
+    // What they miss.
+    let connections = load::connect_many(server.addr, 2).await?;
+    stream::iter(0..missed)
+        .map(|n| {
+            let mut publisher = Publisher::new(
+                connections[n as usize % 2].clone(),
+                CHANNEL,
+                Some(vec![TAG.to_owned()]),
+            );
+            async move { publisher.publish(load::payload(0)).await }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("publish: {e}"))?;
+    // Everyone back at once.
+    let channels = load::connect_many(server.addr, 4).await?;
+    let token = product_token();
+    let started = Instant::now();
+    let tasks: Vec<_> = tickets
+        .into_iter()
+        .enumerate()
+        .map(|(i, ticket)| {
+            let request = pb::SubscribeRequest {
+                token: token.clone(),
+                last_event_id: Some(last_seen.clone()),
+                session_ticket: Some(ticket),
+            };
+            let channel: Channel = channels[i % channels.len()].clone();
+            tokio::spawn(async move {
+                let mut opened = load::subscribe(channel, request).await?;
+                let mut received = 0;
+                while received < missed {
+                    match tokio::time::timeout(Duration::from_secs(60), opened.stream.message())
+                        .await
+                    {
+                        Ok(Ok(Some(message))) if load::is_event(&message) => received += 1,
+                        Ok(Ok(Some(_))) => {}
+                        Ok(Ok(None)) => break,
+                        Ok(Err(e)) => return Err(format!("resumed stream: {e}")),
+                        Err(_) => break,
+                    }
+                }
+                Ok::<_, String>((received, opened))
+            })
+        })
+        .collect();
+    let mut caught_up = 0;
+    let mut delivered = 0;
+    let mut keep = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (received, opened) = task.await.map_err(|e| e.to_string())??;
+        delivered += received;
+        caught_up += u64::from(received == missed);
+        keep.push(opened);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(keep);
+    Ok(ResumeStorm {
+        sessions: sessions as u64,
+        missed,
+        caught_up,
+        delivered,
+        seconds,
+    })
+}

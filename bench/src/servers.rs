@@ -1,0 +1,228 @@
+//! The servers under test, each a child process on a random loopback port, killed when dropped.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// The signing key and admin API key the benchmark gives the product server.
+pub const SIGNING_KEY: &str = "62656e63686d61726b2d7369676e696e672d6b65792d3031";
+pub const API_KEY: &str = "bench-api-key";
+
+/// A server child process; killed (and reaped) when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Holds the product's data directory for as long as the server runs.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size now, in bytes (Linux `/proc`).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        process_cpu_seconds(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time (user + system) of a process, in seconds.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks.max(1.0))
+}
+
+/// Starts a server that prints `... listening on ADDR` on stdout and waits for that line.
+fn spawn_announcing(
+    mut command: Command,
+    what: &str,
+    dir: Option<tempfile::TempDir>,
+) -> Result<Server, String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(addr) = line.split("listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+                sent = true;
+            }
+            // Keep reading so the child never blocks on a full pipe.
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what} did not announce its address within 30 s"));
+        }
+    };
+    let addr = line
+        .parse()
+        .map_err(|e| format!("{what} printed an odd address {line:?}: {e}"))?;
+    Ok(Server {
+        child,
+        addr,
+        _dir: dir,
+    })
+}
+
+/// The product: the `durable-iterator` binary with the embedded (redb) store.
+pub fn start_product(binary: &Path) -> Result<Server, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--store", "redb"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--signing-key", SIGNING_KEY, "--api-key", API_KEY])
+        // The benchmark's subscribers keep up by construction (the publisher waits for them);
+        // a deep queue keeps a momentary lag from ending a stream as a slow consumer.
+        .args(["--subscriber-queue", "1000000"])
+        .args([
+            "--heartbeat-seconds",
+            "300",
+            "--shutdown-grace-seconds",
+            "1",
+        ])
+        .env("RUST_LOG", "warn");
+    spawn_announcing(command, "durable-iterator", Some(dir))
+}
+
+/// The bare tonic ceiling: `durable-iterator-bench baseline-server`.
+pub fn start_baseline(bench_binary: &Path) -> Result<Server, String> {
+    let mut command = Command::new(bench_binary);
+    command.args(["baseline-server", "--listen", "127.0.0.1:0"]);
+    spawn_announcing(command, "the bare tonic baseline", None)
+}
+
+/// nats-server on a free loopback port.
+pub fn start_nats(binary: &Path) -> Result<Server, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nats-server: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("nats-server did not accept connections within 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Server {
+        child,
+        addr,
+        _dir: None,
+    })
+}
+
+/// Finds nats-server; installs the Debian package when running as root with apt. `Err` says why
+/// the nats column is skipped.
+pub fn find_or_install_nats() -> Result<PathBuf, String> {
+    if let Some(found) = find_nats() {
+        return Ok(found);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    if !root || !apt {
+        return Err(format!(
+            "nats-server is not installed and cannot be installed here ({}); install the Debian \
+             package `nats-server` to get the nats column",
+            if !apt { "no apt-get" } else { "not root" }
+        ));
+    }
+    eprintln!("nats-server not found: running `apt-get install -y nats-server`");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "nats-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !install() {
+        // A fresh machine may have no package lists yet.
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .stdout(Stdio::null())
+            .status();
+        install();
+    }
+    find_nats().ok_or_else(|| "`apt-get install -y nats-server` did not provide nats-server".into())
+}
+
+fn find_nats() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it): a session per
+/// connection needs one descriptor per session on each side.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the calls to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}

@@ -1,0 +1,100 @@
+//! Every benchmark scenario at a tiny size against the real servers (the debug `durable-iterator`
+//! binary and the bare tonic baseline; nats-server is left out). Asserts that each scenario ran
+//! and counted what it sent, never a speed.
+
+use std::{path::Path, process::Command};
+
+use durable_iterator_bench::{Config, run, table};
+
+/// The debug server binary, built if this run of `cargo test` did not build it already.
+fn server_binary() -> std::path::PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--bin", "durable-iterator"])
+        .current_dir(workspace)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "cargo build --bin durable-iterator failed"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("debug").join("durable-iterator")
+}
+
+#[test]
+fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
+    let config = Config::smoke(
+        server_binary(),
+        env!("CARGO_BIN_EXE_durable-iterator-bench").into(),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(run(&config));
+    let printed = table(&report);
+    println!("{printed}");
+
+    let scenarios: Vec<&str> = report.rows.iter().map(|r| r.scenario.as_str()).collect();
+    for expected in [
+        "fan-out",
+        "latency",
+        "idle memory",
+        "durable publish (redb)",
+        "resume storm",
+    ] {
+        assert!(
+            scenarios.contains(&expected),
+            "{expected} missing:\n{printed}"
+        );
+    }
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("nats column skipped")),
+        "smoke mode says the nats reference is skipped:\n{printed}"
+    );
+    for row in &report.rows {
+        assert!(
+            row.errors.is_empty(),
+            "{} / {}: {:?}",
+            row.scenario,
+            row.case,
+            row.errors
+        );
+        assert!(
+            row.product.is_some(),
+            "{} / {} has no figure",
+            row.scenario,
+            row.case
+        );
+        assert_eq!(
+            row.counted, row.expected,
+            "{} / {} counted what it sent",
+            row.scenario, row.case
+        );
+        if row.scenario == "fan-out" || row.scenario == "idle memory" {
+            assert!(
+                row.baseline.is_some(),
+                "{} / {}: no baseline figure",
+                row.scenario,
+                row.case
+            );
+        }
+    }
+    // The numbers behind the counts: 50 events to 2 subscribers; 10 sessions x 5 events.
+    let fan_out = report
+        .rows
+        .iter()
+        .find(|r| r.scenario == "fan-out")
+        .unwrap();
+    assert_eq!(fan_out.expected, 100);
+    let storm = report
+        .rows
+        .iter()
+        .find(|r| r.scenario == "resume storm")
+        .unwrap();
+    assert_eq!(storm.expected, 50);
+}
