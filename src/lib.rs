@@ -20,9 +20,19 @@
 //!   and receives everything after it live: no gap, no duplicate.
 //! - [`frame`]: every event is encoded into its `SubscribeResponse` bytes once, when stored;
 //!   all subscribers, live or replaying, send those bytes as they are.
+//! - [`channel::LiveSessions`] knows the sessions with an open stream (what `RefreshToken` and
+//!   `Invoke` act on) and the closed ones until their resume window lapses: a session has
+//!   *ended* only when it did not come back in time.
+//! - [`object`] runs user code bound to channels (the Durable Object): methods by path, typed
+//!   once as [`contract::Method`] descriptors shared with the client; hooks when sessions
+//!   subscribe and end; publishing with filters. Channels with no object get the relay, or an
+//!   HTTP method proxy. [`interceptor`]s wrap every Subscribe, Invoke and RefreshToken.
 //! - [`server`] is the gRPC edge: services, grpc-web, reflection, health; domain errors become
 //!   status codes in one place, [`error`].
-//! - Time comes from a [`clock::Clock`], so expiry and heartbeats are tested without sleeping.
+//! - [`client`] is the Rust client: a subscription that reconnects, resumes and refreshes by
+//!   itself as a plain `Stream` (no background task), and typed method calls.
+//! - Time comes from a [`clock::Clock`], on both sides, so expiry, heartbeats, retention,
+//!   backoff and liveness are tested without sleeping.
 //!
 //! Locks are `std::sync::Mutex`: they guard short, non-async critical sections, which is
 //! cheaper than an async mutex and cannot be held across an `.await`.
