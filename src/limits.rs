@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_session_list: usize,
     /// Lifetime of a minted token, in seconds.
     pub max_token_ttl_secs: u64,
+    /// Events in one `PublishBatch` call.
+    pub max_batch_events: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +35,7 @@ impl Default for Limits {
             // A year: long-lived tokens are refreshed, not minted for ever (and `exp` stays far
             // below 2^53, which JavaScript verifiers of oRPC tokens need).
             max_token_ttl_secs: 366 * 86_400,
+            max_batch_events: 10_000,
         }
     }
 }

@@ -580,3 +580,155 @@ async fn a_subscriber_that_keeps_up_survives_a_burst_larger_than_its_queue() {
     let batch = next_batch(&mut opened.subscription).await;
     assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [after.seq]);
 }
+
+fn batch_event(channel: &str, payload: serde_json::Value) -> pb::PublishRequest {
+    publish_request(channel, payload)
+}
+
+async fn publish_batch(
+    server: &TestServer,
+    events: Vec<pb::PublishRequest>,
+) -> Result<Vec<String>, tonic::Status> {
+    let request = authorized(pb::PublishBatchRequest { events });
+    Ok(server
+        .admin()
+        .publish_batch(request)
+        .await?
+        .into_inner()
+        .ids)
+}
+
+fn seq_of(id: &str) -> u64 {
+    id.parse::<durable_iterator::event::EventId>().unwrap().seq
+}
+
+#[tokio::test]
+async fn a_batch_publishes_every_event_in_order_with_ids_in_request_order() {
+    let server = TestServer::start().await;
+    let (_, mut a) = server
+        .subscribe(subscribe_request(server.token("a")))
+        .await
+        .unwrap();
+    let (_, mut b) = server
+        .subscribe(subscribe_request(server.token("b")))
+        .await
+        .unwrap();
+    let ids = publish_batch(
+        &server,
+        vec![
+            batch_event("a", json!("a1")),
+            batch_event("b", json!("b1")),
+            batch_event("a", json!("a2")),
+            pb::PublishRequest {
+                tags: string_list(&["nobody"]),
+                ..batch_event("b", json!("filtered"))
+            },
+            batch_event("a", json!("a3")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 5);
+    let a_seqs: Vec<u64> = [0, 2, 4].iter().map(|&i| seq_of(&ids[i])).collect();
+    assert_eq!(a_seqs, [1, 2, 3]);
+    for (i, expected) in [(0, "a1"), (2, "a2"), (4, "a3")] {
+        let event = next_event(&mut a).await;
+        assert_eq!(
+            (event.id.as_str(), payload(&event)),
+            (ids[i].as_str(), json!(expected))
+        );
+    }
+    let event = next_event(&mut b).await;
+    assert_eq!(
+        (event.id.as_str(), payload(&event)),
+        (ids[1].as_str(), json!("b1"))
+    );
+    // The filter of each event applies: "filtered" reaches no session without the tag.
+    assert!(drain_until_marker(&server, "b", &mut b).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_lands_contiguously_while_others_publish() {
+    let server = Arc::new(TestServer::start().await);
+    let singles: Vec<_> = (0..4)
+        .map(|p| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                for n in 0..50 {
+                    server.publish("busy", json!([p, n])).await;
+                }
+            })
+        })
+        .collect();
+    let events = (0..500).map(|n| batch_event("busy", json!(n))).collect();
+    let ids = publish_batch(&server, events).await.unwrap();
+    for single in singles {
+        single.await.unwrap();
+    }
+    let seqs: Vec<u64> = ids.iter().map(|id| seq_of(id)).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "no other publish lands inside a batch: {seqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_event_refuses_the_whole_batch_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let (_, mut stream) = server
+        .subscribe(subscribe_request(server.token("a")))
+        .await
+        .unwrap();
+    let last = server.publish("a", json!("before")).await;
+    assert_eq!(next_event(&mut stream).await.id, last);
+    let message = expect_refused(
+        publish_batch(
+            &server,
+            vec![
+                batch_event("a", json!(1)),
+                batch_event("a", json!(2)),
+                batch_event("bad channel", json!(3)),
+            ],
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+    );
+    assert!(message.starts_with("event 2: channel name"), "{message}");
+    let too_many = (0..10_001).map(|n| batch_event("a", json!(n))).collect();
+    let message = expect_refused(
+        publish_batch(&server, too_many).await,
+        tonic::Code::InvalidArgument,
+    );
+    assert!(message.contains("the limit is 10000"), "{message}");
+    let unauthorized = server
+        .admin()
+        .publish_batch(pb::PublishBatchRequest {
+            events: vec![batch_event("a", json!(1))],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unauthorized.code(), tonic::Code::Unauthenticated);
+    expect_nothing_stored_since(&server, "a", &mut stream, &last).await;
+}
+
+#[tokio::test]
+async fn the_client_publishes_batches() {
+    let server = TestServer::start().await;
+    let (_, mut stream) = server
+        .subscribe(subscribe_request(server.token("a")))
+        .await
+        .unwrap();
+    let client = durable_iterator::client::Client::from_channel(server.channel());
+    let events = (0..3)
+        .map(|n| durable_iterator::client::Publish {
+            channel: "a".into(),
+            payload: json!(n),
+            ..Default::default()
+        })
+        .collect();
+    let ids = client.publish_batch(API_KEY, events).await.unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let event = next_event(&mut stream).await;
+        assert_eq!((&event.id, payload(&event)), (id, json!(n)));
+    }
+}

@@ -78,13 +78,10 @@ impl DurableIterator for Baseline {
     }
 }
 
-#[tonic::async_trait]
-impl DurableIteratorAdmin for Baseline {
-    async fn publish(
-        &self,
-        request: Request<pb::PublishRequest>,
-    ) -> Result<Response<pb::PublishResponse>, Status> {
-        let payload = match request.into_inner().payload {
+impl Baseline {
+    /// Encodes one event once and hands it to every open stream; returns its id.
+    fn publish_one(&self, request: pb::PublishRequest) -> Result<String, Status> {
+        let payload = match request.payload {
             Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
             Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
             None => return Err(Status::invalid_argument("no payload")),
@@ -100,7 +97,31 @@ impl DurableIteratorAdmin for Baseline {
             .lock()
             .unwrap()
             .retain(|tx| tx.send(frame.clone()).is_ok());
+        Ok(id)
+    }
+}
+
+#[tonic::async_trait]
+impl DurableIteratorAdmin for Baseline {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let id = self.publish_one(request.into_inner())?;
         Ok(Response::new(pb::PublishResponse { id }))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<pb::PublishBatchRequest>,
+    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+        let ids = request
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|event| self.publish_one(event))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::PublishBatchResponse { ids }))
     }
 
     async fn issue_token(

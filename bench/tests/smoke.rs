@@ -2,12 +2,23 @@
 //! binary and the bare tonic baseline; nats-server is left out). Asserts that each scenario ran
 //! and counted what it sent, never a speed.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use durable_iterator_bench::{Config, run, table};
 
-/// The debug server binary, built if this run of `cargo test` did not build it already.
-fn server_binary() -> std::path::PathBuf {
+/// The debug server binary. A workspace `cargo test` has built it beside this test (the server
+/// package's own tests need it), with the same features; only when this package is tested
+/// alone is it built here.
+fn server_binary() -> PathBuf {
+    let beside_this_test = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("durable-iterator")));
+    if let Some(binary) = beside_this_test.filter(|binary| binary.exists()) {
+        return binary;
+    }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
@@ -20,7 +31,7 @@ fn server_binary() -> std::path::PathBuf {
         "cargo build --bin durable-iterator failed"
     );
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
     target.join("debug").join("durable-iterator")
 }

@@ -108,36 +108,46 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues one event and waits until it is stored; returns its sequence number.
+    /// Queues `events`, contiguous and in order, and waits until all are stored; returns their
+    /// sequence numbers.
     pub(crate) async fn publish(
         self: &Arc<Self>,
-        payload: bytes::Bytes,
-        filter: Arc<crate::filter::Filter>,
-    ) -> Result<u64, PublishError> {
-        let (ack, acked) = oneshot::channel();
-        let event = NewEvent {
-            payload,
-            filter,
-            published_at_ms: 0, // stamped by the flush, in store order
-        };
+        events: impl IntoIterator<Item = (bytes::Bytes, Arc<crate::filter::Filter>)>,
+    ) -> Result<Vec<u64>, PublishError> {
+        let mut acks = Vec::new();
         {
             let mut state = self.state();
             if state.retired {
                 return Err(PublishError::Retired);
             }
-            state.queued.push(QueuedPublish { event, ack });
-            if !state.flushing {
+            for (payload, filter) in events {
+                let (ack, acked) = oneshot::channel();
+                let event = NewEvent {
+                    payload,
+                    filter,
+                    published_at_ms: 0, // stamped by the flush, in store order
+                };
+                state.queued.push(QueuedPublish { event, ack });
+                acks.push(acked);
+            }
+            if !state.flushing && !acks.is_empty() {
                 state.flushing = true;
                 // A task of its own, so a publisher that goes away cannot stall the others.
                 tokio::spawn(self.clone().flush());
             }
         }
-        match acked.await {
-            Ok(result) => result.map_err(PublishError::Store),
-            Err(_) => Err(PublishError::Store(StoreError::Unavailable(
-                "the publish pipeline stopped".into(),
-            ))),
+        let mut seqs = Vec::with_capacity(acks.len());
+        for acked in acks {
+            match acked.await {
+                Ok(result) => seqs.push(result.map_err(PublishError::Store)?),
+                Err(_) => {
+                    return Err(PublishError::Store(StoreError::Unavailable(
+                        "the publish pipeline stopped".into(),
+                    )));
+                }
+            }
         }
+        Ok(seqs)
     }
 
     async fn flush(self: Arc<Self>) {

@@ -95,18 +95,27 @@ impl Channels {
         payload: Bytes,
         filter: Filter,
     ) -> Result<EventId, StoreError> {
-        let filter = Arc::new(filter);
+        let mut ids = self.publish_many(channel, vec![(payload, filter)]).await?;
+        ids.pop()
+            .ok_or_else(|| StoreError::Unavailable("the publish pipeline lost an event".into()))
+    }
+
+    /// Stores `events` on `channel`, contiguous and in order (concurrent publishers do not
+    /// interleave with them), and delivers them; returns their ids once the store has them all.
+    pub async fn publish_many(
+        &self,
+        channel: &str,
+        events: Vec<(Bytes, Filter)>,
+    ) -> Result<Vec<EventId>, StoreError> {
+        let events: Vec<(Bytes, Arc<Filter>)> = events
+            .into_iter()
+            .map(|(payload, filter)| (payload, Arc::new(filter)))
+            .collect();
         loop {
-            match self
-                .hub(channel)
-                .publish(payload.clone(), filter.clone())
-                .await
-            {
-                Ok(seq) => {
-                    return Ok(EventId {
-                        epoch: self.store.epoch(),
-                        seq,
-                    });
+            match self.hub(channel).publish(events.iter().cloned()).await {
+                Ok(seqs) => {
+                    let epoch = self.store.epoch();
+                    return Ok(seqs.into_iter().map(|seq| EventId { epoch, seq }).collect());
                 }
                 Err(hub::PublishError::Retired) => continue,
                 Err(hub::PublishError::Store(error)) => return Err(error),

@@ -1,7 +1,9 @@
 //! `durable_iterator.v1.DurableIteratorAdmin`: the calls application servers make, behind the
 //! API key.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Bytes;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -9,6 +11,9 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin};
 use crate::{error::Error, filter::Filter, frame, json, pb, token};
+
+/// The events of one channel in a batch: their positions in the request, and the events.
+type ChannelBatch = (Vec<usize>, Vec<(Bytes, Filter)>);
 
 /// The server-side service.
 pub struct AdminApi {
@@ -38,10 +43,9 @@ impl AdminApi {
         }
     }
 
-    async fn publish_event(
-        &self,
-        request: pb::PublishRequest,
-    ) -> Result<pb::PublishResponse, Error> {
+    /// Checks one event of a publish and turns it into what the channel stores: the channel,
+    /// the encoded payload, the filter. Changes nothing.
+    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Bytes, Filter), Error> {
         let limits = &self.shared.config.limits;
         limits.check_channel(&request.channel)?;
         let payload = match request.payload {
@@ -69,12 +73,61 @@ impl AdminApi {
             targets,
             exclude: request.exclude,
         };
+        Ok((request.channel, payload, filter))
+    }
+
+    async fn publish_event(
+        &self,
+        request: pb::PublishRequest,
+    ) -> Result<pb::PublishResponse, Error> {
+        let (channel, payload, filter) = self.checked_event(request)?;
         let id = self
             .shared
             .channels
-            .publish(&request.channel, payload, filter)
+            .publish(&channel, payload, filter)
             .await?;
         Ok(pb::PublishResponse { id: id.to_string() })
+    }
+
+    async fn publish_batch(
+        &self,
+        request: pb::PublishBatchRequest,
+    ) -> Result<pb::PublishBatchResponse, Error> {
+        let limits = &self.shared.config.limits;
+        if request.events.len() > limits.max_batch_events {
+            return Err(Error::InvalidArgument(format!(
+                "{} events in one batch, the limit is {}",
+                request.events.len(),
+                limits.max_batch_events
+            )));
+        }
+        // Every event is checked before any is published.
+        let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
+        for (position, event) in request.events.into_iter().enumerate() {
+            let (channel, payload, filter) = self
+                .checked_event(event)
+                .map_err(|e| Error::InvalidArgument(format!("event {position}: {e}")))?;
+            let (positions, events) = by_channel.entry(channel).or_default();
+            positions.push(position);
+            events.push((payload, filter));
+        }
+        let total = by_channel
+            .values()
+            .map(|(positions, _)| positions.len())
+            .sum();
+        let channels = &self.shared.channels;
+        let published = futures::future::try_join_all(by_channel.into_iter().map(
+            |(channel, (positions, events))| async move {
+                let ids = channels.publish_many(&channel, events).await?;
+                Ok::<_, Error>(positions.into_iter().zip(ids))
+            },
+        ))
+        .await?;
+        let mut ids = vec![String::new(); total];
+        for (position, id) in published.into_iter().flatten() {
+            ids[position] = id.to_string();
+        }
+        Ok(pb::PublishBatchResponse { ids })
     }
 
     fn mint_token(&self, request: pb::IssueTokenRequest) -> Result<pb::IssueTokenResponse, Error> {
@@ -118,6 +171,16 @@ impl DurableIteratorAdmin for AdminApi {
         self.authorize(request.metadata())?;
         Ok(Response::new(
             self.publish_event(request.into_inner()).await?,
+        ))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<pb::PublishBatchRequest>,
+    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(
+            self.publish_batch(request.into_inner()).await?,
         ))
     }
 
