@@ -27,7 +27,8 @@ pub struct Config {
     pub server_binary: PathBuf,
     /// The `durable-iterator-bench` binary (it serves the baseline).
     pub bench_binary: PathBuf,
-    pub fan_out_subscribers: Vec<usize>,
+    /// (subscribers, events per publish call: 1 is `Publish`, more is `PublishBatch`)
+    pub fan_out: Vec<(usize, usize)>,
     pub fan_out_duration: Duration,
     pub fan_out_max_events: u64,
     /// Connections the "shared" layout spreads sessions over.
@@ -35,8 +36,8 @@ pub struct Config {
     /// (events per second, subscribers, events)
     pub latency: Vec<(u64, usize, u64)>,
     pub idle_sessions: usize,
-    /// (publishers, in flight each)
-    pub publishers: Vec<(usize, usize)>,
+    /// (publishers, calls in flight each, events per call)
+    pub publishers: Vec<(usize, usize, usize)>,
     pub publish_duration: Duration,
     pub publish_max_events: u64,
     pub storm_sessions: usize,
@@ -61,13 +62,13 @@ impl Config {
         Self {
             server_binary,
             bench_binary,
-            fan_out_subscribers: vec![1, 100, 1_000],
+            fan_out: vec![(1, 1), (1, 100), (100, 1), (1_000, 1)],
             fan_out_duration: Duration::from_secs(4),
             fan_out_max_events: u64::MAX,
             shared_connections: 4,
             latency: vec![(1_000, 1_000, 5_000), (10_000, 100, 50_000)],
             idle_sessions: 10_000,
-            publishers: vec![(1, 1), (16, 1), (16, 64)],
+            publishers: vec![(1, 1, 1), (16, 1, 1), (16, 64, 1), (16, 4, 100)],
             publish_duration: Duration::from_secs(3),
             publish_max_events: u64::MAX,
             storm_sessions: 10_000,
@@ -83,13 +84,13 @@ impl Config {
         Self {
             server_binary,
             bench_binary,
-            fan_out_subscribers: vec![2],
+            fan_out: vec![(2, 1), (2, 5)],
             fan_out_duration: Duration::from_secs(20),
             fan_out_max_events: 50,
             shared_connections: 2,
             latency: vec![(500, 2, 50)],
             idle_sessions: 20,
-            publishers: vec![(1, 1), (2, 1)],
+            publishers: vec![(1, 1, 1), (2, 1, 1), (2, 2, 5)],
             publish_duration: Duration::from_secs(20),
             publish_max_events: 50,
             storm_sessions: 10,
@@ -214,21 +215,26 @@ pub async fn run(config: &Config) -> Report {
     let mut rows = Vec::new();
 
     // Fan-out.
-    let fan_out_subscribers: &[usize] = if config.runs("fan-out") {
-        &config.fan_out_subscribers
+    let fan_out: &[(usize, usize)] = if config.runs("fan-out") {
+        &config.fan_out
     } else {
         &[]
     };
-    for &subscribers in fan_out_subscribers {
+    for &(subscribers, batch) in fan_out {
         let mut layouts = vec![Layout::Shared(config.shared_connections)];
         if subscribers > 1 {
             layouts.push(Layout::PerSession);
         }
         for layout in layouts {
             let case = format!(
-                "{subscribers} sub{}, {}",
+                "{subscribers} sub{}, {}{}",
                 if subscribers == 1 { "" } else { "s" },
-                layout.describe()
+                layout.describe(),
+                if batch > 1 {
+                    format!(", {batch}/call")
+                } else {
+                    String::new()
+                }
             );
             eprintln!("fan-out: {case}");
             let mut row = Row::new("fan-out", case, "delivered events/s");
@@ -242,6 +248,7 @@ pub async fn run(config: &Config) -> Report {
                             layout,
                             config.fan_out_duration,
                             config.fan_out_max_events,
+                            batch,
                         )
                         .await
                     }
@@ -383,13 +390,13 @@ pub async fn run(config: &Config) -> Report {
     }
 
     // Durable publish.
-    let publishers: &[(usize, usize)] = if config.runs("publish") {
+    let publishers: &[(usize, usize, usize)] = if config.runs("publish") {
         &config.publishers
     } else {
         &[]
     };
-    for &(publishers, in_flight) in publishers {
-        let case = if in_flight == 1 {
+    for &(publishers, in_flight, batch) in publishers {
+        let mut case = if in_flight == 1 {
             format!(
                 "{publishers} publisher{}",
                 if publishers == 1 { "" } else { "s" }
@@ -397,6 +404,9 @@ pub async fn run(config: &Config) -> Report {
         } else {
             format!("{publishers} publishers x {in_flight} in flight")
         };
+        if batch > 1 {
+            case.push_str(&format!(", {batch}/call"));
+        }
         eprintln!("durable publish: {case}");
         let mut row = Row::new("durable publish (redb)", case, "acked events/s");
         let result = match start(config, System::Product, None) {
@@ -405,6 +415,7 @@ pub async fn run(config: &Config) -> Report {
                     &server,
                     publishers,
                     in_flight,
+                    batch,
                     config.publish_duration,
                     config.publish_max_events,
                 )

@@ -162,9 +162,8 @@ impl Publisher {
         }
     }
 
-    /// Publishes one JSON string event; returns its id once acknowledged.
-    pub async fn publish(&mut self, text: String) -> Result<String, Status> {
-        let mut request = Request::new(pb::PublishRequest {
+    fn event(&self, text: String) -> pb::PublishRequest {
+        pb::PublishRequest {
             channel: self.channel.clone(),
             payload: Some(pb::publish_request::Payload::Json(prost_types::Value {
                 kind: Some(prost_types::value::Kind::StringValue(text)),
@@ -172,12 +171,34 @@ impl Publisher {
             tags: self.tags.clone().map(|values| pb::StringList { values }),
             targets: None,
             exclude: Vec::new(),
-        });
+        }
+    }
+
+    fn authorized<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
         request.metadata_mut().insert(
             "authorization",
             format!("Bearer {API_KEY}").parse().expect("ascii"),
         );
+        request
+    }
+
+    /// Publishes one JSON string event; returns its id once acknowledged.
+    pub async fn publish(&mut self, text: String) -> Result<String, Status> {
+        let request = Self::authorized(self.event(text));
         Ok(self.client.publish(request).await?.into_inner().id)
+    }
+
+    /// Publishes `count` copies of a JSON string event in one `PublishBatch` call (one
+    /// `Publish` when `count` is 1); returns once all are acknowledged.
+    pub async fn publish_many(&mut self, text: String, count: usize) -> Result<(), Status> {
+        if count == 1 {
+            return self.publish(text).await.map(drop);
+        }
+        let events = vec![self.event(text); count];
+        let request = Self::authorized(pb::PublishBatchRequest { events });
+        self.client.publish_batch(request).await?;
+        Ok(())
     }
 }
 

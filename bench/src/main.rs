@@ -38,6 +38,9 @@ struct Cli {
     /// Fan-out subscriber counts, comma separated (overrides the size's).
     #[arg(long, value_delimiter = ',')]
     subscribers: Vec<usize>,
+    /// With --subscribers: events per publish call (more than 1 uses PublishBatch).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    batch: u16,
     /// Latency cases as RATE:SUBSCRIBERS:EVENTS, comma separated (overrides the size's).
     #[arg(long, value_delimiter = ',')]
     latency: Vec<String>,
@@ -92,7 +95,11 @@ fn main() -> std::process::ExitCode {
     config.nats &= !cli.no_nats;
     config.baseline &= !cli.no_baseline;
     if !cli.subscribers.is_empty() {
-        config.fan_out_subscribers = cli.subscribers;
+        config.fan_out = cli
+            .subscribers
+            .into_iter()
+            .map(|subscribers| (subscribers, usize::from(cli.batch)))
+            .collect();
     }
     config.only = cli.only;
     if !cli.latency.is_empty() {

@@ -276,7 +276,9 @@ impl FanOut {
 
 /// Publishes as fast as the subscribers take the events (the publisher stays at most a window
 /// of events ahead of the average subscriber: the highest rate without loss), for `duration` or
-/// `max_events`, then waits for delivery.
+/// `max_events`, then waits for delivery. The product and the baseline take `batch` events per
+/// call (`PublishBatch` when more than 1); nats is always published to one message at a time.
+#[allow(clippy::too_many_arguments)]
 pub async fn fan_out(
     system: System,
     server: &Server,
@@ -284,6 +286,7 @@ pub async fn fan_out(
     layout: Layout,
     duration: Duration,
     max_events: u64,
+    batch: usize,
 ) -> Result<FanOut, String> {
     let opened = open_subscribers(system, server.addr, subscribers, layout).await?;
     let readers = Readers::spawn(opened.sources, None);
@@ -312,7 +315,8 @@ pub async fn fan_out(
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
             let connections = load::connect_many(server.addr, 2).await?;
             let claimed = Arc::new(AtomicU64::new(0));
-            let in_flight = 256;
+            // Fewer calls in flight when each carries many events: the window stays the same.
+            let in_flight = (256 / batch).max(4);
             let tasks: Vec<_> = (0..in_flight)
                 .map(|i| {
                     let mut publisher =
@@ -324,22 +328,24 @@ pub async fn fan_out(
                         body.clone(),
                     );
                     tokio::spawn(async move {
+                        let batch = batch as u64;
                         loop {
-                            let n = claimed.fetch_add(1, Ordering::Relaxed);
+                            let n = claimed.fetch_add(batch, Ordering::Relaxed);
                             if n >= max_events || Instant::now() >= deadline {
                                 return Ok::<(), String>(());
                             }
-                            while n >= allowed.load(Ordering::Relaxed) {
+                            let count = batch.min(max_events - n);
+                            while n + count > allowed.load(Ordering::Relaxed) {
                                 if Instant::now() >= deadline {
                                     return Ok(());
                                 }
                                 tokio::time::sleep(Duration::from_millis(1)).await;
                             }
                             publisher
-                                .publish(body.clone())
+                                .publish_many(body.clone(), count as usize)
                                 .await
                                 .map_err(|e| format!("publish: {e}"))?;
-                            published.fetch_add(1, Ordering::Relaxed);
+                            published.fetch_add(count, Ordering::Relaxed);
                         }
                     })
                 })
@@ -543,12 +549,13 @@ pub struct DurablePublish {
     pub seconds: f64,
 }
 
-/// `publishers` concurrent publishers, each with `in_flight` publishes outstanding, for
-/// `duration` or `max_events` in all.
+/// `publishers` concurrent publishers, each with `in_flight` calls outstanding of `batch` events
+/// each, for `duration` or `max_events` in all.
 pub async fn durable_publish(
     server: &Server,
     publishers: usize,
     in_flight: usize,
+    batch: usize,
     duration: Duration,
     max_events: u64,
 ) -> Result<DurablePublish, String> {
@@ -566,16 +573,18 @@ pub async fn durable_publish(
             let claimed = claimed.clone();
             tokio::spawn(async move {
                 let mut acknowledged = 0u64;
-                while claimed.fetch_add(1, Ordering::Relaxed) < max_events
-                    && Instant::now() < deadline
-                {
+                loop {
+                    let n = claimed.fetch_add(batch as u64, Ordering::Relaxed);
+                    if n >= max_events || Instant::now() >= deadline {
+                        return Ok::<u64, String>(acknowledged);
+                    }
+                    let count = (batch as u64).min(max_events - n);
                     publisher
-                        .publish(load::payload(0))
+                        .publish_many(load::payload(0), count as usize)
                         .await
                         .map_err(|e| format!("publish: {e}"))?;
-                    acknowledged += 1;
+                    acknowledged += count;
                 }
-                Ok::<u64, String>(acknowledged)
             })
         })
         .collect();
