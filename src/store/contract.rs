@@ -78,6 +78,29 @@ pub(crate) async fn retention_is_exact(store: &dyn EventStore) {
     assert_eq!(store.last_seq("c").await.unwrap(), 3);
 }
 
+/// Events appended together but published at different times each keep their own window.
+pub(crate) async fn retention_is_exact_within_one_append(store: &dyn EventStore) {
+    assert_eq!(store.retention_ms(), 1_000);
+    store
+        .append("c", &[event(0), event(500), event(900)])
+        .await
+        .unwrap();
+    let at_1000 = store.read("c", 0, 3, 1_000).await.unwrap();
+    assert_eq!(
+        (seqs(&at_1000), at_1000.oldest_retained),
+        (vec![2, 3], Some(2))
+    );
+    store.expire(1_000).await.unwrap();
+    let at_1500 = store.read("c", 1, 3, 1_500).await.unwrap();
+    assert_eq!(
+        (seqs(&at_1500), at_1500.oldest_retained),
+        (vec![3], Some(3))
+    );
+    store.expire(1_900).await.unwrap();
+    let at_1900 = store.read("c", 0, 3, 1_900).await.unwrap();
+    assert_eq!((seqs(&at_1900), at_1900.oldest_retained), (vec![], None));
+}
+
 /// Retention 0 keeps no event but still counts ids.
 pub(crate) async fn retention_zero_keeps_nothing_but_counts(store: &dyn EventStore) {
     assert_eq!(store.retention_ms(), 0);

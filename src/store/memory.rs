@@ -149,6 +149,7 @@ mod tests {
     async fn keeps_the_store_contract() {
         contract::assigns_consecutive_seqs_and_reads_ranges(&MemoryStore::new(10_000)).await;
         contract::retention_is_exact(&MemoryStore::new(1_000)).await;
+        contract::retention_is_exact_within_one_append(&MemoryStore::new(1_000)).await;
         contract::retention_zero_keeps_nothing_but_counts(&MemoryStore::new(0)).await;
     }
 

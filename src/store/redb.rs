@@ -17,8 +17,10 @@
 //! | --- | --- | --- |
 //! | `meta` | name | `epoch`, `format` |
 //! | `heads` | channel | last sequence number assigned |
-//! | `events` | (channel, seq) | published_at_ms, filter, encoded frame |
-//! | `expiry` | (published_at_ms, channel, first seq) | last seq of that append |
+//! | `events` | (channel, first seq) | the events of one append: published_at_ms, filter, frame each |
+//! | `expiry` | (newest published_at_ms, channel, first seq) | last seq of that append |
+//!
+//! One record per append, not per event: a commit of many events is a few B-tree inserts.
 
 use std::{
     collections::HashMap,
@@ -47,7 +49,7 @@ use crate::{
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "events.redb";
 /// The layout written by this version; a newer one is refused rather than misread.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
@@ -285,9 +287,10 @@ fn init_meta(db: &Database) -> Result<Epoch, StoreError> {
         let mut meta = txn.open_table(META).map_err(storage)?;
         let format = meta.get("format").map_err(storage)?.map(|v| v.value());
         match format {
-            Some(format) if format > FORMAT => {
+            Some(format) if format != FORMAT => {
                 return Err(StoreError::Corrupt(format!(
-                    "written in format {format} by a newer version (this one reads {FORMAT})"
+                    "written in format {format} by another version (this one reads format \
+                     {FORMAT} only): move the data directory away or use that version"
                 )));
             }
             Some(_) => {}
@@ -422,14 +425,17 @@ fn commit(
                 continue;
             };
             if retention_ms > 0 {
-                for event in &stored {
-                    encode_record(event, &mut record);
-                    events
-                        .insert((channel, event.seq), record.as_slice())
-                        .map_err(storage)?;
-                }
+                encode_events(&stored, &mut record);
+                events
+                    .insert((channel, first.seq), record.as_slice())
+                    .map_err(storage)?;
+                // The record goes when its newest event expires; reads skip older ones before.
+                let newest = stored.iter().map(|e| e.published_at_ms).max();
                 expiry
-                    .insert((first.published_at_ms, channel, first.seq), last.seq)
+                    .insert(
+                        (newest.unwrap_or(first.published_at_ms), channel, first.seq),
+                        last.seq,
+                    )
                     .map_err(storage)?;
             }
             last_seqs.insert(channel, last.seq);
@@ -443,41 +449,87 @@ fn commit(
     Ok(results)
 }
 
-/// `published_at_ms` (8 bytes LE), filter length (4 bytes LE), the filter as JSON (empty for
-/// everyone), the encoded frame.
-fn encode_record(event: &StoredEvent, out: &mut Vec<u8>) {
+/// The events of one append, each as `published_at_ms` (8 bytes LE), filter length (4 bytes
+/// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
+fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&event.published_at_ms.to_le_bytes());
-    let filter = if event.filter.is_everyone() {
-        Vec::new()
-    } else {
-        // A filter is strings and lists of strings: serializing it cannot fail.
-        serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
-    };
-    out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
-    out.extend_from_slice(&filter);
-    out.extend_from_slice(event.frame.bytes());
+    for event in events {
+        out.extend_from_slice(&event.published_at_ms.to_le_bytes());
+        let filter = if event.filter.is_everyone() {
+            Vec::new()
+        } else {
+            // A filter is strings and lists of strings: serializing it cannot fail.
+            serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
+        };
+        out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
+        out.extend_from_slice(&filter);
+        out.extend_from_slice(&(event.frame.bytes().len() as u32).to_le_bytes());
+        out.extend_from_slice(event.frame.bytes());
+    }
 }
 
-fn decode_record(seq: u64, record: &[u8]) -> Result<StoredEvent, StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("event record {seq} is malformed"));
-    let (published_at_ms, rest) = record.split_first_chunk::<8>().ok_or_else(corrupt)?;
-    let (filter_len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-    let filter_len = u32::from_le_bytes(*filter_len) as usize;
-    if rest.len() < filter_len {
-        return Err(corrupt());
+/// One event of a record, not yet decoded.
+struct RawEvent<'a> {
+    seq: u64,
+    published_at_ms: u64,
+    filter: &'a [u8],
+    frame: &'a [u8],
+}
+
+impl RawEvent<'_> {
+    fn decode(&self) -> Result<StoredEvent, StoreError> {
+        let filter = if self.filter.is_empty() {
+            Filter::everyone()
+        } else {
+            serde_json::from_slice(self.filter).map_err(|_| malformed(self.seq))?
+        };
+        Ok(StoredEvent {
+            seq: self.seq,
+            published_at_ms: self.published_at_ms,
+            filter: Arc::new(filter),
+            frame: Frame::from_encoded(Bytes::copy_from_slice(self.frame)),
+        })
     }
-    let (filter, frame) = rest.split_at(filter_len);
-    let filter = if filter.is_empty() {
-        Filter::everyone()
-    } else {
-        serde_json::from_slice(filter).map_err(|_| corrupt())?
-    };
-    Ok(StoredEvent {
-        seq,
-        published_at_ms: u64::from_le_bytes(*published_at_ms),
-        filter: Arc::new(filter),
-        frame: Frame::from_encoded(Bytes::copy_from_slice(frame)),
+}
+
+fn malformed(seq: u64) -> StoreError {
+    StoreError::Corrupt(format!("the record of event {seq} is malformed"))
+}
+
+/// The events of the record of the append that starts at `first_seq`.
+fn raw_events(
+    first_seq: u64,
+    mut record: &[u8],
+) -> impl Iterator<Item = Result<RawEvent<'_>, StoreError>> {
+    let mut seq = first_seq;
+    std::iter::from_fn(move || {
+        if record.is_empty() {
+            return None;
+        }
+        let mut take = |n: usize| {
+            let (head, rest) = record.split_at_checked(n)?;
+            record = rest;
+            Some(head)
+        };
+        let event = (|| {
+            let published_at_ms = u64::from_le_bytes(take(8)?.try_into().ok()?);
+            let filter_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let filter = take(filter_len)?;
+            let frame_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let frame = take(frame_len)?;
+            Some(RawEvent {
+                seq,
+                published_at_ms,
+                filter,
+                frame,
+            })
+        })();
+        let event = event.ok_or_else(|| {
+            record = &[];
+            malformed(seq)
+        });
+        seq += 1;
+        Some(event)
     })
 }
 
@@ -537,33 +589,43 @@ impl EventStore for RedbStore {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(EVENTS).map_err(storage)?;
             let channel = channel.as_str();
-            let retained = |record: &[u8]| {
-                let published_at_ms = record
-                    .first_chunk::<8>()
-                    .map_or(0, |b| u64::from_le_bytes(*b));
-                is_retained(published_at_ms, retention_ms, now_ms)
-            };
+            let retained =
+                |event: &RawEvent| is_retained(event.published_at_ms, retention_ms, now_ms);
             // Events not yet purged may still sit before the oldest retained one.
             let mut oldest_retained = None;
-            for entry in table
+            'records: for entry in table
                 .range((channel, 0)..=(channel, u64::MAX))
                 .map_err(storage)?
             {
                 let (key, value) = entry.map_err(storage)?;
-                if retained(value.value()) {
-                    oldest_retained = Some(key.value().1);
-                    break;
+                for event in raw_events(key.value().1, value.value()) {
+                    let event = event?;
+                    if retained(&event) {
+                        oldest_retained = Some(event.seq);
+                        break 'records;
+                    }
                 }
             }
             let mut events = Vec::new();
             if after < until {
+                // From the record that holds `after + 1`: the last one starting at or before it.
+                let start = table
+                    .range((channel, 0)..=(channel, after + 1))
+                    .map_err(storage)?
+                    .next_back()
+                    .transpose()
+                    .map_err(storage)?
+                    .map_or(after + 1, |(key, _)| key.value().1);
                 for entry in table
-                    .range((channel, after + 1)..=(channel, until))
+                    .range((channel, start)..=(channel, until))
                     .map_err(storage)?
                 {
                     let (key, value) = entry.map_err(storage)?;
-                    if retained(value.value()) {
-                        events.push(decode_record(key.value().1, value.value())?);
+                    for event in raw_events(key.value().1, value.value()) {
+                        let event = event?;
+                        if event.seq > after && event.seq <= until && retained(&event) {
+                            events.push(event.decode()?);
+                        }
                     }
                 }
             }
@@ -636,10 +698,8 @@ fn expire_chunk(
         }
         for (published_at_ms, channel, first, last) in due {
             let channel = channel.as_str();
-            for seq in first..=last {
-                if events.remove((channel, seq)).map_err(storage)?.is_some() {
-                    removed += 1;
-                }
+            if events.remove((channel, first)).map_err(storage)?.is_some() {
+                removed += (last + 1 - first) as usize;
             }
             expiry
                 .remove((published_at_ms, channel, first))
@@ -661,10 +721,11 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_the_store_contract() {
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
         contract::assigns_consecutive_seqs_and_reads_ranges(&open(&dirs[0], 10_000)).await;
         contract::retention_is_exact(&open(&dirs[1], 1_000)).await;
         contract::retention_zero_keeps_nothing_but_counts(&open(&dirs[2], 0)).await;
+        contract::retention_is_exact_within_one_append(&open(&dirs[3], 1_000)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -880,22 +941,39 @@ mod tests {
             targets: None,
             exclude: vec!["s".into()],
         };
-        for filter in [Filter::everyone(), filter] {
-            let new = NewEvent {
-                filter: Arc::new(filter),
-                ..event(42)
-            };
-            let stored = StoredEvent::new(7, 9, &new);
-            let mut record = Vec::new();
-            encode_record(&stored, &mut record);
-            let decoded = decode_record(9, &record).unwrap();
-            assert_eq!(decoded.seq, 9);
-            assert_eq!(decoded.published_at_ms, 42);
+        let stored: Vec<StoredEvent> = [Filter::everyone(), filter]
+            .into_iter()
+            .zip(9..)
+            .map(|(filter, seq)| {
+                let new = NewEvent {
+                    filter: Arc::new(filter),
+                    ..event(40 + seq)
+                };
+                StoredEvent::new(7, seq, &new)
+            })
+            .collect();
+        let mut record = Vec::new();
+        encode_events(&stored, &mut record);
+        let decoded: Vec<StoredEvent> = raw_events(9, &record)
+            .map(|raw| raw.and_then(|raw| raw.decode()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded.len(), 2);
+        for (decoded, stored) in decoded.iter().zip(&stored) {
+            assert_eq!(decoded.seq, stored.seq);
+            assert_eq!(decoded.published_at_ms, stored.published_at_ms);
             assert_eq!(decoded.filter, stored.filter);
             assert_eq!(decoded.frame, stored.frame);
         }
-        for bad in [&b""[..], b"1234567", b"12345678\xff\x00\x00\x00{}"] {
-            assert!(matches!(decode_record(1, bad), Err(StoreError::Corrupt(_))));
+        // A record cut anywhere reads as corrupt, never as fewer events.
+        for cut in [1, 8, 12, record.len() - 1] {
+            let results: Vec<_> = raw_events(9, &record[..cut]).collect();
+            assert!(
+                results
+                    .last()
+                    .is_some_and(|last| matches!(last, Err(StoreError::Corrupt(_)))),
+                "cut at {cut}"
+            );
         }
     }
 }
