@@ -183,11 +183,24 @@ async fn retention_zero_reports_resume_off() {
 /// duplicate. Repeated so that the join falls at many different points.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_and_live_meet_without_gap_or_duplicate_under_concurrent_publishes() {
+    let store = YieldingStore(durable_iterator::store::MemoryStore::new(60_000));
+    replay_and_live_meet_under_concurrent_publishes(Arc::new(store)).await;
+}
+
+/// The same race on the on-disk store, whose appends go through its writer thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_live_meet_on_the_on_disk_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = durable_iterator::store::RedbStore::open(dir.path(), 60_000).unwrap();
+    replay_and_live_meet_under_concurrent_publishes(Arc::new(store)).await;
+}
+
+async fn replay_and_live_meet_under_concurrent_publishes(
+    store: Arc<dyn durable_iterator::store::EventStore>,
+) {
     let server = Arc::new(
         TestServer::start_with(Options {
-            store: Some(Arc::new(YieldingStore(
-                durable_iterator::store::MemoryStore::new(60_000),
-            ))),
+            store: Some(store),
             ..Options::default()
         })
         .await,
