@@ -627,6 +627,119 @@ async fn a_session_taken_over_by_another_stream_ends_with_aborted() {
     second.expect_event(&server.clock, &id, json!(1)).await;
 }
 
+#[tokio::test]
+async fn a_token_that_expired_while_the_server_was_down_before_the_first_connect_is_renewed() {
+    let mut server = TestServer::start_with(quiet_server()).await;
+    let (addr, clock, store) = (server.addr, server.clock.clone(), server.store.clone());
+    let (provider, calls) = counted(minting(&server, "room", &[], 60));
+    server.stop().await;
+    drop(server);
+    let client = Client::new(&format!("http://{addr}"))
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    let mut consumer = consume(client.subscribe(provider, SubscribeOptions::default()));
+    // The provider's first token was never accepted: the server was down.
+    consumer
+        .wait_for(|p| matches!(p.state, ConnectionState::BackingOff { .. }))
+        .await;
+    // It expires before the server is back: the refusal must renew it, not end the
+    // subscription (it is not a token the server refused on its first try).
+    clock.advance(Duration::from_secs(120));
+    let server = TestServer::start_on(
+        addr,
+        clock.clone(),
+        Options {
+            store: Some(store),
+            ..quiet_server()
+        },
+    )
+    .await;
+    consumer
+        .drive_until(&clock, |p| {
+            matches!(p.state, ConnectionState::Live | ConnectionState::Closed)
+        })
+        .await;
+    if consumer.handle.progress().state == ConnectionState::Closed {
+        let item = consumer.next_driving(&clock).await;
+        panic!("the subscription ended: {item:?}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a new token after the refusal"
+    );
+    let id = server.publish("room", json!(1)).await;
+    consumer.expect_event(&clock, &id, json!(1)).await;
+}
+
+#[tokio::test]
+async fn a_refresh_to_another_channel_reconnects_as_a_new_subscription_of_that_channel() {
+    let server = TestServer::start_with(quiet_server()).await;
+    let clock = server.clock.clone();
+    let room = minting(&server, "room", &[], 120);
+    let hall = minting(&server, "hall", &[], 120);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let provider = {
+        let calls = calls.clone();
+        move || {
+            let token = match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => room.mint(),
+                _ => hall.mint(),
+            };
+            async move { Ok::<_, std::convert::Infallible>(token) }
+        }
+    };
+    let options = SubscribeOptions {
+        refresh_before_expiry: Some(Duration::from_secs(60)),
+        ..SubscribeOptions::default()
+    };
+    let mut consumer = consume(client_of(&server).subscribe(provider, options));
+    consumer.wait_for(|p| p.connections == 1).await;
+    let session = consumer.handle.session_id().unwrap();
+    let id = server.publish("room", json!(1)).await;
+    consumer.expect_event(&clock, &id, json!(1)).await;
+
+    // The session ticket is bound to "room" and the last id counts "room"'s events: neither
+    // can be presented to "hall".
+    clock.advance(Duration::from_secs(61));
+    consumer
+        .drive_until(&clock, |p| {
+            p.connections == 2 || p.state == ConnectionState::Closed
+        })
+        .await;
+    if consumer.handle.progress().state == ConnectionState::Closed {
+        let item = consumer.next_driving(&clock).await;
+        panic!("the subscription ended: {item:?}");
+    }
+    assert_ne!(consumer.handle.session_id().unwrap(), session);
+    let id = server.publish("hall", json!(2)).await;
+    consumer.expect_event(&clock, &id, json!(2)).await;
+}
+
+#[tokio::test]
+async fn a_subscription_polled_after_its_end_stays_ended() {
+    let server = TestServer::start().await;
+    let bad = token::sign(
+        &Keyring::new(["not-the-server-key"]).unwrap(),
+        &server.claims("room"),
+    );
+    let mut subscription =
+        client_of(&server).subscribe(FixedToken(bad), SubscribeOptions::default());
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), subscription.next())
+            .await
+            .expect("an item within 20 s")
+    };
+    let item = next().await;
+    assert!(
+        matches!(&item, Some(Err(e)) if e.code() == Some(Code::Unauthenticated)),
+        "{item:?}"
+    );
+    assert!(next().await.is_none());
+    // A `select!` loop may poll a finished stream again: that must not panic.
+    assert!(next().await.is_none());
+}
+
 // ---- Fake servers: a silent stream, and a channel object with methods -------------------
 
 /// A `DurableIterator` that answers `Subscribe` with `Subscribed` and then nothing, and
@@ -636,6 +749,9 @@ struct FakeServer {
     subscribes: Arc<Mutex<Vec<pb::SubscribeRequest>>>,
     count: Arc<Option<watch::Sender<usize>>>,
     flaky_left: Arc<AtomicUsize>,
+    /// After `Subscribed`: `TokenExpiring` at once, then the end with UNAVAILABLE (a server
+    /// draining its streams, for a token inside the expiry-notice window).
+    expiring_then_unavailable: bool,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
@@ -665,6 +781,20 @@ impl DurableIterator for FakeServer {
             })),
         };
         let first = futures::stream::iter([Ok(Frame::message(&subscribed))]);
+        if self.expiring_then_unavailable {
+            let expiring = pb::SubscribeResponse {
+                kind: Some(pb::subscribe_response::Kind::TokenExpiring(
+                    pb::TokenExpiring {
+                        token_expires_at: (START_MS / 1000 + 3_600) as i64,
+                    },
+                )),
+            };
+            let rest = futures::stream::iter([
+                Ok(Frame::message(&expiring)),
+                Err(Status::unavailable("draining")),
+            ]);
+            return Ok(Response::new(Box::pin(first.chain(rest))));
+        }
         Ok(Response::new(Box::pin(
             first.chain(futures::stream::pending()),
         )))
@@ -761,6 +891,46 @@ async fn a_stream_silent_for_two_and_a_half_heartbeats_is_reconnected() {
         "the reconnect keeps the session"
     );
     consumer.wait_for(|p| p.connections == 2).await;
+}
+
+#[tokio::test]
+async fn a_token_expiring_notice_does_not_reset_the_backoff() {
+    let (count_tx, mut count) = watch::channel(0);
+    let fake = FakeServer {
+        count: Arc::new(Some(count_tx)),
+        expiring_then_unavailable: true,
+        ..FakeServer::default()
+    };
+    let (url, _stop) = serve_fake(fake.clone()).await;
+    let clock = ManualClock::new(START_MS);
+    let client = Client::new(&url)
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    let consumer =
+        consume(client.subscribe(FixedToken("fake-token".into()), SubscribeOptions::default()));
+    // Each stream ends right after `Subscribed` and a notice sent at once: nothing proves it
+    // worked, so the second retry waits (the clock stands still) instead of reconnecting at
+    // once forever.
+    let mut progress = consumer.handle.watch();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            biased;
+            _ = progress.wait_for(|p| matches!(p.state, ConnectionState::BackingOff { .. })) => Ok(()),
+            _ = count.wait_for(|n| *n >= 5) => Err(()),
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        outcome.is_ok(),
+        "reconnected at once {} times",
+        *count.borrow()
+    );
+    assert_eq!(
+        *count.borrow(),
+        2,
+        "the first attempt and the immediate retry"
+    );
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

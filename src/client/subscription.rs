@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, stream::BoxStream};
+use futures::{Stream, StreamExt, stream::BoxStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
@@ -25,7 +25,7 @@ use super::{
     Backoff, Client, ClientError, Credentials, InvokeOptions,
     item::{Event, ResumeReport, SubscriptionItem},
     policy::{Disposition, on_status},
-    token_provider::{ProviderError, TokenProvider, refreshable_in_place},
+    token_provider::{ProviderError, TokenProvider, refreshable_in_place, unverified_claims},
 };
 use crate::{clock::SharedClock, contract::Method, pb};
 
@@ -171,16 +171,22 @@ impl Subscription {
             last_event_id: options.last_event_id.clone(),
             ticket: options.session_ticket.clone(),
             session_id: String::new(),
+            channel: None,
             failures: 0,
             last_failure: None,
             live: None,
             done: false,
             options,
         };
-        let inner = Box::pin(futures::stream::unfold(driver, |mut driver| async move {
-            let item = driver.next_item().await?;
-            Some((item, driver))
-        }));
+        // Fused: a finished subscription polled again (a `select!` loop) yields `None` again
+        // instead of panicking.
+        let inner = Box::pin(
+            futures::stream::unfold(driver, |mut driver| async move {
+                let item = driver.next_item().await?;
+                Some((item, driver))
+            })
+            .fuse(),
+        );
         Self { inner, shared }
     }
 
@@ -350,12 +356,16 @@ struct Driver {
     options: SubscribeOptions,
     /// The token to subscribe with; `None`: ask the provider first.
     token: Option<String>,
-    /// The token came from the provider and the server has not accepted it yet: if it is
-    /// refused as unauthenticated, asking again would loop, so that ends the subscription.
+    /// The token came from the provider and has not been tried yet: if its first try is
+    /// refused as unauthenticated, asking again would loop, so that ends the subscription. A
+    /// try that failed otherwise (a server that was down) clears it: by the next try the
+    /// token may have expired, and then the provider must be asked again.
     token_fresh: bool,
     last_event_id: Option<String>,
     ticket: Option<String>,
     session_id: String,
+    /// The channel of the last `Subscribed`.
+    channel: Option<String>,
     /// Failed attempts since the stream last worked; retry `failures` is next.
     failures: u32,
     last_failure: Option<Status>,
@@ -450,6 +460,15 @@ impl Driver {
                 Err(error) => return Connected::Fatal(error),
             },
         };
+        // A token for another channel starts a new subscription there: the ticket is bound to
+        // the old channel, and the last id counts the old channel's events.
+        let claims = unverified_claims(&token);
+        if let (Some(channel), Some(claims)) = (&self.channel, claims)
+            && claims.chn != *channel
+        {
+            self.ticket = None;
+            self.last_event_id = None;
+        }
         self.shared.set_state(ConnectionState::Connecting { retry });
         let request = pb::SubscribeRequest {
             token,
@@ -543,6 +562,7 @@ impl Driver {
         self.token_fresh = false;
         self.ticket = Some(subscribed.session_ticket.clone());
         self.session_id = subscribed.session_id.clone();
+        self.channel = Some(subscribed.channel.clone());
         {
             let mut credentials = self
                 .shared
@@ -580,7 +600,7 @@ impl Driver {
     fn on_end(&mut self, status: Status) -> Connected {
         self.live = None;
         match on_status(status.code()) {
-            Disposition::Reconnect => {}
+            Disposition::Reconnect => self.token_fresh = false,
             Disposition::RenewToken if self.token_fresh => {
                 // A token straight from the provider was refused: asking again would loop.
                 return Connected::Fatal(status.into());
@@ -632,7 +652,16 @@ impl Driver {
             Step::Cancelled => Some(self.close()),
             Step::Message(Ok(Some(message))) => {
                 live.last_seen_ms = now;
-                if !live.proven {
+                // An event (progress) or a heartbeat (the stream lived a heartbeat interval)
+                // proves the stream; a `TokenExpiring` sent at once on open proves nothing.
+                let proof = matches!(
+                    message.kind,
+                    Some(
+                        pb::subscribe_response::Kind::Event(_)
+                            | pb::subscribe_response::Kind::Heartbeat(_)
+                    )
+                );
+                if proof && !live.proven {
                     live.proven = true;
                     self.failures = 0;
                     self.last_failure = None;
