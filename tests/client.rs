@@ -230,6 +230,41 @@ async fn a_server_restart_mid_stream_delivers_every_event_once_in_order() {
     assert!(consumer.handle.progress().connections >= 2);
 }
 
+/// A connection that drops before its first event loses nothing: the client resumes from the
+/// position `Subscribed` gave it.
+#[tokio::test]
+async fn a_disconnect_before_the_first_event_loses_nothing() {
+    let mut server = TestServer::start().await;
+    server.publish("room", json!("before")).await;
+    let client = client_of(&server);
+    let mut consumer = consume(client.subscribe(
+        FixedToken(server.token("room")),
+        SubscribeOptions::default(),
+    ));
+    let clock = server.clock.clone();
+    consumer
+        .wait_for(|p| p.state == ConnectionState::Live)
+        .await;
+    let (addr, store) = (server.addr, server.store.clone());
+    server.stop().await;
+    drop(server);
+    let server = TestServer::start_on(
+        addr,
+        clock.clone(),
+        Options {
+            store: Some(store),
+            ..Options::default()
+        },
+    )
+    .await;
+    let missed = server.publish("room", json!("while away")).await;
+    consumer
+        .expect_event(&clock, &missed, json!("while away"))
+        .await;
+    let live = server.publish("room", json!("live")).await;
+    consumer.expect_event(&clock, &live, json!("live")).await;
+}
+
 fn real_now_secs() -> u64 {
     durable_iterator::clock::SystemClock.now_secs()
 }
@@ -778,6 +813,7 @@ impl DurableIterator for FakeServer {
                 token_expires_at: (START_MS / 1000 + 3_600) as i64,
                 heartbeat_interval_ms: 1_000,
                 retention_seconds: 60,
+                position: String::new(),
             })),
         };
         let first = futures::stream::iter([Ok(Frame::message(&subscribed))]);

@@ -30,6 +30,12 @@ async fn first_message_is_subscribed_then_live_events_in_order() {
     assert_eq!(subscribed.heartbeat_interval_ms, 15_000);
     let resume = subscribed.resume.unwrap();
     assert!(!resume.requested && !resume.recovered);
+    // Nothing published yet: the stream stands before the first event.
+    assert!(
+        subscribed.position.ends_with("-0000000000000000"),
+        "{}",
+        subscribed.position
+    );
 
     let mut ids = Vec::new();
     for n in 0..5 {
@@ -81,6 +87,8 @@ async fn resume_replays_what_was_missed_and_keeps_the_session() {
     assert!(resume.requested && resume.recovered, "{resume:?}");
     assert_eq!(resume.replayed, 2);
     assert_eq!(resume.oldest_retained_id, first);
+    // The replay ends at the newest event; live ones come after it.
+    assert_eq!(resubscribed.position, missed[1]);
     for id in &missed {
         assert_eq!(&next_event(&mut stream).await.id, id);
     }

@@ -560,6 +560,16 @@ impl Driver {
             )
         });
         self.token_fresh = false;
+        // With no event received yet, or an id the server could not resume from and nothing
+        // replayed, the stream's position is where to resume: events published while the
+        // connection is down are then not lost (the lost history was reported above).
+        let unusable = subscribed
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.requested && !r.recovered && r.replayed == 0);
+        if (self.last_event_id.is_none() || unusable) && !subscribed.position.is_empty() {
+            self.last_event_id = Some(subscribed.position.clone());
+        }
         self.ticket = Some(subscribed.session_ticket.clone());
         self.session_id = subscribed.session_id.clone();
         self.channel = Some(subscribed.channel.clone());

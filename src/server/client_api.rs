@@ -94,6 +94,11 @@ impl ClientApi {
                 token_expires_at: claims.exp as i64,
                 heartbeat_interval_ms: shared.timing.heartbeat_ms as u32,
                 retention_seconds: shared.channels.store().retention_ms() / 1000,
+                position: EventId {
+                    epoch: shared.channels.store().epoch(),
+                    seq: opened.head,
+                }
+                .to_string(),
             })),
         };
         let mut backlog = VecDeque::with_capacity(1 + opened.replay.len());
