@@ -21,9 +21,34 @@ pub struct EventId {
     pub seq: u64,
 }
 
+/// The text of an event id, without allocating: `<8 hex>-<16 hex>`.
+pub struct EventIdText([u8; 25]);
+
+impl EventIdText {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and '-' are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl EventId {
+    /// The id as text, written without the formatting machinery (once per stored event).
+    pub fn text(&self) -> EventIdText {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b'-'; 25];
+        for (i, byte) in text[..8].iter_mut().enumerate() {
+            *byte = HEX[(self.epoch >> (28 - 4 * i) & 0xf) as usize];
+        }
+        for (i, byte) in text[9..].iter_mut().enumerate() {
+            *byte = HEX[(self.seq >> (60 - 4 * i) & 0xf) as usize];
+        }
+        EventIdText(text)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{:016x}", self.epoch, self.seq)
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -75,12 +100,12 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Gives `event` its place `seq` in a channel of `epoch`, and encodes its frame.
     pub fn new(epoch: Epoch, seq: u64, event: &NewEvent) -> Self {
-        let id = EventId { epoch, seq }.to_string();
+        let id = EventId { epoch, seq }.text();
         Self {
             seq,
             published_at_ms: event.published_at_ms,
             filter: event.filter.clone(),
-            frame: Frame::event(&id, &event.payload, event.published_at_ms as i64),
+            frame: Frame::event(id.as_str(), &event.payload, event.published_at_ms as i64),
         }
     }
 }
@@ -100,6 +125,14 @@ mod tests {
             seq: 10,
         };
         assert_eq!(a.to_string(), "3f9a12c4-0000000000000009");
+        assert_eq!(
+            EventId {
+                epoch: 0x0123abcd,
+                seq: 0xfedcba9876543210
+            }
+            .to_string(),
+            "0123abcd-fedcba9876543210"
+        );
         assert_eq!(a.to_string().parse::<EventId>(), Ok(a));
         assert!(a.to_string() < b.to_string());
         let max = EventId {

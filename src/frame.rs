@@ -35,7 +35,9 @@ impl Frame {
     /// Encodes an event from its parts, with the payload already encoded as `Event`'s
     /// `oneof payload` field (see [`encode_payload`]).
     pub fn event(id: &str, payload: &[u8], published_at_ms: i64) -> Self {
-        let event_len = encoding::string::encoded_len(EVENT_ID, &id.to_owned())
+        let id_len =
+            encoding::key_len(EVENT_ID) + encoding::encoded_len_varint(id.len() as u64) + id.len();
+        let event_len = id_len
             + payload.len()
             + encoding::int64::encoded_len(EVENT_PUBLISHED_AT_MS, &published_at_ms);
         let total = encoding::key_len(RESPONSE_EVENT)

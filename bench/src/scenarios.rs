@@ -315,8 +315,13 @@ pub async fn fan_out(
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
             let connections = load::connect_many(server.addr, 2).await?;
             let claimed = Arc::new(AtomicU64::new(0));
-            // Fewer calls in flight when each carries many events: the window stays the same.
-            let in_flight = (256 / batch).max(4);
+            // Unary: 256 calls in flight. Batched: about 2,048 events in flight, so that one
+            // commit's round trip does not bound the rate.
+            let in_flight = if batch == 1 {
+                256
+            } else {
+                (2_048 / batch).max(4)
+            };
             let tasks: Vec<_> = (0..in_flight)
                 .map(|i| {
                     let mut publisher =

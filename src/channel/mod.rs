@@ -107,9 +107,18 @@ impl Channels {
         channel: &str,
         events: Vec<(Bytes, Filter)>,
     ) -> Result<Vec<EventId>, StoreError> {
+        // Events published together often share their filter: one allocation (and, in the
+        // on-disk store, one encoding) serves a run of equal ones.
+        let mut previous: Option<Arc<Filter>> = None;
         let events: Vec<(Bytes, Arc<Filter>)> = events
             .into_iter()
-            .map(|(payload, filter)| (payload, Arc::new(filter)))
+            .map(|(payload, filter)| {
+                let filter = match &previous {
+                    Some(shared) if **shared == filter => shared.clone(),
+                    _ => previous.insert(Arc::new(filter)).clone(),
+                };
+                (payload, filter)
+            })
             .collect();
         loop {
             match self.hub(channel).publish(events.iter().cloned()).await {

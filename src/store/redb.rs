@@ -453,16 +453,24 @@ fn commit(
 /// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
 fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
     out.clear();
+    // Events of one publish share their filter: it is serialized once for a run of them.
+    let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
     for event in events {
         out.extend_from_slice(&event.published_at_ms.to_le_bytes());
-        let filter = if event.filter.is_everyone() {
-            Vec::new()
-        } else {
-            // A filter is strings and lists of strings: serializing it cannot fail.
-            serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
+        let json = match &filter {
+            Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
+            _ => {
+                let json = if event.filter.is_everyone() {
+                    Vec::new()
+                } else {
+                    // A filter is strings and lists of strings: serializing it cannot fail.
+                    serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
+                };
+                &filter.insert((&event.filter, json)).1
+            }
         };
-        out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
-        out.extend_from_slice(&filter);
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json);
         out.extend_from_slice(&(event.frame.bytes().len() as u32).to_le_bytes());
         out.extend_from_slice(event.frame.bytes());
     }
@@ -941,12 +949,14 @@ mod tests {
             targets: None,
             exclude: vec!["s".into()],
         };
-        let stored: Vec<StoredEvent> = [Filter::everyone(), filter]
+        // A run of events sharing one filter is encoded with it each time.
+        let shared = Arc::new(filter);
+        let stored: Vec<StoredEvent> = [Arc::new(Filter::everyone()), shared.clone(), shared]
             .into_iter()
             .zip(9..)
             .map(|(filter, seq)| {
                 let new = NewEvent {
-                    filter: Arc::new(filter),
+                    filter,
                     ..event(40 + seq)
                 };
                 StoredEvent::new(7, seq, &new)
@@ -958,7 +968,7 @@ mod tests {
             .map(|raw| raw.and_then(|raw| raw.decode()))
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded.len(), 3);
         for (decoded, stored) in decoded.iter().zip(&stored) {
             assert_eq!(decoded.seq, stored.seq);
             assert_eq!(decoded.published_at_ms, stored.published_at_ms);
