@@ -265,6 +265,34 @@ async fn a_disconnect_before_the_first_event_loses_nothing() {
     consumer.expect_event(&clock, &live, json!("live")).await;
 }
 
+/// A provider that mints with `first` once, then with `then`; and how often it was asked.
+fn first_then(
+    first: SigningProvider,
+    then: SigningProvider,
+) -> (
+    impl durable_iterator::client::TokenProvider,
+    Arc<AtomicUsize>,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let provider = move || {
+        let token = match counted.fetch_add(1, Ordering::SeqCst) {
+            0 => first.mint(),
+            _ => then.mint(),
+        };
+        async move { Ok::<_, std::convert::Infallible>(token) }
+    };
+    (provider, calls)
+}
+
+/// Options that refresh the token a minute before it expires.
+fn refreshing() -> SubscribeOptions {
+    SubscribeOptions {
+        refresh_before_expiry: Some(Duration::from_secs(60)),
+        ..SubscribeOptions::default()
+    }
+}
+
 fn real_now_secs() -> u64 {
     durable_iterator::clock::SystemClock.now_secs()
 }
@@ -377,21 +405,8 @@ async fn a_refresh_with_other_tags_reconnects_and_keeps_the_session() {
     let clock = server.clock.clone();
     let before = minting(&server, "room", &["a"], 120);
     let after = minting(&server, "room", &["a", "b"], 120);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let provider = {
-        let calls = calls.clone();
-        move || {
-            let token = match calls.fetch_add(1, Ordering::SeqCst) {
-                0 => before.mint(),
-                _ => after.mint(),
-            };
-            async move { Ok::<_, std::convert::Infallible>(token) }
-        }
-    };
-    let options = SubscribeOptions {
-        refresh_before_expiry: Some(Duration::from_secs(60)),
-        ..SubscribeOptions::default()
-    };
+    let (provider, calls) = first_then(before, after);
+    let options = refreshing();
     let mut consumer = consume(client_of(&server).subscribe(provider, options));
     consumer.wait_for(|p| p.connections == 1).await;
     let session = consumer.handle.session_id().unwrap();
@@ -713,21 +728,8 @@ async fn a_refresh_to_another_channel_reconnects_as_a_new_subscription_of_that_c
     let clock = server.clock.clone();
     let room = minting(&server, "room", &[], 120);
     let hall = minting(&server, "hall", &[], 120);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let provider = {
-        let calls = calls.clone();
-        move || {
-            let token = match calls.fetch_add(1, Ordering::SeqCst) {
-                0 => room.mint(),
-                _ => hall.mint(),
-            };
-            async move { Ok::<_, std::convert::Infallible>(token) }
-        }
-    };
-    let options = SubscribeOptions {
-        refresh_before_expiry: Some(Duration::from_secs(60)),
-        ..SubscribeOptions::default()
-    };
+    let (provider, _) = first_then(room, hall);
+    let options = refreshing();
     let mut consumer = consume(client_of(&server).subscribe(provider, options));
     consumer.wait_for(|p| p.connections == 1).await;
     let session = consumer.handle.session_id().unwrap();
