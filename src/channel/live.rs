@@ -138,19 +138,26 @@ impl LiveSessions {
         loop {
             // Registered before looking, so a close in between is not missed.
             let changed = self.closed_changed.notified();
-            let next = self.closed().by_deadline.first().cloned();
-            match next {
-                Some((deadline, session_id)) if self.clock.now_ms() >= deadline => {
-                    let mut closed = self.closed();
-                    closed.by_deadline.remove(&(deadline, session_id.clone()));
-                    if let Some((_, channel)) = closed.sessions.remove(&session_id) {
-                        return EndedSession {
-                            session_id,
-                            channel,
-                        };
+            // Looked at and taken under one lock: a session that reconnected (and closed
+            // again, with a later deadline) in between must not be ended by its old deadline.
+            let next = {
+                let mut closed = self.closed();
+                match closed.by_deadline.first().cloned() {
+                    Some((deadline, session_id)) if self.clock.now_ms() >= deadline => {
+                        closed.by_deadline.remove(&(deadline, session_id.clone()));
+                        if let Some((_, channel)) = closed.sessions.remove(&session_id) {
+                            return EndedSession {
+                                session_id,
+                                channel,
+                            };
+                        }
+                        continue;
                     }
+                    next => next.map(|(deadline, _)| deadline),
                 }
-                Some((deadline, _)) => {
+            };
+            match next {
+                Some(deadline) => {
                     tokio::select! {
                         _ = changed => {}
                         _ = self.clock.sleep_until(deadline) => {}
@@ -170,8 +177,14 @@ impl LiveSessions {
             claims: watch::Sender::new(Arc::new(claims)),
             superseded: CancellationToken::new(),
         });
+        // Reopened under the live map's lock, as a closing stream closes under it: a stream of
+        // this session that is closing now cannot mark the session closed after this one is
+        // live (its session-ended hook would fire while the session is connected).
+        let mut sessions = self.sessions();
         self.reopen(&session_id);
-        if let Some(previous) = self.sessions().insert(session_id, session.clone()) {
+        let previous = sessions.insert(session_id, session.clone());
+        drop(sessions);
+        if let Some(previous) = previous {
             previous.superseded.cancel();
         }
         LiveRegistration {
@@ -185,12 +198,22 @@ impl LiveSessions {
         self.sessions().get(session_id).cloned()
     }
 
-    /// Swaps the token of a live session when it keeps channel and tags.
-    pub fn refresh(&self, session_id: &str, claims: TokenClaims) -> Result<(), RefreshError> {
+    /// Whether [`Self::refresh`] would swap the token now; changes nothing.
+    pub fn check_refresh(
+        &self,
+        session_id: &str,
+        claims: &TokenClaims,
+    ) -> Result<Arc<LiveSession>, RefreshError> {
         let session = self.get(session_id).ok_or(RefreshError::NotLive)?;
-        if !session.claims.borrow().same_subscription(&claims) {
+        if !session.claims.borrow().same_subscription(claims) {
             return Err(RefreshError::ChangesSubscription);
         }
+        Ok(session)
+    }
+
+    /// Swaps the token of a live session when it keeps channel and tags.
+    pub fn refresh(&self, session_id: &str, claims: TokenClaims) -> Result<(), RefreshError> {
+        let session = self.check_refresh(session_id, &claims)?;
         session.claims.send_replace(Arc::new(claims));
         Ok(())
     }
@@ -237,7 +260,7 @@ impl Drop for LiveRegistration {
             .is_some_and(|current| Arc::ptr_eq(current, &self.session))
         {
             sessions.remove(&self.session.session_id);
-            drop(sessions);
+            // Closed before the live map is released: see `register`.
             self.sessions.close(&self.session);
         }
     }

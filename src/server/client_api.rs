@@ -11,7 +11,7 @@ use super::{
     subscribe::{SubscribeStream, SubscriberStream},
 };
 use crate::{
-    channel::{RefreshError, ResumeFailure, ResumeOutcome},
+    channel::{RefreshError, ResumeFailure, ResumeOutcome, Subscription},
     error::Error,
     event::EventId,
     frame::Frame,
@@ -21,6 +21,14 @@ use crate::{
     pb, session,
     token::TokenClaims,
 };
+
+/// A subscription opened and its replay read, not yet started: what the interceptors decide on.
+struct PendingStream {
+    backlog: VecDeque<Frame>,
+    subscription: Subscription,
+    head: u64,
+    outcome: ResumeOutcome,
+}
 
 /// The client-facing service.
 pub struct ClientApi {
@@ -54,26 +62,33 @@ impl ClientApi {
             claims: Arc::new(claims),
             last_event_id: request.last_event_id,
         };
-        let mut stream = None;
-        let (slot, opening) = (&mut stream, &call);
+        let mut opened = None;
+        let (slot, opening) = (&mut opened, &call);
         let open = move || -> BoxFuture<'_, Result<ResumeOutcome, Status>> {
             Box::pin(async move {
-                let (opened, outcome) = self.open_stream(opening, last_event_id).await?;
-                *slot = Some(opened);
+                let pending = self.open_stream(opening, last_event_id).await?;
+                let outcome = pending.outcome.clone();
+                *slot = Some(pending);
                 Ok(outcome)
             })
         };
         shared.config.interceptors.subscribe(&call, open).await?;
-        stream.ok_or_else(|| Status::internal("an interceptor answered without opening the stream"))
+        let pending = opened.ok_or_else(|| {
+            Status::internal("an interceptor answered without opening the stream")
+        })?;
+        // Only a stream every interceptor let through takes the session over (ending an older
+        // stream of it) and is announced to the channel's object: a refusal after `next.run()`
+        // drops the subscription and leaves the session as it was.
+        Ok(self.start_stream(&call, pending))
     }
 
-    /// Opens the stream of an authenticated `Subscribe`: registers the subscriber, reads the
-    /// replay, registers the session as live, tells the channel's object.
+    /// Opens the stream of an authenticated `Subscribe`: registers the subscriber and reads the
+    /// replay. Nothing else changes until [`Self::start_stream`].
     async fn open_stream(
         &self,
         call: &SubscribeCall,
         last_event_id: Option<EventId>,
-    ) -> Result<(SubscribeStream, ResumeOutcome), Error> {
+    ) -> Result<PendingStream, Error> {
         let shared = &self.shared;
         let claims = &call.claims;
         let session_id = &call.session_id;
@@ -104,28 +119,39 @@ impl ClientApi {
         let mut backlog = VecDeque::with_capacity(1 + opened.replay.len());
         backlog.push_back(Frame::message(&subscribed));
         backlog.extend(opened.replay.into_iter().map(|event| event.frame));
+        Ok(PendingStream {
+            backlog,
+            subscription: opened.subscription,
+            head: opened.head,
+            outcome: opened.outcome,
+        })
+    }
+
+    /// Registers the session as live, tells the channel's object, and starts the stream.
+    fn start_stream(&self, call: &SubscribeCall, pending: PendingStream) -> SubscribeStream {
+        let shared = &self.shared;
+        let claims = &call.claims;
         let registration = shared
             .channels
             .live()
-            .register(session_id.clone(), (**claims).clone());
+            .register(call.session_id.clone(), (**claims).clone());
         let session = SessionInfo {
-            session_id: session_id.clone(),
+            session_id: call.session_id.clone(),
             claims: claims.clone(),
         };
         shared
             .objects
-            .subscribed(&claims.chn, session, opened.outcome.clone());
-        let stream = SubscriberStream::new(
-            backlog,
-            opened.subscription,
-            opened.head,
+            .subscribed(&claims.chn, session, pending.outcome);
+        SubscriberStream::new(
+            pending.backlog,
+            pending.subscription,
+            pending.head,
             registration,
             shared.timing,
             shared.clock.clone(),
             shared.shutdown.clone(),
         )
-        .into_stream();
-        Ok((stream, opened.outcome))
+        .into_stream()
     }
 
     /// The claims a call acts under: those of the token if one is given, else those of the
@@ -188,15 +214,19 @@ impl ClientApi {
             session_id: live.session_id.clone(),
             claims: Arc::new(claims),
         };
-        let swap = || -> BoxFuture<'_, Result<i64, Status>> {
+        let live = shared.channels.live();
+        let check = || -> BoxFuture<'_, Result<i64, Status>> {
             Box::pin(async {
-                let live = shared.channels.live();
-                live.refresh(&call.session_id, (*call.claims).clone())
+                live.check_refresh(&call.session_id, &call.claims)
                     .map_err(Error::from)?;
                 Ok(call.claims.exp as i64)
             })
         };
-        let token_expires_at = shared.config.interceptors.refresh(&call, swap).await?;
+        let token_expires_at = shared.config.interceptors.refresh(&call, check).await?;
+        // Swapped only once every interceptor let the refresh through: a refusal after
+        // `next.run()` leaves the session on its old token.
+        live.refresh(&call.session_id, (*call.claims).clone())
+            .map_err(Error::from)?;
         Ok(pb::RefreshTokenResponse { token_expires_at })
     }
 }

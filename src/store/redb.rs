@@ -233,13 +233,18 @@ impl Reopenable {
     /// Replaces `failed` (or nothing, when the last reopen failed) with a fresh open. Whoever
     /// comes second finds the work done.
     fn reopen(&self, failed: Option<Arc<Database>>) -> Result<Arc<Database>, StoreError> {
+        // Only the identity of the failed handle is kept while waiting for the lock: a reopen
+        // in progress waits for every handle to go, so holding one here would stall it (for
+        // its whole deadline) while this waits for it.
+        let failed = failed.map(|db| Arc::downgrade(&db));
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         match (&*current, &failed) {
-            (Some(db), Some(failed)) if !Arc::ptr_eq(db, failed) => return Ok(db.clone()),
+            (Some(db), Some(failed)) if !std::ptr::eq(Arc::as_ptr(db), failed.as_ptr()) => {
+                return Ok(db.clone());
+            }
             (Some(db), None) => return Ok(db.clone()),
             _ => {}
         }
-        drop(failed);
         if let Some(db) = current.take() {
             // The file lock goes with the last handle: readers hold one for a transaction.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -940,6 +945,37 @@ mod tests {
             (reopened.epoch(), reopened.last_seq("c").await.unwrap()),
             (epoch, 2)
         );
+    }
+
+    #[test]
+    fn a_reader_that_meets_an_io_failure_does_not_stall_a_reopen_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 10_000);
+        let db = store.db.clone();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let reopening = std::sync::Mutex::new(None);
+        let read = db.run(|_| {
+            if calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                return Ok("read after the reopen");
+            }
+            // The writer meets the failure too and starts reopening while this read still
+            // holds the database: it waits for the read's handle to go.
+            let writer_side = db.clone();
+            *reopening.lock().unwrap() = Some(std::thread::spawn(move || {
+                let failed = writer_side.get().unwrap();
+                writer_side.reopen(Some(failed)).map(|_| ())
+            }));
+            while db.current.try_read().is_ok() {
+                std::thread::yield_now();
+            }
+            Err(StoreError::Unavailable(format!("{IO_FAILURE}: injected")))
+        });
+        assert_eq!(read, Ok("read after the reopen"));
+        // Before the fix the reader kept its handle while queueing for the lock, and the
+        // writer's reopen gave up after its deadline with "cannot be reopened while in use".
+        let writer = reopening.into_inner().unwrap().unwrap().join().unwrap();
+        assert_eq!(writer, Ok(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
