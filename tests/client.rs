@@ -186,7 +186,7 @@ fn quiet_server() -> Options {
 
 #[tokio::test]
 async fn a_server_restart_mid_stream_delivers_every_event_once_in_order() {
-    let mut server = TestServer::start().await;
+    let server = TestServer::start().await;
     let client = client_of(&server);
     let mut consumer = consume(client.subscribe(
         FixedToken(server.token("room")),
@@ -204,18 +204,7 @@ async fn a_server_restart_mid_stream_delivers_every_event_once_in_order() {
     consumer.expect_event(&clock, &ids[1], json!(2)).await;
     let session = consumer.handle.session_id().unwrap();
 
-    let (addr, store) = (server.addr, server.store.clone());
-    server.stop().await;
-    drop(server);
-    let server = TestServer::start_on(
-        addr,
-        clock.clone(),
-        Options {
-            store: Some(store),
-            ..Options::default()
-        },
-    )
-    .await;
+    let server = server.restart().await;
     // Published while the client waits out its backoff (the clock has not moved): it gets
     // them by resuming, then live ones.
     let missed = [
@@ -234,7 +223,7 @@ async fn a_server_restart_mid_stream_delivers_every_event_once_in_order() {
 /// position `Subscribed` gave it.
 #[tokio::test]
 async fn a_disconnect_before_the_first_event_loses_nothing() {
-    let mut server = TestServer::start().await;
+    let server = TestServer::start().await;
     server.publish("room", json!("before")).await;
     let client = client_of(&server);
     let mut consumer = consume(client.subscribe(
@@ -245,18 +234,7 @@ async fn a_disconnect_before_the_first_event_loses_nothing() {
     consumer
         .wait_for(|p| p.state == ConnectionState::Live)
         .await;
-    let (addr, store) = (server.addr, server.store.clone());
-    server.stop().await;
-    drop(server);
-    let server = TestServer::start_on(
-        addr,
-        clock.clone(),
-        Options {
-            store: Some(store),
-            ..Options::default()
-        },
-    )
-    .await;
+    let server = server.restart().await;
     let missed = server.publish("room", json!("while away")).await;
     consumer
         .expect_event(&clock, &missed, json!("while away"))

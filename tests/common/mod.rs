@@ -102,6 +102,19 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and starts a new one on the same port, store and clock: a restart that
+    /// clients see as the same address going away and coming back.
+    pub async fn restart(mut self) -> Self {
+        let (addr, clock, store) = (self.addr, self.clock.clone(), self.store.clone());
+        self.stop().await;
+        drop(self);
+        let options = Options {
+            store: Some(store),
+            ..Options::default()
+        };
+        Self::start_on(addr, clock, options).await
+    }
+
     /// Stops the server and waits until it has stopped.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
