@@ -100,13 +100,32 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Gives `event` its place `seq` in a channel of `epoch`, and encodes its frame.
     pub fn new(epoch: Epoch, seq: u64, event: &NewEvent) -> Self {
-        let id = EventId { epoch, seq }.text();
-        Self {
-            seq,
-            published_at_ms: event.published_at_ms,
-            filter: event.filter.clone(),
-            frame: Frame::event(id.as_str(), &event.payload, event.published_at_ms as i64),
-        }
+        Self::batch(epoch, seq, std::slice::from_ref(event)).remove(0)
+    }
+
+    /// Gives `events` consecutive places from `first_seq` in a channel of `epoch`, and encodes
+    /// their frames into one buffer (one allocation for the batch, not one per event).
+    pub fn batch(epoch: Epoch, first_seq: u64, events: &[NewEvent]) -> Vec<Self> {
+        const ID_LEN: usize = 25;
+        let total = events
+            .iter()
+            .map(|e| Frame::event_len(ID_LEN, e.payload.len(), e.published_at_ms as i64))
+            .sum();
+        let mut buf = bytes::BytesMut::with_capacity(total);
+        events
+            .iter()
+            .zip(first_seq..)
+            .map(|(event, seq)| {
+                let id = EventId { epoch, seq }.text();
+                let published_at_ms = event.published_at_ms as i64;
+                Self {
+                    seq,
+                    published_at_ms: event.published_at_ms,
+                    filter: event.filter.clone(),
+                    frame: Frame::event_in(&mut buf, id.as_str(), &event.payload, published_at_ms),
+                }
+            })
+            .collect()
     }
 }
 
@@ -140,6 +159,26 @@ mod tests {
             seq: u64::MAX,
         };
         assert_eq!(max.to_string().parse::<EventId>(), Ok(max));
+    }
+
+    #[test]
+    fn a_batch_encodes_the_same_frames_as_one_by_one() {
+        let events: Vec<NewEvent> = [&b"\x12\x02\x08\x01"[..], b"", b"\x12\x00"]
+            .iter()
+            .enumerate()
+            .map(|(n, payload)| NewEvent {
+                payload: Bytes::copy_from_slice(payload),
+                filter: Arc::new(Filter::everyone()),
+                published_at_ms: 1_000 + n as u64,
+            })
+            .collect();
+        let batch = StoredEvent::batch(7, 41, &events);
+        assert_eq!(batch.len(), 3);
+        for (n, (stored, event)) in batch.iter().zip(&events).enumerate() {
+            let single = StoredEvent::new(7, 41 + n as u64, event);
+            assert_eq!(stored.seq, 41 + n as u64);
+            assert_eq!(stored.frame, single.frame);
+        }
     }
 
     #[test]

@@ -35,24 +35,39 @@ impl Frame {
     /// Encodes an event from its parts, with the payload already encoded as `Event`'s
     /// `oneof payload` field (see [`encode_payload`]).
     pub fn event(id: &str, payload: &[u8], published_at_ms: i64) -> Self {
-        let id_len =
-            encoding::key_len(EVENT_ID) + encoding::encoded_len_varint(id.len() as u64) + id.len();
-        let event_len = id_len
-            + payload.len()
-            + encoding::int64::encoded_len(EVENT_PUBLISHED_AT_MS, &published_at_ms);
-        let total = encoding::key_len(RESPONSE_EVENT)
+        let mut buf =
+            BytesMut::with_capacity(Self::event_len(id.len(), payload.len(), published_at_ms));
+        Self::event_in(&mut buf, id, payload, published_at_ms)
+    }
+
+    /// The encoded size of an event frame.
+    pub fn event_len(id_len: usize, payload_len: usize, published_at_ms: i64) -> usize {
+        let event_len = Self::event_body_len(id_len, payload_len, published_at_ms);
+        encoding::key_len(RESPONSE_EVENT)
             + encoding::encoded_len_varint(event_len as u64)
-            + event_len;
-        let mut buf = BytesMut::with_capacity(total);
-        encoding::encode_key(RESPONSE_EVENT, WireType::LengthDelimited, &mut buf);
-        encoding::encode_varint(event_len as u64, &mut buf);
-        encoding::encode_key(EVENT_ID, WireType::LengthDelimited, &mut buf);
-        encoding::encode_varint(id.len() as u64, &mut buf);
+            + event_len
+    }
+
+    fn event_body_len(id_len: usize, payload_len: usize, published_at_ms: i64) -> usize {
+        encoding::key_len(EVENT_ID)
+            + encoding::encoded_len_varint(id_len as u64)
+            + id_len
+            + payload_len
+            + encoding::int64::encoded_len(EVENT_PUBLISHED_AT_MS, &published_at_ms)
+    }
+
+    /// Like [`Frame::event`], encoded at the end of `buf` and split off it: frames encoded one
+    /// after the other into a buffer sized for all of them share one allocation.
+    pub fn event_in(buf: &mut BytesMut, id: &str, payload: &[u8], published_at_ms: i64) -> Self {
+        let event_len = Self::event_body_len(id.len(), payload.len(), published_at_ms);
+        encoding::encode_key(RESPONSE_EVENT, WireType::LengthDelimited, buf);
+        encoding::encode_varint(event_len as u64, buf);
+        encoding::encode_key(EVENT_ID, WireType::LengthDelimited, buf);
+        encoding::encode_varint(id.len() as u64, buf);
         buf.put_slice(id.as_bytes());
         buf.put_slice(payload);
-        encoding::int64::encode(EVENT_PUBLISHED_AT_MS, &published_at_ms, &mut buf);
-        debug_assert_eq!(buf.len(), total);
-        Self(buf.freeze())
+        encoding::int64::encode(EVENT_PUBLISHED_AT_MS, &published_at_ms, buf);
+        Self(buf.split().freeze())
     }
 
     /// Wraps bytes that already hold one encoded `SubscribeResponse` (e.g. read from a store).

@@ -76,11 +76,7 @@ impl EventStore for MemoryStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut channels = self.channels();
         let log = channels.entry(channel.to_owned()).or_default();
-        let stored: Vec<StoredEvent> = events
-            .iter()
-            .zip(log.last_seq + 1..)
-            .map(|(event, seq)| StoredEvent::new(self.epoch, seq, event))
-            .collect();
+        let stored = StoredEvent::batch(self.epoch, log.last_seq + 1, events);
         log.last_seq += stored.len() as u64;
         if self.retention_ms > 0 {
             log.events.extend(stored.iter().cloned());

@@ -419,12 +419,7 @@ fn commit(
                     .map_err(storage)?
                     .map_or(0, |v| v.value()),
             };
-            let stored: Vec<StoredEvent> = append
-                .events
-                .iter()
-                .zip(last_seq + 1..)
-                .map(|(event, seq)| StoredEvent::new(epoch, seq, event))
-                .collect();
+            let stored = StoredEvent::batch(epoch, last_seq + 1, &append.events);
             let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
                 results.push(stored);
                 continue;
