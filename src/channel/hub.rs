@@ -8,14 +8,14 @@
 //! store: replay and live meet with no gap and no duplicate.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::{
     clock::SharedClock,
@@ -68,18 +68,38 @@ struct QueuedPublish {
     ack: oneshot::Sender<Result<u64, StoreError>>,
 }
 
+/// The hub's end of a subscriber's queue; dropping it closes the queue.
 struct Sink {
-    tx: mpsc::UnboundedSender<Batch>,
     shared: Arc<QueueShared>,
 }
 
-/// What a subscriber's queue and the hub share.
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.ready.notify_one();
+    }
+}
+
+/// A subscriber's queue, shared by the hub and the subscriber. Idle, it holds no buffer (a
+/// channel's would be allocated up front for every session).
 #[derive(Debug, Default)]
 struct QueueShared {
+    /// Batches handed over and not yet taken.
+    batches: Mutex<VecDeque<Batch>>,
+    /// Wakes the subscriber when a batch arrives or the queue closes.
+    ready: Notify,
+    /// The hub let go of this subscriber; what is queued can still be taken.
+    closed: AtomicBool,
     /// Events sent and not yet taken by the subscriber.
     queued: AtomicUsize,
     /// The hub dropped this subscriber because its queue overflowed.
     overflowed: AtomicBool,
+}
+
+impl QueueShared {
+    fn batches(&self) -> MutexGuard<'_, VecDeque<Batch>> {
+        self.batches.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Hub {
@@ -200,7 +220,9 @@ impl Hub {
                 sink.shared.overflowed.store(true, Ordering::Release);
                 return false;
             }
-            sink.tx.send(batch.clone()).is_ok()
+            sink.shared.batches().push_back(batch.clone());
+            sink.shared.ready.notify_one();
+            true
         });
     }
 
@@ -225,12 +247,10 @@ impl Hub {
         let head = *state.head.get_or_insert(store_head);
         let key = state.next_subscriber;
         state.next_subscriber += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(QueueShared::default());
         state.subscribers.insert(
             key,
             Sink {
-                tx,
                 shared: shared.clone(),
             },
         );
@@ -239,7 +259,6 @@ impl Hub {
             Subscription {
                 hub: self.clone(),
                 key,
-                rx,
                 shared,
             },
             head,
@@ -271,7 +290,6 @@ pub(crate) enum SubscribeError {
 pub struct Subscription {
     hub: Arc<Hub>,
     key: u64,
-    rx: mpsc::UnboundedReceiver<Batch>,
     shared: Arc<QueueShared>,
 }
 
@@ -291,24 +309,31 @@ impl Subscription {
 
     /// The next batch if one is queued, without waiting.
     pub fn try_next(&mut self) -> Result<Option<Batch>, QueueEnd> {
-        match self.rx.try_recv() {
-            Ok(batch) => {
+        if let Some(batch) = self.shared.batches().pop_front() {
+            self.took(&batch);
+            return Ok(Some(batch));
+        }
+        if !self.shared.closed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        // Closed: the hub queued its last batches before closing, so look once more.
+        match self.shared.batches().pop_front() {
+            Some(batch) => {
                 self.took(&batch);
                 Ok(Some(batch))
             }
-            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(self.end()),
+            None => Err(self.end()),
         }
     }
 
     /// Waits for the next batch.
     pub async fn next(&mut self) -> Result<Batch, QueueEnd> {
-        match self.rx.recv().await {
-            Some(batch) => {
-                self.took(&batch);
-                Ok(batch)
+        loop {
+            if let Some(batch) = self.try_next()? {
+                return Ok(batch);
             }
-            None => Err(self.end()),
+            // One waiter: a wake-up that comes before this wait is kept as a permit.
+            self.shared.ready.notified().await;
         }
     }
 

@@ -39,8 +39,9 @@ pub struct SubscriberStream {
     batch_stamped: bool,
     /// Live events up to here were replayed (or already sent): skipped.
     last_seq: u64,
-    session_id: String,
-    tags: Vec<String>,
+    /// The claims the stream opened with: their tags decide which events it receives (a
+    /// refresh cannot change them). Shared, not copied: idle sessions are many.
+    opened_with: Arc<TokenClaims>,
     claims: watch::Receiver<Arc<TokenClaims>>,
     expires_at_ms: u64,
     notice_sent: bool,
@@ -78,9 +79,8 @@ impl SubscriberStream {
             batch: None,
             batch_stamped: false,
             last_seq: head,
-            session_id: session.session_id.clone(),
-            tags: current.tags().to_vec(),
             expires_at_ms: current.exp.saturating_mul(1000),
+            opened_with: current,
             claims,
             notice_sent: false,
             last_sent_ms: clock.now_ms(),
@@ -126,7 +126,12 @@ impl SubscriberStream {
                 continue;
             }
             self.last_seq = event.seq;
-            if event.filter.is_everyone() || event.filter.admits(&self.session_id, &self.tags) {
+            if event.filter.is_everyone()
+                || event.filter.admits(
+                    &self.registration.session().session_id,
+                    self.opened_with.tags(),
+                )
+            {
                 return Some(event.frame.clone());
             }
         }
@@ -139,6 +144,11 @@ impl SubscriberStream {
             return None;
         }
         if let Some(frame) = self.backlog.pop_front() {
+            if self.backlog.is_empty() {
+                // The replay's buffer would otherwise stay allocated for the life of the
+                // stream: a long replay's worth for every resumed session.
+                self.backlog = VecDeque::new();
+            }
             return self.sent(frame);
         }
         loop {
