@@ -170,11 +170,15 @@ impl LiveSessions {
 
     /// Registers a session's new stream; an older stream of the same session is told it was
     /// superseded. The registration lasts as long as the returned guard.
-    pub fn register(self: &Arc<Self>, session_id: String, claims: TokenClaims) -> LiveRegistration {
+    pub fn register(
+        self: &Arc<Self>,
+        session_id: String,
+        claims: Arc<TokenClaims>,
+    ) -> LiveRegistration {
         let session = Arc::new(LiveSession {
             session_id: session_id.clone(),
             channel: claims.chn.clone(),
-            claims: watch::Sender::new(Arc::new(claims)),
+            claims: watch::Sender::new(claims),
             superseded: CancellationToken::new(),
         });
         // Reopened under the live map's lock, as a closing stream closes under it: a stream of

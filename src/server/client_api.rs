@@ -134,7 +134,7 @@ impl ClientApi {
         let registration = shared
             .channels
             .live()
-            .register(call.session_id.clone(), (**claims).clone());
+            .register(call.session_id.clone(), claims.clone());
         let session = SessionInfo {
             session_id: call.session_id.clone(),
             claims: claims.clone(),
