@@ -199,12 +199,7 @@ async fn a_rotated_keyring_accepts_both_keys_and_signs_with_the_first() {
     );
     assert_says_why("a key not in the ring", &message, BAD_SIGNATURE);
 
-    let issued = server
-        .admin()
-        .issue_token(authorized(issue_request("room")))
-        .await
-        .unwrap()
-        .into_inner();
+    let issued = issue(&server, issue_request("room")).await.unwrap();
     let now = server.now_secs();
     assert!(token::verify(&new, &issued.token, now).is_ok());
     assert_eq!(
@@ -221,6 +216,15 @@ fn issue_request(channel: &str) -> pb::IssueTokenRequest {
         rpc: Vec::new(),
         ttl_seconds: 0,
     }
+}
+
+/// `IssueToken` with the API key.
+async fn issue(
+    server: &TestServer,
+    request: pb::IssueTokenRequest,
+) -> Result<pb::IssueTokenResponse, tonic::Status> {
+    let response = server.admin().issue_token(authorized(request)).await?;
+    Ok(response.into_inner())
 }
 
 fn with_authorization<T>(message: T, value: Option<&str>) -> Request<T> {
@@ -305,19 +309,12 @@ async fn issue_token_refuses_a_lifetime_over_the_limit() {
     for ttl in [366 * 86_400 + 1, u64::MAX] {
         let mut request = issue_request("room");
         request.ttl_seconds = ttl;
-        let message = expect_refused(
-            server.admin().issue_token(authorized(request)).await,
-            Code::InvalidArgument,
-        );
+        let message = expect_refused(issue(&server, request).await, Code::InvalidArgument);
         assert!(message.contains("token lifetime"), "{message}");
     }
     let mut request = issue_request("room");
     request.ttl_seconds = 366 * 86_400;
-    server
-        .admin()
-        .issue_token(authorized(request))
-        .await
-        .unwrap();
+    issue(&server, request).await.unwrap();
 }
 
 #[tokio::test]
@@ -434,10 +431,7 @@ async fn too_many_or_bad_tags_are_invalid_on_publish_issue_token_and_in_tokens()
 
         let mut request = issue_request("room");
         request.tags = bad_tags.clone();
-        let message = expect_refused(
-            server.admin().issue_token(authorized(request)).await,
-            Code::InvalidArgument,
-        );
+        let message = expect_refused(issue(&server, request).await, Code::InvalidArgument);
         assert!(message.contains("tag"), "{what}: {message}");
 
         let mut claims = server.claims("room");
@@ -480,10 +474,7 @@ async fn invalid_channel_names_are_invalid_on_publish_issue_token_and_in_tokens(
         assert!(message.contains("channel name"), "{channel:?}: {message}");
 
         let message = expect_refused(
-            server
-                .admin()
-                .issue_token(authorized(issue_request(&channel)))
-                .await,
+            issue(&server, issue_request(&channel)).await,
             Code::InvalidArgument,
         );
         assert!(message.contains("channel name"), "{channel:?}: {message}");
@@ -521,10 +512,7 @@ async fn oversized_tokens_are_invalid() {
     request.att = Some(durable_iterator::json::to_proto(&json!(
         "a".repeat(8 * 1024)
     )));
-    expect_refused(
-        server.admin().issue_token(authorized(request)).await,
-        Code::InvalidArgument,
-    );
+    expect_refused(issue(&server, request).await, Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -581,12 +569,7 @@ async fn issue_token_defaults_to_a_day_and_carries_tags_att_and_rpc() {
         rpc: vec!["echo".into()],
         ttl_seconds: 0,
     };
-    let issued = server
-        .admin()
-        .issue_token(authorized(request))
-        .await
-        .unwrap()
-        .into_inner();
+    let issued = issue(&server, request).await.unwrap();
     assert_eq!(issued.expires_at as u64, now + 86_400);
     // The payload is oRPC's, field for field and in order.
     let (payload, _) = issued.token.rsplit_once('.').unwrap();
@@ -615,12 +598,7 @@ async fn issue_token_with_a_ttl_lives_exactly_that_long() {
     let now = server.now_secs();
     let mut request = issue_request("room");
     request.ttl_seconds = 120;
-    let issued = server
-        .admin()
-        .issue_token(authorized(request))
-        .await
-        .unwrap()
-        .into_inner();
+    let issued = issue(&server, request).await.unwrap();
     assert_eq!(issued.expires_at as u64, now + 120);
     let (payload, _) = issued.token.rsplit_once('.').unwrap();
     assert_eq!(

@@ -1098,18 +1098,23 @@ async fn wait_for_tasks(baseline: usize) {
     );
 }
 
-#[tokio::test]
-async fn dropping_the_subscription_closes_its_stream_and_leaves_no_task() {
-    let server = TestServer::start().await;
-    let client = client_of(&server);
-    // Connect first: the connection's own tasks are not the subscription's.
+/// The tasks alive once `client` is connected: the connection's own tasks are not a
+/// subscription's.
+async fn connected_task_baseline(client: &Client) -> usize {
     client
         .publish(API_KEY, json_publish("warmup", json!(0)))
         .await
         .unwrap();
-    let baseline = tokio::runtime::Handle::current()
+    tokio::runtime::Handle::current()
         .metrics()
-        .num_alive_tasks();
+        .num_alive_tasks()
+}
+
+#[tokio::test]
+async fn dropping_the_subscription_closes_its_stream_and_leaves_no_task() {
+    let server = TestServer::start().await;
+    let client = client_of(&server);
+    let baseline = connected_task_baseline(&client).await;
 
     let mut subscription = client.subscribe(
         FixedToken(server.token("room")),
@@ -1143,13 +1148,7 @@ async fn dropping_the_subscription_closes_its_stream_and_leaves_no_task() {
 async fn cancelling_the_subscription_ends_it_live_or_backing_off_and_leaves_no_task() {
     let server = TestServer::start().await;
     let client = client_of(&server);
-    client
-        .publish(API_KEY, json_publish("warmup", json!(0)))
-        .await
-        .unwrap();
-    let baseline = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    let baseline = connected_task_baseline(&client).await;
 
     let mut consumer = consume(client.subscribe(
         FixedToken(server.token("room")),
