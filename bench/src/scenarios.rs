@@ -19,7 +19,7 @@ use durable_iterator::{
 };
 use futures::{StreamExt, stream};
 use tokio::{sync::watch, task::JoinHandle};
-use tonic::{codec::Streaming, transport::Channel};
+use tonic::transport::Channel;
 
 use crate::{
     load::{self, Counters, Publisher},
@@ -82,7 +82,7 @@ fn subscribe_request() -> pb::SubscribeRequest {
 
 /// A subscriber's receiving end.
 enum Source {
-    Grpc(Box<Streaming<Bytes>>),
+    Grpc(Box<load::MessageStream>),
     Nats(async_nats::Subscriber),
 }
 
@@ -162,35 +162,54 @@ async fn read(
     latency_after: Option<u64>,
 ) -> Vec<u64> {
     let mut samples = Vec::new();
+    // One `changed` future for the whole run: making one per message costs the load client
+    // more than the message does.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
-        let message = tokio::select! {
+        let mut events = 0;
+        let received = tokio::select! {
             biased;
-            _ = stop.changed() => break,
-            message = next_message(&mut source) => message,
+            _ = &mut stopped => break,
+            received = next_messages(&mut source, |message| {
+                events += 1;
+                if let Some(after) = latency_after
+                    && let Some(ts) = load::parse_ts(message)
+                    && ts >= after
+                {
+                    samples.push(load::now_ns().saturating_sub(ts));
+                }
+            }) => received,
         };
-        let Some(message) = message else { break };
-        if let Source::Grpc(_) = source
-            && !load::is_event(&message)
-        {
-            continue; // a heartbeat
+        if !received {
+            break;
         }
-        counters.add(index, 1);
-        if let Some(after) = latency_after {
-            let now = load::now_ns();
-            if let Some(ts) = load::parse_ts(&message)
-                && ts >= after
-            {
-                samples.push(now.saturating_sub(ts));
-            }
+        if events > 0 {
+            counters.add(index, events);
         }
     }
     samples
 }
 
-async fn next_message(source: &mut Source) -> Option<Bytes> {
+/// Waits for what arrives next and calls `each` with every event in it; false once the
+/// subscriber has ended. gRPC heartbeats and other non-event messages are skipped.
+async fn next_messages(source: &mut Source, mut each: impl FnMut(&[u8])) -> bool {
     match source {
-        Source::Grpc(stream) => stream.message().await.ok().flatten(),
-        Source::Nats(subscriber) => subscriber.next().await.map(|m| m.payload),
+        Source::Grpc(stream) => stream
+            .next_messages(|message| {
+                if load::is_event(message) {
+                    each(message);
+                }
+            })
+            .await
+            .is_ok(),
+        Source::Nats(subscriber) => match subscriber.next().await {
+            Some(message) => {
+                each(&message.payload);
+                true
+            }
+            None => false,
+        },
     }
 }
 
@@ -680,14 +699,13 @@ pub async fn resume_storm(
                 let mut opened = load::subscribe(channel, request).await?;
                 let mut received = 0;
                 while received < missed {
-                    match tokio::time::timeout(Duration::from_secs(60), opened.stream.message())
-                        .await
-                    {
-                        Ok(Ok(Some(message))) if load::is_event(&message) => received += 1,
-                        Ok(Ok(Some(_))) => {}
-                        Ok(Ok(None)) => break,
-                        Ok(Err(e)) => return Err(format!("resumed stream: {e}")),
-                        Err(_) => break,
+                    let events = opened.stream.next_messages(|message| {
+                        received += u64::from(load::is_event(message));
+                    });
+                    match tokio::time::timeout(Duration::from_secs(60), events).await {
+                        Ok(Ok(_)) => {}
+                        // Ended or silent: reported as not caught up.
+                        Ok(Err(_)) | Err(_) => break,
                     }
                 }
                 Ok::<_, String>((received, opened))
