@@ -62,7 +62,7 @@ impl Config {
         Self {
             server_binary,
             bench_binary,
-            fan_out: vec![(1, 1), (1, 100), (100, 1), (1_000, 1)],
+            fan_out: vec![(1, 1), (1, 100), (100, 1), (1_000, 1), (1_000, 100)],
             fan_out_duration: Duration::from_secs(4),
             fan_out_max_events: u64::MAX,
             shared_connections: 4,
@@ -263,10 +263,13 @@ pub async fn run(config: &Config) -> Report {
                             .map(|c| c / outcome.seconds.max(1e-9));
                         let tag = system_name(system);
                         row.note(format!(
-                            "{tag}: {} events, {:.1}s, server {:.2} cores, load {:.2} cores{}",
+                            "{tag}: {} events, {:.1}s, server {:.2} cores ({:.0} ns per delivery), \
+                             load {:.2} cores{}",
                             outcome.published,
                             outcome.seconds,
                             cpu.unwrap_or(0.0),
+                            outcome.server_cpu_seconds.unwrap_or(0.0) * 1e9
+                                / outcome.delivered.max(1) as f64,
                             outcome.load_cpu_seconds / outcome.seconds.max(1e-9),
                             if outcome.delivered < expected {
                                 format!(", LOST {} of {expected}", expected - outcome.delivered)

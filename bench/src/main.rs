@@ -38,9 +38,11 @@ struct Cli {
     /// Fan-out subscriber counts, comma separated (overrides the size's).
     #[arg(long, value_delimiter = ',')]
     subscribers: Vec<usize>,
-    /// With --subscribers: events per publish call (more than 1 uses PublishBatch).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=10_000))]
-    batch: u16,
+    /// With --subscribers: events per publish call, comma separated (more than 1 uses
+    /// PublishBatch); every subscriber count runs with every batch size.
+    #[arg(long, value_delimiter = ',', default_value = "1",
+          value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    batch: Vec<u16>,
     /// Latency cases as RATE:SUBSCRIBERS:EVENTS, comma separated (overrides the size's).
     #[arg(long, value_delimiter = ',')]
     latency: Vec<String>,
@@ -98,7 +100,11 @@ fn main() -> std::process::ExitCode {
         config.fan_out = cli
             .subscribers
             .into_iter()
-            .map(|subscribers| (subscribers, usize::from(cli.batch)))
+            .flat_map(|subscribers| {
+                cli.batch
+                    .iter()
+                    .map(move |&batch| (subscribers, usize::from(batch)))
+            })
             .collect();
     }
     config.only = cli.only;

@@ -274,6 +274,14 @@ impl Hub {
         state.retired
     }
 
+    /// Closes every subscriber's queue (the server is shutting down): each stream sends what
+    /// is already queued, then ends. One wake-up per stream, instead of every stream also
+    /// watching a shutdown signal that all of them share.
+    pub(crate) fn close_subscribers(&self) {
+        let closed = std::mem::take(&mut self.state().subscribers);
+        drop(closed);
+    }
+
     /// Live subscribers now.
     pub fn subscriber_count(&self) -> usize {
         self.state().subscribers.len()

@@ -181,6 +181,16 @@ impl Channels {
         })
     }
 
+    /// Closes the queue of every live subscriber on every channel (see
+    /// [`Hub::close_subscribers`]). A subscriber that registers afterwards is not closed: the
+    /// caller tells new streams apart by its own shutdown flag, set before this is called.
+    pub fn close_subscribers(&self) {
+        let hubs: Vec<Arc<Hub>> = self.hubs().values().cloned().collect();
+        for hub in hubs {
+            hub.close_subscribers();
+        }
+    }
+
     /// Forgets hubs with no subscribers and nothing in flight; returns how many remain.
     pub fn sweep_idle(&self) -> usize {
         let mut hubs = self.hubs();

@@ -149,7 +149,7 @@ impl ClientApi {
             registration,
             shared.timing,
             shared.clock.clone(),
-            shared.shutdown.clone(),
+            &shared.shutdown,
         )
         .into_stream()
     }

@@ -181,7 +181,7 @@ impl Server {
 
         let maintenance = tokio::spawn(maintain(shared.clone()));
         let reaper = tokio::spawn(end_sessions(shared.clone()));
-        let stop = shared.shutdown.clone();
+        let stopping = shared.clone();
         let result = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(shared.config.max_concurrent_streams)
@@ -211,7 +211,10 @@ impl Server {
                         .await;
                     health.set_not_serving::<ClientServer>().await;
                     health.set_not_serving::<AdminServer>().await;
-                    stop.cancel();
+                    // Cancelled first: a stream that registers after its channel's queues
+                    // were closed sees it and ends (SubscriberStream::new).
+                    stopping.shutdown.cancel();
+                    stopping.channels.close_subscribers();
                 },
             )
             .await;

@@ -48,9 +48,12 @@ pub struct SubscriberStream {
     last_sent_ms: u64,
     timing: StreamTiming,
     clock: SharedClock,
-    /// The waits of an idle stream live as long as the stream: registering them anew each
-    /// time it goes idle (once per event at low rates) cost more than sending the event.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The server was shutting down when the stream opened. Later shutdowns close the queue
+    /// (`Channels::close_subscribers`): no stream watches the server-wide signal, which every
+    /// stream would poll, under one lock, each time it goes idle.
+    shutting_down: bool,
+    /// The wait of an idle stream lives as long as the stream: registering it anew each time
+    /// it goes idle (once per event at low rates) cost more than sending the event.
     superseded: Pin<Box<WaitForCancellationFutureOwned>>,
     /// A timer and its deadline; kept while it is due no later than the next deadline (firing
     /// early only makes the loop look again).
@@ -68,7 +71,7 @@ impl SubscriberStream {
         registration: LiveRegistration,
         timing: StreamTiming,
         clock: SharedClock,
-        shutdown: CancellationToken,
+        shutdown: &CancellationToken,
     ) -> Self {
         let session = registration.session().clone();
         let claims = session.watch_claims();
@@ -86,7 +89,7 @@ impl SubscriberStream {
             last_sent_ms: clock.now_ms(),
             timing,
             clock,
-            shutdown: Box::pin(shutdown.cancelled_owned()),
+            shutting_down: shutdown.is_cancelled(),
             superseded: Box::pin(session.superseded().clone().cancelled_owned()),
             timer: None,
             registration,
@@ -197,6 +200,9 @@ impl SubscriberStream {
                 Ok(None) => {}
                 Err(end) => return self.queue_ended(end),
             }
+            if self.shutting_down {
+                return self.end(Error::ShuttingDown);
+            }
             let heartbeat_at = self.last_sent_ms.saturating_add(self.timing.heartbeat_ms);
             if now >= heartbeat_at {
                 let heartbeat = pb::SubscribeResponse {
@@ -216,18 +222,14 @@ impl SubscriberStream {
             let (_, timer) = self.timer.as_mut().expect("set above");
             tokio::select! {
                 biased;
-                // Events queued before the shutdown (their publishes were acknowledged) are
-                // still delivered, then the stream ends.
-                _ = self.shutdown.as_mut() => match self.subscription.try_next() {
-                    Ok(Some(batch)) => self.take(batch),
-                    Ok(None) => return self.end(Error::ShuttingDown),
-                    Err(end) => return self.queue_ended(end),
-                },
-                _ = self.superseded.as_mut() => return self.end(Error::Superseded),
+                // The queue first: it is what wakes a stream nearly every time, and the other
+                // branches are not polled when it is ready. On shutdown it closes, after the
+                // events queued before (their publishes were acknowledged) are taken.
                 batch = self.subscription.next() => match batch {
                     Ok(batch) => self.take(batch),
                     Err(end) => return self.queue_ended(end),
                 },
+                _ = self.superseded.as_mut() => return self.end(Error::Superseded),
                 changed = self.claims.changed() => {
                     if changed.is_ok() {
                         self.apply_refreshed_claims();
