@@ -357,6 +357,53 @@ async fn a_second_stream_with_the_same_ticket_supersedes_the_first() {
     assert_eq!((&event.id, payload(&event)), (&id, json!("still here")));
 }
 
+#[tokio::test]
+async fn a_busy_stream_ends_at_its_next_batch_once_superseded() {
+    const EVENTS: usize = 200;
+    let server = TestServer::start().await;
+    // A stream window of a few events: the rest wait in the session's queue, one batch per
+    // publish, while this client reads nothing.
+    let connection = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client =
+        durable_iterator::pb::durable_iterator_client::DurableIteratorClient::new(connection);
+    let token = server.token("busy");
+    let (first, mut first_stream) = subscribe_on(&mut client, subscribe_request(token.clone()))
+        .await
+        .unwrap();
+    for n in 0..EVENTS {
+        server.publish("busy", json!(n)).await;
+    }
+    let (_second, _second_stream) = server
+        .subscribe(pb::SubscribeRequest {
+            token,
+            last_event_id: None,
+            session_ticket: Some(first.session_ticket),
+        })
+        .await
+        .unwrap();
+
+    // What was already written to the connection arrives; the queued batches do not.
+    let mut received = 0;
+    let status = loop {
+        match next(&mut first_stream).await {
+            Ok(Kind::Event(_)) => received += 1,
+            Ok(Kind::Heartbeat(_)) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(
+        received < EVENTS,
+        "the superseded stream sent its whole queue ({received} events) before it ended"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Slow consumers
 // ---------------------------------------------------------------------------------------------

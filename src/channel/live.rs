@@ -4,7 +4,10 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tokio::sync::{Notify, watch};
@@ -20,6 +23,9 @@ pub struct LiveSession {
     claims: watch::Sender<Arc<TokenClaims>>,
     /// Cancelled when the same session subscribes again on another stream.
     superseded: CancellationToken,
+    /// Set just before `superseded` is cancelled: a busy stream checks it between batches,
+    /// and the token's own check takes a lock.
+    superseded_flag: AtomicBool,
 }
 
 impl LiveSession {
@@ -36,6 +42,11 @@ impl LiveSession {
     /// Resolves when another stream took this session over.
     pub fn superseded(&self) -> &CancellationToken {
         &self.superseded
+    }
+
+    /// Whether another stream took this session over (one atomic load).
+    pub fn is_superseded(&self) -> bool {
+        self.superseded_flag.load(Ordering::Acquire)
     }
 }
 
@@ -180,6 +191,7 @@ impl LiveSessions {
             channel: claims.chn.clone(),
             claims: watch::Sender::new(claims),
             superseded: CancellationToken::new(),
+            superseded_flag: AtomicBool::new(false),
         });
         // Reopened under the live map's lock, as a closing stream closes under it: a stream of
         // this session that is closing now cannot mark the session closed after this one is
@@ -189,6 +201,7 @@ impl LiveSessions {
         let previous = sessions.insert(session_id, session.clone());
         drop(sessions);
         if let Some(previous) = previous {
+            previous.superseded_flag.store(true, Ordering::Release);
             previous.superseded.cancel();
         }
         LiveRegistration {

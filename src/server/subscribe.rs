@@ -167,7 +167,7 @@ impl SubscriberStream {
             }
             // Between batches the session's state is judged, busy or idle alike: the select
             // below is reached only when the queue is empty, which a busy stream never is.
-            if self.registration.session().superseded().is_cancelled() {
+            if self.registration.session().is_superseded() {
                 return self.end(Error::Superseded);
             }
             if self.claims.has_changed().unwrap_or(false) {
