@@ -17,14 +17,12 @@ use std::{
 
 use tokio::sync::{Notify, oneshot};
 
+use super::Batch;
 use crate::{
     clock::SharedClock,
-    event::{NewEvent, StoredEvent},
+    event::NewEvent,
     store::{EventStore, StoreError},
 };
-
-/// Events handed to subscribers together, shared by all of them.
-pub type Batch = Arc<[StoredEvent]>;
 
 /// How a channel treats its subscribers.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +188,7 @@ impl Hub {
             match self.store.append(&self.name, &events).await {
                 Ok(stored) => {
                     let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
-                    self.fan_out(stored.into());
+                    self.fan_out(Batch::new(stored));
                     for (ack, seq) in acks.into_iter().zip(seqs) {
                         let _ = ack.send(Ok(seq));
                     }

@@ -42,7 +42,10 @@ impl ClientApi {
 
     /// Authenticates a `Subscribe`, runs the interceptors around opening its stream, and
     /// returns the stream.
-    async fn open(&self, request: pb::SubscribeRequest) -> Result<SubscribeStream, Status> {
+    pub(crate) async fn open(
+        &self,
+        request: pb::SubscribeRequest,
+    ) -> Result<SubscriberStream, Status> {
         let shared = &self.shared;
         let claims = shared.verify_token(&request.token)?;
         let last_event_id = request
@@ -128,7 +131,7 @@ impl ClientApi {
     }
 
     /// Registers the session as live, tells the channel's object, and starts the stream.
-    fn start_stream(&self, call: &SubscribeCall, pending: PendingStream) -> SubscribeStream {
+    fn start_stream(&self, call: &SubscribeCall, pending: PendingStream) -> SubscriberStream {
         let shared = &self.shared;
         let claims = &call.claims;
         let registration = shared
@@ -151,7 +154,6 @@ impl ClientApi {
             shared.clock.clone(),
             &shared.shutdown,
         )
-        .into_stream()
     }
 
     /// The claims a call acts under: those of the token if one is given, else those of the
@@ -259,7 +261,10 @@ impl DurableIterator for ClientApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
-        Ok(Response::new(self.open(request.into_inner()).await?))
+        // Served by `wire::ClientService`; this handler is what tonic alone would run.
+        Ok(Response::new(
+            self.open(request.into_inner()).await?.into_stream(),
+        ))
     }
 
     async fn invoke(

@@ -5,6 +5,7 @@ mod admin;
 mod client_api;
 mod health;
 mod subscribe;
+mod wire;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -80,7 +81,7 @@ impl ServerConfig {
     }
 }
 
-type ClientServer = generated::durable_iterator_server::DurableIteratorServer<ClientApi>;
+type ClientServer = wire::ClientService;
 type AdminServer = generated::durable_iterator_admin_server::DurableIteratorAdminServer<AdminApi>;
 
 /// What the services share.
@@ -187,11 +188,7 @@ impl Server {
             .max_concurrent_streams(shared.config.max_concurrent_streams)
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(
-                generated::durable_iterator_server::DurableIteratorServer::new(ClientApi::new(
-                    shared.clone(),
-                )),
-            )
+            .add_service(wire::ClientService::new(ClientApi::new(shared.clone())))
             .add_service(
                 generated::durable_iterator_admin_server::DurableIteratorAdminServer::new(
                     AdminApi::new(shared.clone()),

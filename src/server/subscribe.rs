@@ -1,15 +1,23 @@
 //! One `Subscribe` stream: the `Subscribed` message and the replay, then live events,
 //! heartbeats, the expiry notice, and the end with a status that tells the client what to do.
+//!
+//! The stream is made of *chunks*: bytes holding one or more whole gRPC messages, written to the
+//! HTTP/2 stream as they are (see `wire.rs`). Live events go out as slices of their batch's
+//! shared wire buffer, a run of consecutive events per chunk.
 
 use std::{collections::VecDeque, pin::Pin, sync::Arc};
 
-use futures::Stream;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
 use crate::{
-    channel::{Batch, LiveRegistration, QueueEnd, Subscription},
+    channel::{
+        Batch, LiveRegistration, QueueEnd, Subscription,
+        batch::{GRPC_HEADER, grpc_message_len, put_grpc_message},
+    },
     clock::{SharedClock, Sleep},
     error::Error,
     frame::Frame,
@@ -17,8 +25,14 @@ use crate::{
     token::{self, TokenClaims},
 };
 
-/// The stream type of `Subscribe`.
+/// The stream type of the generated `Subscribe` handler: one message per item.
 pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
+/// A stream's chunks: each holds one or more whole gRPC messages.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// Replayed events are copied into chunks of about this size (they are not shared).
+const BACKLOG_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Timing of a stream's control messages.
 #[derive(Debug, Clone, Copy)]
@@ -97,20 +111,31 @@ impl SubscriberStream {
         }
     }
 
-    /// Turns the state into the stream tonic sends.
-    pub fn into_stream(self) -> SubscribeStream {
+    /// Turns the state into the chunks of the response body.
+    pub fn into_chunks(self) -> ChunkStream {
         Box::pin(futures::stream::unfold(self, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
         }))
     }
 
-    fn sent(&mut self, frame: Frame) -> Option<Result<Frame, Status>> {
-        self.last_sent_ms = self.clock.now_ms();
-        Some(Ok(frame))
+    /// Turns the state into one message per item, for tonic's generated handler.
+    pub fn into_stream(self) -> SubscribeStream {
+        Box::pin(self.into_chunks().flat_map(|chunk| {
+            let messages: Vec<Result<Frame, Status>> = match chunk {
+                Ok(chunk) => grpc_messages(&chunk).map(Ok).collect(),
+                Err(status) => vec![Err(status)],
+            };
+            futures::stream::iter(messages)
+        }))
     }
 
-    fn end(&mut self, error: Error) -> Option<Result<Frame, Status>> {
+    fn sent(&mut self, chunk: Bytes) -> Option<Result<Bytes, Status>> {
+        self.last_sent_ms = self.clock.now_ms();
+        Some(Ok(chunk))
+    }
+
+    fn end(&mut self, error: Error) -> Option<Result<Bytes, Status>> {
         self.done = true;
         Some(Err(error.into()))
     }
@@ -120,50 +145,73 @@ impl SubscriberStream {
         self.batch_stamped = false;
     }
 
-    /// The next event of the current batch that this session receives.
-    fn next_from_batch(&mut self) -> Option<Frame> {
+    /// The next run of consecutive events of the current batch that this session receives,
+    /// as one chunk.
+    fn next_run(&mut self) -> Option<Bytes> {
         let (batch, index) = self.batch.as_mut()?;
+        let mut start = None;
         while let Some(event) = batch.get(*index) {
+            let admitted = event.seq > self.last_seq
+                && (event.filter.is_everyone()
+                    || event.filter.admits(
+                        &self.registration.session().session_id,
+                        self.opened_with.tags(),
+                    ));
+            self.last_seq = self.last_seq.max(event.seq);
+            match start {
+                None if admitted => start = Some(*index),
+                Some(first) if !admitted => {
+                    let run = batch.wire(first..*index);
+                    *index += 1;
+                    return Some(run);
+                }
+                _ => {}
+            }
             *index += 1;
-            if event.seq <= self.last_seq {
-                continue;
-            }
-            self.last_seq = event.seq;
-            if event.filter.is_everyone()
-                || event.filter.admits(
-                    &self.registration.session().session_id,
-                    self.opened_with.tags(),
-                )
-            {
-                return Some(event.frame.clone());
-            }
         }
+        let run = start.map(|first| batch.wire(first..*index));
         self.batch = None;
-        None
+        run
     }
 
-    async fn next(&mut self) -> Option<Result<Frame, Status>> {
+    /// Replayed events, as many as fit a chunk, copied into it with their headers.
+    fn next_backlog_chunk(&mut self) -> Option<Bytes> {
+        let first = self.backlog.front()?;
+        let mut chunk =
+            BytesMut::with_capacity(grpc_message_len(first.bytes().len()).max(BACKLOG_CHUNK_BYTES));
+        while let Some(frame) = self.backlog.front() {
+            let len = grpc_message_len(frame.bytes().len());
+            if !chunk.is_empty() && chunk.len() + len > BACKLOG_CHUNK_BYTES {
+                break;
+            }
+            put_grpc_message(&mut chunk, frame.bytes());
+            self.backlog.pop_front();
+        }
+        if self.backlog.is_empty() {
+            // The replay's buffer would otherwise stay allocated for the life of the stream: a
+            // long replay's worth for every resumed session.
+            self.backlog = VecDeque::new();
+        }
+        Some(chunk.freeze())
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         if self.done {
             return None;
         }
-        if let Some(frame) = self.backlog.pop_front() {
-            if self.backlog.is_empty() {
-                // The replay's buffer would otherwise stay allocated for the life of the
-                // stream: a long replay's worth for every resumed session.
-                self.backlog = VecDeque::new();
-            }
-            return self.sent(frame);
+        if let Some(chunk) = self.next_backlog_chunk() {
+            return self.sent(chunk);
         }
         loop {
-            // The clock is read for the first event of a batch only: the rest go out in the
+            // The clock is read for the first run of a batch only: the rest go out in the
             // same moment (a clock read per event and subscriber was a measurable share of
             // fan-out; see BENCHMARKS.md).
-            if let Some(frame) = self.next_from_batch() {
+            if let Some(run) = self.next_run() {
                 if !self.batch_stamped {
                     self.batch_stamped = true;
-                    return self.sent(frame);
+                    return self.sent(run);
                 }
-                return Some(Ok(frame));
+                return Some(Ok(run));
             }
             // Between batches the session's state is judged, busy or idle alike: the select
             // below is reached only when the queue is empty, which a busy stream never is.
@@ -189,7 +237,7 @@ impl SubscriberStream {
                         },
                     )),
                 };
-                return self.sent(Frame::message(&notice));
+                return self.sent(grpc_message(&notice));
             }
             // Queued events first: a busy stream needs no timers.
             match self.subscription.try_next() {
@@ -210,7 +258,7 @@ impl SubscriberStream {
                         server_time_ms: now as i64,
                     })),
                 };
-                return self.sent(Frame::message(&heartbeat));
+                return self.sent(grpc_message(&heartbeat));
             }
             let mut wake_at = heartbeat_at.min(self.expires_at_ms);
             if !self.notice_sent {
@@ -250,10 +298,30 @@ impl SubscriberStream {
         self.expires_at_ms = expires_at_ms;
     }
 
-    fn queue_ended(&mut self, end: QueueEnd) -> Option<Result<Frame, Status>> {
+    fn queue_ended(&mut self, end: QueueEnd) -> Option<Result<Bytes, Status>> {
         match end {
             QueueEnd::Overflowed => self.end(Error::SlowConsumer),
             QueueEnd::Closed => self.end(Error::ShuttingDown),
         }
     }
+}
+
+/// A control message as one gRPC message.
+fn grpc_message(message: &pb::SubscribeResponse) -> Bytes {
+    let frame = Frame::message(message);
+    let mut chunk = BytesMut::with_capacity(grpc_message_len(frame.bytes().len()));
+    put_grpc_message(&mut chunk, frame.bytes());
+    chunk.freeze()
+}
+
+/// The messages of a chunk, each without its header.
+fn grpc_messages(chunk: &Bytes) -> impl Iterator<Item = Frame> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = chunk.get(at..at + GRPC_HEADER)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let start = at + GRPC_HEADER;
+        at = start + len;
+        Some(Frame::from_encoded(chunk.slice(start..at)))
+    })
 }
