@@ -218,6 +218,27 @@ async fn refresh_with_the_same_channel_and_tags_keeps_the_stream_past_the_old_ex
 }
 
 #[tokio::test]
+async fn refresh_to_an_earlier_expiry_reaches_an_idle_stream_at_once() {
+    // No heartbeat is due and the clock stands still: only the refresh can wake the stream.
+    let server = TestServer::start_with(Options {
+        config: Box::new(|config| config.heartbeat = Duration::from_secs(3_600)),
+        ..Options::default()
+    })
+    .await;
+    let old = claims(&server, "room", &["a"], 3_600);
+    let (subscribed, mut stream) = subscribe(&server, &old).await;
+    // Expiring in 20 s: its notice (30 s ahead) is due now.
+    let new = claims(&server, "room", &["a"], 20);
+    server
+        .refresh_token(&subscribed.session_ticket, server.sign(&new))
+        .await
+        .unwrap();
+    expect_token_expiring(&mut stream, new.exp).await;
+    advance_secs(&server, 20);
+    expect_expired_end(&mut stream).await;
+}
+
+#[tokio::test]
 async fn refresh_applies_to_a_stream_that_is_busy_sending() {
     let server = TestServer::start().await;
     let old = claims(&server, "room", &[], 120);

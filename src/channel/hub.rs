@@ -13,9 +13,11 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    task::{Poll, Waker},
 };
 
-use tokio::sync::{Notify, oneshot};
+use futures::task::AtomicWaker;
+use tokio::sync::oneshot;
 
 use super::Batch;
 use crate::{
@@ -74,7 +76,7 @@ struct Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.ready.notify_one();
+        self.shared.waker.wake();
     }
 }
 
@@ -84,8 +86,9 @@ impl Drop for Sink {
 struct QueueShared {
     /// Batches handed over and not yet taken.
     batches: Mutex<VecDeque<Batch>>,
-    /// Wakes the subscriber when a batch arrives or the queue closes.
-    ready: Notify,
+    /// Wakes the subscriber when a batch arrives or the queue closes: registering and waking
+    /// are a few atomic operations, once per event for a subscriber that keeps up at low rates.
+    waker: AtomicWaker,
     /// The hub let go of this subscriber; what is queued can still be taken.
     closed: AtomicBool,
     /// Events sent and not yet taken by the subscriber.
@@ -219,7 +222,7 @@ impl Hub {
                 return false;
             }
             sink.shared.batches().push_back(batch.clone());
-            sink.shared.ready.notify_one();
+            sink.shared.waker.wake();
             true
         });
     }
@@ -334,13 +337,30 @@ impl Subscription {
 
     /// Waits for the next batch.
     pub async fn next(&mut self) -> Result<Batch, QueueEnd> {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(batch) = self.try_next()? {
-                return Ok(batch);
+                return Poll::Ready(Ok(batch));
             }
-            // One waiter: a wake-up that comes before this wait is kept as a permit.
-            self.shared.ready.notified().await;
-        }
+            self.register(cx.waker());
+            // Looked at again once registered: a batch that came in between is not missed.
+            match self.try_next() {
+                Ok(Some(batch)) => Poll::Ready(Ok(batch)),
+                Ok(None) => Poll::Pending,
+                Err(end) => Poll::Ready(Err(end)),
+            }
+        })
+        .await
+    }
+
+    /// Has `waker` woken when a batch arrives or the queue closes (the last registered waker
+    /// only). Look at the queue after registering: what came before is not woken for.
+    pub fn register(&self, waker: &Waker) {
+        self.shared.waker.register(waker);
+    }
+
+    /// Whether a batch is queued or the queue is closed.
+    pub fn is_ready(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire) || !self.shared.batches().is_empty()
     }
 
     fn end(&self) -> QueueEnd {

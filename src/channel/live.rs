@@ -8,10 +8,11 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
+    task::Waker,
 };
 
+use futures::task::AtomicWaker;
 use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::{clock::SharedClock, token::TokenClaims};
 
@@ -21,11 +22,10 @@ pub struct LiveSession {
     pub session_id: String,
     pub channel: String,
     claims: watch::Sender<Arc<TokenClaims>>,
-    /// Cancelled when the same session subscribes again on another stream.
-    superseded: CancellationToken,
-    /// Set just before `superseded` is cancelled: a busy stream checks it between batches,
-    /// and the token's own check takes a lock.
-    superseded_flag: AtomicBool,
+    /// Set when the same session subscribes again on another stream.
+    superseded: AtomicBool,
+    /// The session's stream, woken when it is superseded or its token is refreshed.
+    stream: AtomicWaker,
 }
 
 impl LiveSession {
@@ -39,14 +39,15 @@ impl LiveSession {
         self.claims.subscribe()
     }
 
-    /// Resolves when another stream took this session over.
-    pub fn superseded(&self) -> &CancellationToken {
-        &self.superseded
+    /// Whether another stream took this session over.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
     }
 
-    /// Whether another stream took this session over (one atomic load).
-    pub fn is_superseded(&self) -> bool {
-        self.superseded_flag.load(Ordering::Acquire)
+    /// Has `waker` woken when the session is superseded or its token refreshed (the last
+    /// registered waker only). Look at both after registering.
+    pub fn register_stream(&self, waker: &Waker) {
+        self.stream.register(waker);
     }
 }
 
@@ -190,8 +191,8 @@ impl LiveSessions {
             session_id: session_id.clone(),
             channel: claims.chn.clone(),
             claims: watch::Sender::new(claims),
-            superseded: CancellationToken::new(),
-            superseded_flag: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
+            stream: AtomicWaker::new(),
         });
         // Reopened under the live map's lock, as a closing stream closes under it: a stream of
         // this session that is closing now cannot mark the session closed after this one is
@@ -201,8 +202,8 @@ impl LiveSessions {
         let previous = sessions.insert(session_id, session.clone());
         drop(sessions);
         if let Some(previous) = previous {
-            previous.superseded_flag.store(true, Ordering::Release);
-            previous.superseded.cancel();
+            previous.superseded.store(true, Ordering::Release);
+            previous.stream.wake();
         }
         LiveRegistration {
             sessions: self.clone(),
@@ -232,6 +233,7 @@ impl LiveSessions {
     pub fn refresh(&self, session_id: &str, claims: TokenClaims) -> Result<(), RefreshError> {
         let session = self.check_refresh(session_id, &claims)?;
         session.claims.send_replace(Arc::new(claims));
+        session.stream.wake();
         Ok(())
     }
 

@@ -5,12 +5,12 @@
 //! HTTP/2 stream as they are (see `wire.rs`). Live events go out as slices of their batch's
 //! shared wire buffer, a run of consecutive events per chunk.
 
-use std::{collections::VecDeque, pin::Pin, sync::Arc};
+use std::{collections::VecDeque, future::Future, pin::Pin, sync::Arc, task::Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
@@ -66,9 +66,6 @@ pub struct SubscriberStream {
     /// (`Channels::close_subscribers`): no stream watches the server-wide signal, which every
     /// stream would poll, under one lock, each time it goes idle.
     shutting_down: bool,
-    /// The wait of an idle stream lives as long as the stream: registering it anew each time
-    /// it goes idle (once per event at low rates) cost more than sending the event.
-    superseded: Pin<Box<WaitForCancellationFutureOwned>>,
     /// A timer and its deadline; kept while it is due no later than the next deadline (firing
     /// early only makes the loop look again).
     timer: Option<(u64, Sleep)>,
@@ -104,7 +101,6 @@ impl SubscriberStream {
             timing,
             clock,
             shutting_down: shutdown.is_cancelled(),
-            superseded: Box::pin(session.superseded().clone().cancelled_owned()),
             timer: None,
             registration,
             done: false,
@@ -267,23 +263,28 @@ impl SubscriberStream {
             if self.timer.as_ref().is_none_or(|(at, _)| *at > wake_at) {
                 self.timer = Some((wake_at, self.clock.sleep_until(wake_at)));
             }
+            // Idle: one waker, registered with the queue and the session (a few atomic
+            // operations), wakes the loop for a batch, a closed queue, a refreshed token or
+            // being superseded; the timer for heartbeats and expiry. Everything is judged
+            // again at the top of the loop. (A select over a future per source registered and
+            // dropped a waiter under a lock for each, once per event at low rates.)
+            let session = self.registration.session();
+            let (subscription, claims) = (&self.subscription, &self.claims);
             let (_, timer) = self.timer.as_mut().expect("set above");
-            tokio::select! {
-                biased;
-                // The queue first: it is what wakes a stream nearly every time, and the other
-                // branches are not polled when it is ready. On shutdown it closes, after the
-                // events queued before (their publishes were acknowledged) are taken.
-                batch = self.subscription.next() => match batch {
-                    Ok(batch) => self.take(batch),
-                    Err(end) => return self.queue_ended(end),
-                },
-                _ = self.superseded.as_mut() => return self.end(Error::Superseded),
-                changed = self.claims.changed() => {
-                    if changed.is_ok() {
-                        self.apply_refreshed_claims();
-                    }
+            let timed_out = std::future::poll_fn(|cx| {
+                subscription.register(cx.waker());
+                session.register_stream(cx.waker());
+                if subscription.is_ready()
+                    || session.is_superseded()
+                    || claims.has_changed().unwrap_or(false)
+                {
+                    return Poll::Ready(false);
                 }
-                _ = timer => self.timer = None,
+                Pin::new(&mut *timer).poll(cx).map(|()| true)
+            })
+            .await;
+            if timed_out {
+                self.timer = None;
             }
         }
     }
