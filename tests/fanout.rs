@@ -357,20 +357,50 @@ async fn a_second_stream_with_the_same_ticket_supersedes_the_first() {
     assert_eq!((&event.id, payload(&event)), (&id, json!("still here")));
 }
 
-#[tokio::test]
-async fn a_busy_stream_ends_at_its_next_batch_once_superseded() {
-    const EVENTS: usize = 200;
-    let server = TestServer::start().await;
-    // A stream window of a few events: the rest wait in the session's queue, one batch per
-    // publish, while this client reads nothing.
+/// A client on a connection of its own whose streams' flow-control window holds only a few
+/// events: while it reads nothing, what is published waits in the session's queue.
+async fn small_window_client(
+    server: &TestServer,
+) -> durable_iterator::pb::durable_iterator_client::DurableIteratorClient<tonic::transport::Channel>
+{
     let connection = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .initial_stream_window_size(Some(1024))
         .connect()
         .await
         .unwrap();
-    let mut client =
-        durable_iterator::pb::durable_iterator_client::DurableIteratorClient::new(connection);
+    durable_iterator::pb::durable_iterator_client::DurableIteratorClient::new(connection)
+}
+
+#[tokio::test]
+async fn events_queued_one_batch_each_arrive_once_each_and_in_order() {
+    const EVENTS: usize = 300;
+    let server = TestServer::start().await;
+    let mut client = small_window_client(&server).await;
+    let (_, mut stream) = subscribe_on(&mut client, subscribe_request(server.token("queued")))
+        .await
+        .unwrap();
+    // One publish at a time: one batch each, most of them queued behind the full window and
+    // sent together once the client reads.
+    let mut ids = Vec::new();
+    for n in 0..EVENTS {
+        ids.push(server.publish("queued", json!(n)).await);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let event = next_event(&mut stream).await;
+        assert_eq!((&event.id, payload(&event)), (id, json!(n)));
+    }
+    let marker = server.publish("queued", json!("marker")).await;
+    assert_eq!(next_event(&mut stream).await.id, marker);
+}
+
+#[tokio::test]
+async fn a_busy_stream_ends_at_its_next_batch_once_superseded() {
+    const EVENTS: usize = 200;
+    let server = TestServer::start().await;
+    // A stream window of a few events: the rest wait in the session's queue, one batch per
+    // publish, while this client reads nothing.
+    let mut client = small_window_client(&server).await;
     let token = server.token("busy");
     let (first, mut first_stream) = subscribe_on(&mut client, subscribe_request(token.clone()))
         .await

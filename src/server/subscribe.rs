@@ -34,6 +34,9 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>
 /// Replayed events are copied into chunks of about this size (they are not shared).
 const BACKLOG_CHUNK_BYTES: usize = 32 * 1024;
 
+/// Runs smaller than this are copied together with the runs queued behind them.
+const COALESCE_BYTES: usize = 16 * 1024;
+
 /// Timing of a stream's control messages.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamTiming {
@@ -170,6 +173,45 @@ impl SubscriberStream {
         run
     }
 
+    /// `first`, and when it is small, the runs queued behind it copied after it into one chunk,
+    /// up to [`COALESCE_BYTES`]. Events that come one per batch (publishes faster than a
+    /// commit, or no commit at all) would otherwise go out one HTTP/2 DATA frame each, and each
+    /// frame costs both ends more than copying its bytes. Large runs stay shared slices.
+    fn with_queued_runs(&mut self, first: Bytes) -> Bytes {
+        if first.len() >= COALESCE_BYTES {
+            return first;
+        }
+        let Some(second) = self.next_queued_run() else {
+            return first;
+        };
+        let mut chunk = BytesMut::with_capacity(COALESCE_BYTES.max(first.len() + second.len()));
+        chunk.extend_from_slice(&first);
+        chunk.extend_from_slice(&second);
+        while chunk.len() < COALESCE_BYTES {
+            match self.next_queued_run() {
+                Some(run) => chunk.extend_from_slice(&run),
+                None => break,
+            }
+        }
+        chunk.freeze()
+    }
+
+    /// The next run of the current batch, else of the batches queued now (without waiting);
+    /// none once the session is superseded, which the loop then reports.
+    fn next_queued_run(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(run) = self.next_run() {
+                return Some(run);
+            }
+            if self.registration.session().is_superseded() {
+                return None;
+            }
+            // An ended queue is seen again, and reported, by the loop.
+            let batch = self.subscription.try_next().ok().flatten()?;
+            self.take(batch);
+        }
+    }
+
     /// Replayed events, as many as fit a chunk, copied into it with their headers.
     fn next_backlog_chunk(&mut self) -> Option<Bytes> {
         let first = self.backlog.front()?;
@@ -203,6 +245,7 @@ impl SubscriberStream {
             // same moment (a clock read per event and subscriber was a measurable share of
             // fan-out; see BENCHMARKS.md).
             if let Some(run) = self.next_run() {
+                let run = self.with_queued_runs(run);
                 if !self.batch_stamped {
                     self.batch_stamped = true;
                     return self.sent(run);
