@@ -16,8 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use durable_iterator::pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient};
+use bytes::{Bytes, BytesMut};
+use durable_iterator::{
+    channel::batch::{GRPC_HEADER as HEADER, grpc_message_len, put_grpc_message},
+    pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient},
+};
 use futures::{StreamExt, stream};
 use http_body_util::Full;
 use tonic::{
@@ -93,8 +96,6 @@ pub struct MessageStream {
     /// Messages taken out of a frame by `message` but not asked for yet.
     ready: VecDeque<Bytes>,
 }
-
-const HEADER: usize = 5;
 
 impl MessageStream {
     /// Waits for the next DATA frame and calls `each` with every message it completes; returns
@@ -192,14 +193,12 @@ pub async fn subscribe(
     request: pb::SubscribeRequest,
 ) -> Result<Subscribed, String> {
     let encoded = prost::Message::encode_to_vec(&request);
-    let mut framed = Vec::with_capacity(HEADER + encoded.len());
-    framed.push(0);
-    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&encoded);
+    let mut framed = BytesMut::with_capacity(grpc_message_len(encoded.len()));
+    put_grpc_message(&mut framed, &encoded);
     let http_request = http::Request::post("/durable_iterator.v1.DurableIterator/Subscribe")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Body::new(Full::new(Bytes::from(framed))))
+        .body(Body::new(Full::new(framed.freeze())))
         .map_err(|e| format!("request: {e}"))?;
     std::future::poll_fn(|cx| channel.poll_ready(cx))
         .await
@@ -319,13 +318,11 @@ mod tests {
     use super::*;
 
     fn framed(messages: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         for m in messages {
-            out.push(0);
-            out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-            out.extend_from_slice(m);
+            put_grpc_message(&mut out, m);
         }
-        out
+        out.to_vec()
     }
 
     fn stream() -> MessageStream {
