@@ -5,11 +5,14 @@
 //! in the same order as strings as in sequence. A store that lost its history starts a new epoch,
 //! so an id from before is recognised as such rather than confused with a new event.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{fmt, ops::Deref, ops::Range, str::FromStr, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use crate::{filter::Filter, frame::Frame};
+use crate::{
+    filter::Filter,
+    frame::{Frame, GRPC_HEADER, grpc_message_len, put_grpc_header},
+};
 
 /// The epoch of a store's history.
 pub type Epoch = u32;
@@ -100,32 +103,79 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Gives `event` its place `seq` in a channel of `epoch`, and encodes its frame.
     pub fn new(epoch: Epoch, seq: u64, event: &NewEvent) -> Self {
-        Self::batch(epoch, seq, std::slice::from_ref(event)).remove(0)
+        let batch = Self::batch(epoch, seq, std::slice::from_ref(event));
+        batch.events[0].clone()
     }
 
     /// Gives `events` consecutive places from `first_seq` in a channel of `epoch`, and encodes
-    /// their frames into one buffer (one allocation for the batch, not one per event).
-    pub fn batch(epoch: Epoch, first_seq: u64, events: &[NewEvent]) -> Vec<Self> {
+    /// them into one buffer as gRPC messages, back to back (see [`StoredBatch`]).
+    pub fn batch(epoch: Epoch, first_seq: u64, events: &[NewEvent]) -> StoredBatch {
         const ID_LEN: usize = 25;
-        let total = events
-            .iter()
-            .map(|e| Frame::event_len(ID_LEN, e.payload.len(), e.published_at_ms as i64))
-            .sum();
-        let mut buf = bytes::BytesMut::with_capacity(total);
-        events
+        let frame_len =
+            |e: &NewEvent| Frame::event_len(ID_LEN, e.payload.len(), e.published_at_ms as i64);
+        let total = events.iter().map(|e| grpc_message_len(frame_len(e))).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        let mut bounds = Vec::with_capacity(events.len() + 1);
+        for (event, seq) in events.iter().zip(first_seq..) {
+            bounds.push(buf.len());
+            let id = EventId { epoch, seq }.text();
+            put_grpc_header(&mut buf, frame_len(event));
+            Frame::write_event(
+                &mut buf,
+                id.as_str(),
+                &event.payload,
+                event.published_at_ms as i64,
+            );
+        }
+        bounds.push(buf.len());
+        let wire = buf.freeze();
+        let events = events
             .iter()
             .zip(first_seq..)
-            .map(|(event, seq)| {
-                let id = EventId { epoch, seq }.text();
-                let published_at_ms = event.published_at_ms as i64;
-                Self {
-                    seq,
-                    published_at_ms: event.published_at_ms,
-                    filter: event.filter.clone(),
-                    frame: Frame::event_in(&mut buf, id.as_str(), &event.payload, published_at_ms),
-                }
+            .zip(bounds.windows(2))
+            .map(|((event, seq), span)| Self {
+                seq,
+                published_at_ms: event.published_at_ms,
+                filter: event.filter.clone(),
+                frame: Frame::from_encoded(wire.slice(span[0] + GRPC_HEADER..span[1])),
             })
-            .collect()
+            .collect();
+        StoredBatch {
+            events,
+            wire,
+            bounds,
+        }
+    }
+}
+
+/// Events stored together. Their frames share one buffer, where each is a whole gRPC message
+/// (header and encoded `SubscribeResponse`), back to back: a subscriber sends a run of
+/// consecutive events it receives as one slice of it, with no copy (see `server/wire.rs`).
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    events: Vec<StoredEvent>,
+    wire: Bytes,
+    /// Where each event starts in `wire`, and where the last one ends: `events.len() + 1`.
+    bounds: Vec<usize>,
+}
+
+impl StoredBatch {
+    /// The events `range` as gRPC messages, back to back: bytes a stream writes as they are.
+    pub fn wire(&self, range: Range<usize>) -> Bytes {
+        self.wire
+            .slice(self.bounds[range.start]..self.bounds[range.end])
+    }
+
+    pub fn into_events(self) -> Vec<StoredEvent> {
+        self.events
+    }
+}
+
+impl Deref for StoredBatch {
+    type Target = [StoredEvent];
+
+    fn deref(&self) -> &[StoredEvent] {
+        &self.events
     }
 }
 
@@ -175,10 +225,46 @@ mod tests {
         let batch = StoredEvent::batch(7, 41, &events);
         assert_eq!(batch.len(), 3);
         for (n, (stored, event)) in batch.iter().zip(&events).enumerate() {
-            let single = StoredEvent::new(7, 41 + n as u64, event);
-            assert_eq!(stored.seq, 41 + n as u64);
-            assert_eq!(stored.frame, single.frame);
+            let seq = 41 + n as u64;
+            let alone = Frame::event(
+                EventId { epoch: 7, seq }.text().as_str(),
+                &event.payload,
+                event.published_at_ms as i64,
+            );
+            assert_eq!(stored.seq, seq);
+            assert_eq!(stored.frame, alone);
+            assert_eq!(StoredEvent::new(7, seq, event).frame, alone);
         }
+    }
+
+    #[test]
+    fn runs_are_the_events_as_grpc_messages_back_to_back_in_the_frames_buffer() {
+        let events: Vec<NewEvent> = [&b"\x12\x02\x08\x01"[..], b"", b"\x12\x00"]
+            .iter()
+            .map(|payload| NewEvent {
+                payload: Bytes::copy_from_slice(payload),
+                filter: Arc::new(Filter::everyone()),
+                published_at_ms: 5,
+            })
+            .collect();
+        let batch = StoredEvent::batch(7, 41, &events);
+        let message = |i: usize| {
+            let mut expected = BytesMut::new();
+            crate::frame::put_grpc_message(&mut expected, batch[i].frame.bytes());
+            expected.freeze()
+        };
+        for i in 0..3 {
+            let run = batch.wire(i..i + 1);
+            assert_eq!(run, message(i));
+            // The frame is the message inside the run: the bytes are held once.
+            assert_eq!(run[GRPC_HEADER..].as_ptr(), batch[i].frame.bytes().as_ptr());
+        }
+        assert_eq!(
+            batch.wire(0..3),
+            [message(0), message(1), message(2)].concat()
+        );
+        assert_eq!(batch.wire(1..3), [message(1), message(2)].concat());
+        assert!(batch.wire(2..2).is_empty());
     }
 
     #[test]

@@ -61,6 +61,12 @@ impl Frame {
     /// Like [`Frame::event`], encoded at the end of `buf` and split off it: frames encoded one
     /// after the other into a buffer sized for all of them share one allocation.
     pub fn event_in(buf: &mut BytesMut, id: &str, payload: &[u8], published_at_ms: i64) -> Self {
+        Self::write_event(buf, id, payload, published_at_ms);
+        Self(buf.split().freeze())
+    }
+
+    /// Appends an event's encoded `SubscribeResponse` to `buf` ([`Frame::event_len`] bytes).
+    pub fn write_event(buf: &mut BytesMut, id: &str, payload: &[u8], published_at_ms: i64) {
         let event_len = Self::event_body_len(id.len(), payload.len(), published_at_ms);
         encoding::encode_key(RESPONSE_EVENT, WireType::LengthDelimited, buf);
         encoding::encode_varint(event_len as u64, buf);
@@ -69,7 +75,6 @@ impl Frame {
         buf.put_slice(id.as_bytes());
         buf.put_slice(payload);
         encoding::int64::encode(EVENT_PUBLISHED_AT_MS, &published_at_ms, buf);
-        Self(buf.split().freeze())
     }
 
     /// Wraps bytes that already hold one encoded `SubscribeResponse` (e.g. read from a store).
@@ -81,6 +86,26 @@ impl Frame {
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
+}
+
+/// Bytes of a gRPC message header: a compression flag and a big-endian length.
+pub const GRPC_HEADER: usize = 5;
+
+/// The size of a gRPC message around `len` bytes of protobuf.
+pub fn grpc_message_len(len: usize) -> usize {
+    GRPC_HEADER + len
+}
+
+/// Appends the header of an uncompressed gRPC message of `len` bytes to `buf`.
+pub fn put_grpc_header(buf: &mut BytesMut, len: usize) {
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+}
+
+/// Appends `message` to `buf` as an uncompressed gRPC message.
+pub fn put_grpc_message(buf: &mut BytesMut, message: &[u8]) {
+    put_grpc_header(buf, message.len());
+    buf.put_slice(message);
 }
 
 /// Encodes a payload as `Event`'s `oneof payload` field, ready for [`Frame::event`].

@@ -516,6 +516,19 @@ async fn oversized_tokens_are_invalid() {
 }
 
 #[tokio::test]
+async fn a_subscribe_request_over_the_message_limit_is_out_of_range() {
+    let server = TestServer::start().await;
+    let request = subscribe_request("t".repeat(5 * 1024 * 1024));
+    let message = expect_refused(server.subscribe(request).await, Code::OutOfRange);
+    assert!(message.contains("larger than the limit"), "{message}");
+    // The server is fine afterwards.
+    server
+        .subscribe(subscribe_request(server.token("room")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn malformed_last_event_ids_are_invalid() {
     let server = TestServer::start().await;
     let valid = server.publish("room", json!(1)).await;

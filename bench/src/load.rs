@@ -18,7 +18,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use durable_iterator::{
-    channel::batch::{GRPC_HEADER as HEADER, grpc_message_len, put_grpc_message},
+    frame::{GRPC_HEADER as HEADER, grpc_message_len, put_grpc_message},
     pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient},
 };
 use futures::{StreamExt, stream};

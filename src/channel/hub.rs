@@ -19,12 +19,14 @@ use std::{
 use futures::task::AtomicWaker;
 use tokio::sync::oneshot;
 
-use super::Batch;
 use crate::{
     clock::SharedClock,
-    event::NewEvent,
+    event::{NewEvent, StoredBatch},
     store::{EventStore, StoreError},
 };
+
+/// Events handed to subscribers together, shared by all of them.
+pub type Batch = Arc<StoredBatch>;
 
 /// How a channel treats its subscribers.
 #[derive(Debug, Clone, Copy)]
@@ -191,7 +193,7 @@ impl Hub {
             match self.store.append(&self.name, &events).await {
                 Ok(stored) => {
                     let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
-                    self.fan_out(Batch::new(stored));
+                    self.fan_out(Arc::new(stored));
                     for (ack, seq) in acks.into_iter().zip(seqs) {
                         let _ = ack.send(Ok(seq));
                     }
@@ -369,6 +371,13 @@ impl Subscription {
         } else {
             QueueEnd::Closed
         }
+    }
+
+    /// Closes this subscriber's queue as the hub does at shutdown: what is queued can still be
+    /// taken, then the queue reports [`QueueEnd::Closed`].
+    pub fn close(&self) {
+        let sink = self.hub.state().subscribers.remove(&self.key);
+        drop(sink);
     }
 
     /// The channel this subscription is on.

@@ -3,7 +3,6 @@
 //! [`Channels`] is the domain API the gRPC services call: publish to a channel, open a
 //! subscription with its resume outcome. It knows nothing of gRPC.
 
-pub mod batch;
 pub mod hub;
 pub mod live;
 pub mod resume;
@@ -15,8 +14,7 @@ use std::{
 
 use bytes::Bytes;
 
-pub use batch::Batch;
-pub use hub::{Hub, HubLimits, QueueEnd, Subscription};
+pub use hub::{Batch, Hub, HubLimits, QueueEnd, Subscription};
 pub use live::{EndedSession, LiveRegistration, LiveSession, LiveSessions, RefreshError};
 pub use resume::{ResumeFailure, ResumeOutcome};
 

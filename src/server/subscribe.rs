@@ -14,13 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
-    channel::{
-        Batch, LiveRegistration, QueueEnd, Subscription,
-        batch::{GRPC_HEADER, grpc_message_len, put_grpc_message},
-    },
+    channel::{Batch, LiveRegistration, QueueEnd, Subscription},
     clock::{SharedClock, Sleep},
     error::Error,
-    frame::Frame,
+    frame::{Frame, GRPC_HEADER, grpc_message_len, put_grpc_message},
     pb,
     token::{self, TokenClaims},
 };
@@ -65,10 +62,8 @@ pub struct SubscriberStream {
     last_sent_ms: u64,
     timing: StreamTiming,
     clock: SharedClock,
-    /// The server was shutting down when the stream opened. Later shutdowns close the queue
-    /// (`Channels::close_subscribers`): no stream watches the server-wide signal, which every
-    /// stream would poll, under one lock, each time it goes idle.
-    shutting_down: bool,
+    /// A run taken while coalescing that did not fit the chunk: sent next.
+    pending_run: Option<Bytes>,
     /// A timer and its deadline; kept while it is due no later than the next deadline (firing
     /// early only makes the loop look again).
     timer: Option<(u64, Sleep)>,
@@ -87,6 +82,13 @@ impl SubscriberStream {
         clock: SharedClock,
         shutdown: &CancellationToken,
     ) -> Self {
+        // Shutdown closes the queues of the streams open then (`Channels::close_subscribers`);
+        // one that registered afterwards sees the cancelled token here and closes its own, so
+        // it too sends what is queued and ends. No stream watches the server-wide token, which
+        // every stream would poll, under one lock, each time it goes idle.
+        if shutdown.is_cancelled() {
+            subscription.close();
+        }
         let session = registration.session().clone();
         let claims = session.watch_claims();
         let current = claims.borrow().clone();
@@ -103,7 +105,7 @@ impl SubscriberStream {
             last_sent_ms: clock.now_ms(),
             timing,
             clock,
-            shutting_down: shutdown.is_cancelled(),
+            pending_run: None,
             timer: None,
             registration,
             done: false,
@@ -184,14 +186,23 @@ impl SubscriberStream {
         let Some(second) = self.next_queued_run() else {
             return first;
         };
-        let mut chunk = BytesMut::with_capacity(COALESCE_BYTES.max(first.len() + second.len()));
+        if first.len() + second.len() > COALESCE_BYTES {
+            self.pending_run = Some(second);
+            return first;
+        }
+        let mut chunk = BytesMut::with_capacity(first.len() + second.len());
         chunk.extend_from_slice(&first);
         chunk.extend_from_slice(&second);
         while chunk.len() < COALESCE_BYTES {
-            match self.next_queued_run() {
-                Some(run) => chunk.extend_from_slice(&run),
-                None => break,
+            let Some(run) = self.next_queued_run() else {
+                break;
+            };
+            if chunk.len() + run.len() > COALESCE_BYTES {
+                // Sent next, as the shared slice it is.
+                self.pending_run = Some(run);
+                break;
             }
+            chunk.extend_from_slice(&run);
         }
         chunk.freeze()
     }
@@ -214,16 +225,20 @@ impl SubscriberStream {
 
     /// Replayed events, as many as fit a chunk, copied into it with their headers.
     fn next_backlog_chunk(&mut self) -> Option<Bytes> {
-        let first = self.backlog.front()?;
-        let mut chunk =
-            BytesMut::with_capacity(grpc_message_len(first.bytes().len()).max(BACKLOG_CHUNK_BYTES));
-        while let Some(frame) = self.backlog.front() {
+        let (mut count, mut size) = (0, 0);
+        for frame in &self.backlog {
             let len = grpc_message_len(frame.bytes().len());
-            if !chunk.is_empty() && chunk.len() + len > BACKLOG_CHUNK_BYTES {
+            if count > 0 && size + len > BACKLOG_CHUNK_BYTES {
                 break;
             }
+            (count, size) = (count + 1, size + len);
+        }
+        if count == 0 {
+            return None;
+        }
+        let mut chunk = BytesMut::with_capacity(size);
+        for frame in self.backlog.drain(..count) {
             put_grpc_message(&mut chunk, frame.bytes());
-            self.backlog.pop_front();
         }
         if self.backlog.is_empty() {
             // The replay's buffer would otherwise stay allocated for the life of the stream: a
@@ -244,7 +259,7 @@ impl SubscriberStream {
             // The clock is read for the first run of a batch only: the rest go out in the
             // same moment (a clock read per event and subscriber was a measurable share of
             // fan-out; see BENCHMARKS.md).
-            if let Some(run) = self.next_run() {
+            if let Some(run) = self.pending_run.take().or_else(|| self.next_run()) {
                 let run = self.with_queued_runs(run);
                 if !self.batch_stamped {
                     self.batch_stamped = true;
@@ -286,9 +301,6 @@ impl SubscriberStream {
                 }
                 Ok(None) => {}
                 Err(end) => return self.queue_ended(end),
-            }
-            if self.shutting_down {
-                return self.end(Error::ShuttingDown);
             }
             let heartbeat_at = self.last_sent_ms.saturating_add(self.timing.heartbeat_ms);
             if now >= heartbeat_at {
@@ -368,4 +380,95 @@ fn grpc_messages(chunk: &Bytes) -> impl Iterator<Item = Frame> + '_ {
         at = start + len;
         Some(Frame::from_encoded(chunk.slice(start..at)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        channel::{Channels, HubLimits},
+        clock::ManualClock,
+        filter::Filter,
+        store::MemoryStore,
+    };
+
+    const NOW_MS: u64 = 1_000_000;
+
+    fn channels(clock: &SharedClock) -> Arc<Channels> {
+        let limits = HubLimits {
+            subscriber_queue: 100_000,
+            max_batch: 1_024,
+        };
+        Arc::new(Channels::new(
+            Arc::new(MemoryStore::new(3_600_000)),
+            clock.clone(),
+            limits,
+        ))
+    }
+
+    /// A live stream on channel `c` for session `session`, opened under `shutdown`.
+    async fn stream(
+        channels: &Channels,
+        clock: &SharedClock,
+        session: &str,
+        shutdown: &CancellationToken,
+    ) -> ChunkStream {
+        let opened = channels.open("c", None, |_| true).await.ok().unwrap();
+        let claims = Arc::new(TokenClaims::new("c", NOW_MS / 1000, 3_600));
+        let registration = channels.live().register(session.into(), claims);
+        let timing = StreamTiming {
+            heartbeat_ms: 3_600_000,
+            expiry_notice_ms: 1,
+        };
+        SubscriberStream::new(
+            VecDeque::new(),
+            opened.subscription,
+            opened.head,
+            registration,
+            timing,
+            clock.clone(),
+            shutdown,
+        )
+        .into_chunks()
+    }
+
+    async fn publish(channels: &Channels, payloads: impl IntoIterator<Item = Vec<u8>>) {
+        let events = payloads
+            .into_iter()
+            .map(|p| (Bytes::from(p), Filter::everyone()))
+            .collect();
+        channels.publish_many("c", events).await.ok().unwrap();
+    }
+
+    #[tokio::test]
+    async fn coalescing_stops_at_its_limit_and_a_large_run_stays_a_slice_of_its_batch() {
+        let clock: SharedClock = Arc::new(ManualClock::new(NOW_MS));
+        let channels = channels(&clock);
+        let mut chunks = stream(&channels, &clock, "s", &CancellationToken::new()).await;
+        publish(&channels, [b"x".to_vec()]).await;
+        publish(&channels, (0..1_000).map(|_| vec![b'y'; 1_024])).await;
+
+        let first = chunks.next().await.unwrap().unwrap();
+        assert!(first.len() <= COALESCE_BYTES, "{} bytes", first.len());
+        assert_eq!(grpc_messages(&first).count(), 1);
+        let second = chunks.next().await.unwrap().unwrap();
+        assert_eq!(grpc_messages(&second).count(), 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_after_shutdown_ends_at_once_whatever_is_published() {
+        let clock: SharedClock = Arc::new(ManualClock::new(NOW_MS));
+        let channels = channels(&clock);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        channels.close_subscribers();
+        let mut chunks = stream(&channels, &clock, "late", &shutdown).await;
+        // Publishers that go on during the shutdown do not keep it open.
+        for n in 0..50u8 {
+            publish(&channels, [vec![n]]).await;
+        }
+        let end = chunks.next().await.unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+        assert!(chunks.next().await.is_none());
+    }
 }

@@ -18,7 +18,7 @@ use std::{
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, header::CONTENT_TYPE};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Frame;
 use tonic::{Status, body::Body, codegen::Service, server::NamedService};
 
@@ -27,7 +27,7 @@ use super::{
     generated::durable_iterator_server::{DurableIteratorServer, SERVICE_NAME},
     subscribe::ChunkStream,
 };
-use crate::{channel::batch::GRPC_HEADER, pb};
+use crate::{frame::GRPC_HEADER, pb};
 
 /// The path of `Subscribe`.
 const SUBSCRIBE_PATH: &str = "/durable_iterator.v1.DurableIterator/Subscribe";
@@ -104,7 +104,17 @@ async fn subscribe(api: &ClientApi, request: http::Request<Body>) -> Result<Chun
     let body = Limited::new(request.into_body(), MAX_REQUEST_BYTES + GRPC_HEADER)
         .collect()
         .await
-        .map_err(|e| Status::resource_exhausted(format!("request body: {e}")))?
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                Status::out_of_range(format!(
+                    "the request is larger than the limit of {MAX_REQUEST_BYTES} bytes"
+                ))
+            } else {
+                // A reset, an HTTP/2 error, or a grpc-web body that does not decode: the
+                // status inside, as tonic reports it for its other calls.
+                Status::from_error(e)
+            }
+        })?
         .to_bytes();
     let message = single_message(body)?;
     let request = <pb::SubscribeRequest as prost::Message>::decode(message)

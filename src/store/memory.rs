@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{EventStore, History, StoreError, is_retained};
-use crate::event::{Epoch, NewEvent, StoredEvent};
+use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
 
 /// Events in memory, per channel, for the retention window.
 #[derive(Debug)]
@@ -69,11 +69,7 @@ impl EventStore for MemoryStore {
         self.retention_ms
     }
 
-    async fn append(
-        &self,
-        channel: &str,
-        events: &[NewEvent],
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn append(&self, channel: &str, events: &[NewEvent]) -> Result<StoredBatch, StoreError> {
         let mut channels = self.channels();
         let log = channels.entry(channel.to_owned()).or_default();
         let stored = StoredEvent::batch(self.epoch, log.last_seq + 1, events);

@@ -13,7 +13,7 @@ pub mod redb;
 
 use async_trait::async_trait;
 
-use crate::event::{Epoch, NewEvent, StoredEvent};
+use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
 
 pub use self::redb::RedbStore;
 pub use memory::MemoryStore;
@@ -56,11 +56,7 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Appends `events` to `channel` in order and returns them with their sequence numbers and
     /// encoded frames.
-    async fn append(
-        &self,
-        channel: &str,
-        events: &[NewEvent],
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn append(&self, channel: &str, events: &[NewEvent]) -> Result<StoredBatch, StoreError>;
 
     /// The last sequence number assigned on `channel` (0 if none ever was).
     async fn last_seq(&self, channel: &str) -> Result<u64, StoreError>;

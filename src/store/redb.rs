@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{EventStore, History, StoreError, is_retained};
 use crate::{
-    event::{Epoch, NewEvent, StoredEvent},
+    event::{Epoch, NewEvent, StoredBatch, StoredEvent},
     filter::Filter,
     frame::Frame,
 };
@@ -74,7 +74,7 @@ pub struct RedbStore {
 struct Append {
     channel: String,
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
+    reply: oneshot::Sender<Result<StoredBatch, StoreError>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -400,7 +400,7 @@ fn commit(
     epoch: Epoch,
     retention_ms: u64,
     batch: &[Append],
-) -> Result<Vec<Vec<StoredEvent>>, StoreError> {
+) -> Result<Vec<StoredBatch>, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut results = Vec::with_capacity(batch.len());
     {
@@ -551,11 +551,7 @@ impl EventStore for RedbStore {
         self.retention_ms
     }
 
-    async fn append(
-        &self,
-        channel: &str,
-        events: &[NewEvent],
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn append(&self, channel: &str, events: &[NewEvent]) -> Result<StoredBatch, StoreError> {
         let (reply, answer) = oneshot::channel();
         let append = Append {
             channel: channel.to_owned(),

@@ -335,8 +335,7 @@ impl EventStore for YieldingStore {
         &self,
         channel: &str,
         events: &[durable_iterator::event::NewEvent],
-    ) -> Result<Vec<durable_iterator::event::StoredEvent>, durable_iterator::store::StoreError>
-    {
+    ) -> Result<durable_iterator::event::StoredBatch, durable_iterator::store::StoreError> {
         tokio::task::yield_now().await;
         let stored = self.0.append(channel, events).await;
         tokio::task::yield_now().await;
