@@ -182,8 +182,9 @@ impl Channels {
     }
 
     /// Closes the queue of every live subscriber on every channel (see
-    /// [`Hub::close_subscribers`]). A subscriber that registers afterwards is not closed: the
-    /// caller tells new streams apart by its own shutdown flag, set before this is called.
+    /// [`Hub::close_subscribers`]). A subscriber that registers afterwards is not closed here:
+    /// the server cancels its shutdown token first, and a stream built after that closes its
+    /// own queue ([`Subscription::close`]).
     pub fn close_subscribers(&self) {
         let hubs: Vec<Arc<Hub>> = self.hubs().values().cloned().collect();
         for hub in hubs {

@@ -17,7 +17,7 @@ use crate::{
     channel::{Batch, LiveRegistration, QueueEnd, Subscription},
     clock::{SharedClock, Sleep},
     error::Error,
-    frame::{Frame, GRPC_HEADER, grpc_message_len, put_grpc_message},
+    frame::{Frame, GRPC_HEADER, grpc_message_len, put_grpc_header, put_grpc_message},
     pb,
     token::{self, TokenClaims},
 };
@@ -267,7 +267,7 @@ impl SubscriberStream {
                 }
                 return Some(Ok(run));
             }
-            // Between batches the session's state is judged, busy or idle alike: the select
+            // Between batches the session's state is judged, busy or idle alike: the wait
             // below is reached only when the queue is empty, which a busy stream never is.
             if self.registration.session().is_superseded() {
                 return self.end(Error::Superseded);
@@ -364,21 +364,23 @@ impl SubscriberStream {
 
 /// A control message as one gRPC message.
 fn grpc_message(message: &pb::SubscribeResponse) -> Bytes {
-    let frame = Frame::message(message);
-    let mut chunk = BytesMut::with_capacity(grpc_message_len(frame.bytes().len()));
-    put_grpc_message(&mut chunk, frame.bytes());
+    let len = prost::Message::encoded_len(message);
+    let mut chunk = BytesMut::with_capacity(grpc_message_len(len));
+    put_grpc_header(&mut chunk, len);
+    prost::Message::encode_raw(message, &mut chunk);
     chunk.freeze()
 }
 
-/// The messages of a chunk, each without its header.
+/// The messages of a chunk (as this module writes them: whole), each without its header.
 fn grpc_messages(chunk: &Bytes) -> impl Iterator<Item = Frame> + '_ {
     let mut at = 0;
     std::iter::from_fn(move || {
         let header = chunk.get(at..at + GRPC_HEADER)?;
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         let start = at + GRPC_HEADER;
-        at = start + len;
-        Some(Frame::from_encoded(chunk.slice(start..at)))
+        let end = start.checked_add(len).filter(|end| *end <= chunk.len())?;
+        at = end;
+        Some(Frame::from_encoded(chunk.slice(start..end)))
     })
 }
 
