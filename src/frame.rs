@@ -2,7 +2,7 @@
 //!
 //! An event is encoded when it is stored, and the same bytes go to every subscriber, live or
 //! replaying, so fan-out never serializes per subscriber. `Subscribe` streams send them inside
-//! their batch's wire buffer (`channel::batch`, `server/wire.rs`); the generated server, which
+//! their batch's wire buffer (`event::StoredBatch`, `server/wire.rs`); the generated server, which
 //! serves the other calls and is what tonic alone would run for `Subscribe`, writes a [`Frame`]
 //! as it is (see `build.rs`).
 

@@ -20,8 +20,8 @@
 //!   and receives everything after it live: no gap, no duplicate.
 //! - [`frame`]: every event is encoded into its `SubscribeResponse` bytes once, when stored;
 //!   all subscribers, live or replaying, send those bytes as they are. A batch handed to the
-//!   subscribers lays its events out once more as gRPC messages in one shared buffer
-//!   ([`channel::batch`]), and a `Subscribe` stream writes a run of them to HTTP/2 as one slice
+//!   subscribers holds its events as gRPC messages back to back in one shared buffer
+//!   ([`event::StoredBatch`]), and a `Subscribe` stream writes a run of them to HTTP/2 as one slice
 //!   of it, without tonic's per-message copy (`server/wire.rs`).
 //! - [`channel::LiveSessions`] knows the sessions with an open stream (what `RefreshToken` and
 //!   `Invoke` act on) and the closed ones until their resume window lapses: a session has

@@ -181,8 +181,8 @@ impl Channels {
         })
     }
 
-    /// Closes the queue of every live subscriber on every channel (see
-    /// [`Hub::close_subscribers`]). A subscriber that registers afterwards is not closed here:
+    /// Closes the queue of every live subscriber on every channel: each stream sends what is
+    /// already queued, then ends. A subscriber that registers afterwards is not closed here:
     /// the server cancels its shutdown token first, and a stream built after that closes its
     /// own queue ([`Subscription::close`]).
     pub fn close_subscribers(&self) {
