@@ -39,7 +39,8 @@ impl Frame {
     pub fn event(id: &str, payload: &[u8], published_at_ms: i64) -> Self {
         let mut buf =
             BytesMut::with_capacity(Self::event_len(id.len(), payload.len(), published_at_ms));
-        Self::event_in(&mut buf, id, payload, published_at_ms)
+        Self::write_event(&mut buf, id, payload, published_at_ms);
+        Self(buf.freeze())
     }
 
     /// The encoded size of an event frame.
@@ -56,13 +57,6 @@ impl Frame {
             + id_len
             + payload_len
             + encoding::int64::encoded_len(EVENT_PUBLISHED_AT_MS, &published_at_ms)
-    }
-
-    /// Like [`Frame::event`], encoded at the end of `buf` and split off it: frames encoded one
-    /// after the other into a buffer sized for all of them share one allocation.
-    pub fn event_in(buf: &mut BytesMut, id: &str, payload: &[u8], published_at_ms: i64) -> Self {
-        Self::write_event(buf, id, payload, published_at_ms);
-        Self(buf.split().freeze())
     }
 
     /// Appends an event's encoded `SubscribeResponse` to `buf` ([`Frame::event_len`] bytes).
@@ -94,6 +88,13 @@ pub const GRPC_HEADER: usize = 5;
 /// The size of a gRPC message around `len` bytes of protobuf.
 pub fn grpc_message_len(len: usize) -> usize {
     GRPC_HEADER + len
+}
+
+/// The length of the message a gRPC message header announces; `None` if `header` is shorter
+/// than a header.
+pub fn grpc_message_body_len(header: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = header.get(1..GRPC_HEADER)?.try_into().ok()?;
+    Some(u32::from_be_bytes(len) as usize)
 }
 
 /// Appends the header of an uncompressed gRPC message of `len` bytes to `buf`.

@@ -18,7 +18,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use durable_iterator::{
-    frame::{GRPC_HEADER as HEADER, grpc_message_len, put_grpc_message},
+    frame::{GRPC_HEADER as HEADER, grpc_message_body_len, grpc_message_len, put_grpc_message},
     pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient},
 };
 use futures::{StreamExt, stream};
@@ -177,8 +177,9 @@ impl MessageStream {
     }
 }
 
+/// Called only on at least a header's worth of bytes.
 fn message_len(header: &[u8]) -> usize {
-    u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize
+    grpc_message_body_len(header).unwrap_or(0)
 }
 
 /// An open `Subscribe` stream whose first message (`Subscribed`) has arrived.

@@ -17,7 +17,10 @@ use crate::{
     channel::{Batch, LiveRegistration, QueueEnd, Subscription},
     clock::{SharedClock, Sleep},
     error::Error,
-    frame::{Frame, GRPC_HEADER, grpc_message_len, put_grpc_header, put_grpc_message},
+    frame::{
+        Frame, GRPC_HEADER, grpc_message_body_len, grpc_message_len, put_grpc_header,
+        put_grpc_message,
+    },
     pb,
     token::{self, TokenClaims},
 };
@@ -375,8 +378,7 @@ fn grpc_message(message: &pb::SubscribeResponse) -> Bytes {
 fn grpc_messages(chunk: &Bytes) -> impl Iterator<Item = Frame> + '_ {
     let mut at = 0;
     std::iter::from_fn(move || {
-        let header = chunk.get(at..at + GRPC_HEADER)?;
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let len = grpc_message_body_len(chunk.get(at..)?)?;
         let start = at + GRPC_HEADER;
         let end = start.checked_add(len).filter(|end| *end <= chunk.len())?;
         at = end;
