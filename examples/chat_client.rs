@@ -13,10 +13,8 @@ mod contract;
 use std::time::Duration;
 
 use clap::Parser;
-use durable_iterator::{
-    client::{Client, Credentials, InvokeOptions, SubscribeOptions, SubscriptionItem},
-    json,
-    pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient},
+use durable_iterator_client::{
+    Client, Credentials, InvokeOptions, IssueToken, SubscribeOptions, SubscriptionItem,
 };
 use futures::StreamExt;
 use tokio::io::AsyncBufReadExt;
@@ -45,20 +43,19 @@ async fn issue_token(
     room: &str,
     user: &str,
 ) -> Result<String, BoxError> {
-    let mut request = tonic::Request::new(pb::IssueTokenRequest {
-        channel: room.to_owned(),
-        tags: Vec::new(),
-        att: Some(json::to_proto(&serde_json::json!({ "userId": user }))),
-        rpc: vec!["sendMessage".into(), "routerClient".into()],
-        ttl_seconds: 600,
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {api_key}").parse()?);
-    let issued = DurableIteratorAdminClient::new(client.channel().clone())
-        .issue_token(request)
+    let issued = client
+        .issue_token(
+            api_key,
+            IssueToken {
+                channel: room.to_owned(),
+                att: Some(serde_json::json!({ "userId": user })),
+                rpc: vec!["sendMessage".into(), "routerClient".into()],
+                ttl_seconds: 600,
+                ..IssueToken::default()
+            },
+        )
         .await?;
-    Ok(issued.into_inner().token)
+    Ok(issued.token)
 }
 
 #[tokio::main]

@@ -3,7 +3,9 @@
 use tonic::{Code, Status};
 
 use crate::{
-    channel::RefreshError, event::MalformedEventId, session::InvalidTicket, store::StoreError,
+    event::MalformedEventId,
+    session::{InvalidTicket, RefreshError},
+    store::StoreError,
     token::TokenError,
 };
 
@@ -24,7 +26,7 @@ pub enum Error {
     MethodNotFound { channel: String, path: Vec<String> },
     /// A channel object's method failed with a code of its choosing.
     #[error(transparent)]
-    Method(#[from] crate::object::MethodError),
+    Method(#[from] MethodError),
     #[error(transparent)]
     Refresh(#[from] RefreshError),
     #[error("the admin API is disabled: the server has no API key configured (--api-key)")]
@@ -64,5 +66,54 @@ impl Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         Status::new(error.code(), error.to_string())
+    }
+}
+
+/// A method's failure, with the gRPC status code the caller receives.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MethodError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl MethodError {
+    /// A failure with `code` and a message for the caller.
+    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The caller's input is wrong (`INVALID_ARGUMENT`).
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::InvalidArgument, message)
+    }
+
+    /// The caller may not do this (`PERMISSION_DENIED`).
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::PermissionDenied, message)
+    }
+
+    /// The object's state does not allow this now (`FAILED_PRECONDITION`).
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::FailedPrecondition, message)
+    }
+
+    /// Something the caller can retry later (`UNAVAILABLE`).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::Unavailable, message)
+    }
+
+    /// A bug or failure on the object's side (`INTERNAL`).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(tonic::Code::Internal, message)
+    }
+}
+
+impl From<Error> for MethodError {
+    fn from(error: Error) -> Self {
+        Self::new(error.code(), error.to_string())
     }
 }

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::{
     filter::Filter,
-    frame::{Frame, GRPC_HEADER, grpc_message_len, put_grpc_header},
+    wire::{self, Frame, GRPC_HEADER},
 };
 
 /// The epoch of a store's history.
@@ -25,7 +25,7 @@ pub struct EventId {
 }
 
 /// The text of an event id, without allocating: `<8 hex>-<16 hex>`.
-pub struct EventIdText([u8; 25]);
+pub(crate) struct EventIdText([u8; 25]);
 
 impl EventIdText {
     pub fn as_str(&self) -> &str {
@@ -97,7 +97,7 @@ pub struct StoredEvent {
     pub published_at_ms: u64,
     pub filter: Arc<Filter>,
     /// The `SubscribeResponse` every subscriber is sent, encoded once.
-    pub frame: Frame,
+    pub(crate) frame: Frame,
 }
 
 impl StoredEvent {
@@ -113,13 +113,13 @@ impl StoredEvent {
         const ID_LEN: usize = 25;
         let frame_len =
             |e: &NewEvent| Frame::event_len(ID_LEN, e.payload.len(), e.published_at_ms as i64);
-        let total = events.iter().map(|e| grpc_message_len(frame_len(e))).sum();
+        let total = events.iter().map(|e| wire::message_len(frame_len(e))).sum();
         let mut buf = BytesMut::with_capacity(total);
         let mut bounds = Vec::with_capacity(events.len() + 1);
         for (event, seq) in events.iter().zip(first_seq..) {
             bounds.push(buf.len());
             let id = EventId { epoch, seq }.text();
-            put_grpc_header(&mut buf, frame_len(event));
+            wire::put_header(&mut buf, frame_len(event));
             Frame::write_event(
                 &mut buf,
                 id.as_str(),
@@ -150,7 +150,7 @@ impl StoredEvent {
 
 /// Events stored together. Their frames share one buffer, where each is a whole gRPC message
 /// (header and encoded `SubscribeResponse`), back to back: a subscriber sends a run of
-/// consecutive events it receives as one slice of it, with no copy (see `server/wire.rs`).
+/// consecutive events it receives as one slice of it, with no copy (see `server/subscribe_service.rs`).
 #[derive(Debug, Clone)]
 pub struct StoredBatch {
     events: Vec<StoredEvent>,
@@ -226,11 +226,15 @@ mod tests {
         assert_eq!(batch.len(), 3);
         for (n, (stored, event)) in batch.iter().zip(&events).enumerate() {
             let seq = 41 + n as u64;
-            let alone = Frame::event(
-                EventId { epoch: 7, seq }.text().as_str(),
+            let id = EventId { epoch: 7, seq }.text();
+            let mut alone = BytesMut::new();
+            Frame::write_event(
+                &mut alone,
+                id.as_str(),
                 &event.payload,
                 event.published_at_ms as i64,
             );
+            let alone = Frame::from_encoded(alone.freeze());
             assert_eq!(stored.seq, seq);
             assert_eq!(stored.frame, alone);
             assert_eq!(StoredEvent::new(7, seq, event).frame, alone);
@@ -250,7 +254,7 @@ mod tests {
         let batch = StoredEvent::batch(7, 41, &events);
         let message = |i: usize| {
             let mut expected = BytesMut::new();
-            crate::frame::put_grpc_message(&mut expected, batch[i].frame.bytes());
+            wire::put_message(&mut expected, batch[i].frame.bytes());
             expected.freeze()
         };
         for i in 0..3 {

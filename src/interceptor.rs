@@ -6,7 +6,7 @@
 //! compose in the order they are added: the first added is the outermost.
 //!
 //! ```
-//! use durable_iterator::interceptor::{Interceptor, InvokeCall, Next};
+//! use durable_iterator::{Interceptor, InvokeCall, Next};
 //!
 //! struct OnlyWeekdays;
 //!

@@ -23,11 +23,11 @@
 //!   subscribers holds its events as gRPC messages back to back in one shared buffer
 //!   ([`event::StoredBatch`]), and a `Subscribe` stream writes a run of them to HTTP/2 as one slice
 //!   of it, without tonic's per-message copy (`server/wire.rs`).
-//! - [`channel::LiveSessions`] knows the sessions with an open stream (what `RefreshToken` and
+//! - [`channel::Sessions`] knows the sessions with an open stream (what `RefreshToken` and
 //!   `Invoke` act on) and the closed ones until their resume window lapses: a session has
 //!   *ended* only when it did not come back in time.
 //! - [`object`] runs user code bound to channels (the Durable Object): methods by path, typed
-//!   once as [`contract::Method`] descriptors shared with the client; hooks when sessions
+//!   once as [`Method`] descriptors shared with the client; hooks when sessions
 //!   subscribe and end; publishing with filters. Channels with no object get the relay, or an
 //!   HTTP method proxy. [`interceptor`]s wrap every Subscribe, Invoke and RefreshToken.
 //! - [`server`] is the gRPC edge: services, grpc-web, reflection, health; domain errors become
@@ -40,30 +40,35 @@
 //! Locks are `std::sync::Mutex`: they guard short, non-async critical sections, which is
 //! cheaper than an async mutex and cannot be held across an `.await`.
 
-pub mod channel;
-pub mod client;
-pub mod clock;
-pub mod contract;
-pub mod error;
-pub mod event;
-pub mod filter;
-pub mod frame;
-pub mod interceptor;
-pub mod json;
-pub mod keyring;
-pub mod limits;
-pub mod object;
-pub mod server;
+mod channel;
+mod error;
+mod event;
+mod filter;
+mod interceptor;
+mod limits;
+mod object;
+mod server;
 pub mod session;
 pub mod store;
-pub mod token;
+mod wire;
 
-/// The generated protobuf messages and the Rust clients of both services.
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    include!(concat!(env!("OUT_DIR"), "/durable_iterator.v1.rs"));
+use durable_iterator_contract::keyring;
 
-    /// The encoded descriptor set of the contract (for reflection).
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/durable_iterator_descriptor.bin"));
-}
+#[doc(inline)]
+pub use durable_iterator_contract::{
+    Keyring, KeyringError, Method, clock, json, pb,
+    token::{self, TokenClaims},
+};
+
+pub use channel::{ResumeFailure, ResumeOutcome};
+pub use error::Error;
+pub use event::{EventId, MalformedEventId};
+pub use filter::Filter;
+pub use interceptor::{Interceptor, Interceptors, InvokeCall, Next, RefreshCall, SubscribeCall};
+pub use limits::Limits;
+pub use object::{
+    Call, Caller, ChannelHandle, ChannelObject, ChannelPattern, MethodError, ObjectRegistry,
+    PublishFilter, Router, SessionInfo, proxy::ProxyConfig, relay,
+};
+pub use server::{Server, ServerConfig, defaults};
+pub use store::{EventStore, MemoryStore, RedbStore, StoreError};

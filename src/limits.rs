@@ -1,6 +1,6 @@
 //! Bounds on what clients and publishers may send, checked before anything changes.
 
-use crate::error::Error;
+use crate::{error::Error, filter::Filter};
 
 /// Size and count limits. Every refusal names the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +42,29 @@ impl Default for Limits {
 
 /// Characters a channel name may use besides ASCII letters and digits. `*` is kept for
 /// channel patterns.
-pub const CHANNEL_PUNCTUATION: &str = "_-:.@/=+~";
+pub(crate) const CHANNEL_PUNCTUATION: &str = "_-:.@/=+~";
 
 impl Limits {
+    /// Checks everything a publish carries, whoever publishes (the admin API or a channel
+    /// object): the channel name, the encoded payload's size, the filter's tags and session
+    /// lists.
+    pub(crate) fn check_publish(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        filter: &Filter,
+    ) -> Result<(), Error> {
+        self.check_channel(channel)?;
+        self.check_payload(payload.len())?;
+        if let Some(tags) = &filter.tags {
+            self.check_tags(tags)?;
+        }
+        if let Some(targets) = &filter.targets {
+            self.check_session_list("targets", targets)?;
+        }
+        self.check_session_list("exclude", &filter.exclude)
+    }
+
     /// A channel name: 1 to `max_channel_bytes` of ASCII letters, digits and
     /// [`CHANNEL_PUNCTUATION`].
     pub fn check_channel(&self, channel: &str) -> Result<(), Error> {

@@ -15,14 +15,19 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use durable_iterator::{
-    frame::{self, Frame},
-    pb,
-    server::generated::{
-        durable_iterator_admin_server::{DurableIteratorAdmin, DurableIteratorAdminServer},
-        durable_iterator_server::{DurableIterator, DurableIteratorServer},
-    },
+use durable_iterator::pb;
+
+use crate::frame::Frame;
+use generated::{
+    durable_iterator_admin_server::{DurableIteratorAdmin, DurableIteratorAdminServer},
+    durable_iterator_server::{DurableIterator, DurableIteratorServer},
 };
+
+/// The services generated for the baseline (see `build.rs`).
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/durable_iterator.v1.rs"));
+}
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
@@ -106,7 +111,13 @@ impl Baseline {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let frame = Frame::event(&id, &frame::encode_payload(&payload), now_ms);
+        let frame = Frame::message(&pb::SubscribeResponse {
+            kind: Some(pb::subscribe_response::Kind::Event(pb::Event {
+                id: id.clone(),
+                payload: Some(payload),
+                published_at_ms: now_ms,
+            })),
+        });
         // No stream open is not an error here.
         let _ = self.hub.events.send(frame);
         Ok(id)

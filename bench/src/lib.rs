@@ -7,6 +7,7 @@
 //! this process, so publish and delivery times come from one clock.
 
 pub mod baseline;
+pub mod frame;
 pub mod load;
 pub mod scenarios;
 pub mod servers;

@@ -17,11 +17,10 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use durable_iterator::{
-    frame::{GRPC_HEADER as HEADER, grpc_message_body_len, grpc_message_len, put_grpc_message},
-    pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient},
-};
+use durable_iterator::pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient};
 use futures::{StreamExt, stream};
+
+use crate::frame::{HEADER, message_len, put_message};
 use http_body_util::Full;
 use tonic::{
     Request, Status,
@@ -177,11 +176,6 @@ impl MessageStream {
     }
 }
 
-/// Called only on at least a header's worth of bytes.
-fn message_len(header: &[u8]) -> usize {
-    grpc_message_body_len(header).unwrap_or(0)
-}
-
 /// An open `Subscribe` stream whose first message (`Subscribed`) has arrived.
 pub struct Subscribed {
     pub stream: MessageStream,
@@ -194,8 +188,8 @@ pub async fn subscribe(
     request: pb::SubscribeRequest,
 ) -> Result<Subscribed, String> {
     let encoded = prost::Message::encode_to_vec(&request);
-    let mut framed = BytesMut::with_capacity(grpc_message_len(encoded.len()));
-    put_grpc_message(&mut framed, &encoded);
+    let mut framed = BytesMut::with_capacity(HEADER + encoded.len());
+    put_message(&mut framed, &encoded);
     let http_request = http::Request::post("/durable_iterator.v1.DurableIterator/Subscribe")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -321,7 +315,7 @@ mod tests {
     fn framed(messages: &[&[u8]]) -> Vec<u8> {
         let mut out = BytesMut::new();
         for m in messages {
-            put_grpc_message(&mut out, m);
+            put_message(&mut out, m);
         }
         out.to_vec()
     }

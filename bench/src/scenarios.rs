@@ -12,10 +12,9 @@ use std::{
 
 use bytes::Bytes;
 use durable_iterator::{
+    Keyring, TokenClaims,
     clock::{Clock, SystemClock},
-    keyring::Keyring,
-    pb,
-    token::{self, TokenClaims},
+    pb, token,
 };
 use futures::{StreamExt, stream};
 use tokio::{sync::watch, task::JoinHandle};

@@ -1,7 +1,7 @@
 //! The chat room's contract, declared once: the server example implements it, the client
 //! example and the tests call it, and a call with the wrong types does not compile.
 
-use durable_iterator::contract::Method;
+use durable_iterator::Method;
 use serde::{Deserialize, Serialize};
 
 /// What `sendMessage` takes.

@@ -10,12 +10,7 @@ mod room;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use durable_iterator::{
-    clock::SystemClock,
-    keyring::Keyring,
-    server::{Server, ServerConfig},
-    store::MemoryStore,
-};
+use durable_iterator::{Keyring, MemoryStore, Server, ServerConfig, clock::SystemClock};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use durable_iterator::{
-    channel::ResumeOutcome,
-    object::{Call, ChannelHandle, ChannelObject, MethodError, PublishFilter, Router, SessionInfo},
+    Call, ChannelHandle, ChannelObject, MethodError, PublishFilter, ResumeOutcome, Router,
+    SessionInfo,
 };
 
 use super::contract::{ChatMessage, ECHO, Echo, PING, SEND_MESSAGE, SendMessage};

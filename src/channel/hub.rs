@@ -26,11 +26,11 @@ use crate::{
 };
 
 /// Events handed to subscribers together, shared by all of them.
-pub type Batch = Arc<StoredBatch>;
+pub(crate) type Batch = Arc<StoredBatch>;
 
 /// How a channel treats its subscribers.
 #[derive(Debug, Clone, Copy)]
-pub struct HubLimits {
+pub(crate) struct HubLimits {
     /// Events a subscriber may have unread before it counts as a slow consumer (it may hold
     /// up to `subscriber_queue - 1 + max_batch`: a batch is never split).
     pub subscriber_queue: usize,
@@ -46,7 +46,7 @@ pub(crate) enum PublishError {
 }
 
 /// One channel's publish pipeline and live subscribers.
-pub struct Hub {
+pub(crate) struct Hub {
     name: Arc<str>,
     store: Arc<dyn EventStore>,
     clock: SharedClock,
@@ -122,7 +122,7 @@ impl Hub {
     }
 
     /// The channel's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -231,7 +231,9 @@ impl Hub {
 
     /// Registers a live subscriber. Returns its queue and the channel's `head`: every event
     /// after `head` arrives on the queue, every event up to it is in the store.
-    pub(crate) async fn subscribe(self: &Arc<Self>) -> Result<(Subscription, u64), SubscribeError> {
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+    ) -> Result<(SubscriberQueue, u64), SubscribeError> {
         let known_head = self.state().head;
         let store_head = match known_head {
             Some(head) => head,
@@ -259,7 +261,7 @@ impl Hub {
         );
         drop(state);
         Ok((
-            Subscription {
+            SubscriberQueue {
                 hub: self.clone(),
                 key,
                 shared,
@@ -286,7 +288,7 @@ impl Hub {
     }
 
     /// Live subscribers now.
-    pub fn subscriber_count(&self) -> usize {
+    pub(crate) fn subscriber_count(&self) -> usize {
         self.state().subscribers.len()
     }
 }
@@ -298,7 +300,7 @@ pub(crate) enum SubscribeError {
 }
 
 /// A live subscriber's end of the channel. Dropping it unregisters the subscriber.
-pub struct Subscription {
+pub(crate) struct SubscriberQueue {
     hub: Arc<Hub>,
     key: u64,
     shared: Arc<QueueShared>,
@@ -306,20 +308,20 @@ pub struct Subscription {
 
 /// What ended a subscriber's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueEnd {
+pub(crate) enum QueueEnd {
     /// It fell behind by more than the queue holds.
     Overflowed,
     /// The hub went away (server shutting down).
     Closed,
 }
 
-impl Subscription {
+impl SubscriberQueue {
     fn took(&self, batch: &Batch) {
         self.shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
     }
 
     /// The next batch if one is queued, without waiting.
-    pub fn try_next(&mut self) -> Result<Option<Batch>, QueueEnd> {
+    pub(crate) fn try_next(&mut self) -> Result<Option<Batch>, QueueEnd> {
         if let Some(batch) = self.shared.batches().pop_front() {
             self.took(&batch);
             return Ok(Some(batch));
@@ -338,7 +340,7 @@ impl Subscription {
     }
 
     /// Waits for the next batch.
-    pub async fn next(&mut self) -> Result<Batch, QueueEnd> {
+    pub(crate) async fn next(&mut self) -> Result<Batch, QueueEnd> {
         std::future::poll_fn(|cx| {
             if let Some(batch) = self.try_next()? {
                 return Poll::Ready(Ok(batch));
@@ -356,12 +358,12 @@ impl Subscription {
 
     /// Has `waker` woken when a batch arrives or the queue closes (the last registered waker
     /// only). Look at the queue after registering: what came before is not woken for.
-    pub fn register(&self, waker: &Waker) {
+    pub(crate) fn register(&self, waker: &Waker) {
         self.shared.waker.register(waker);
     }
 
     /// Whether a batch is queued or the queue is closed.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire) || !self.shared.batches().is_empty()
     }
 
@@ -375,18 +377,18 @@ impl Subscription {
 
     /// Closes this subscriber's queue as the hub does at shutdown: what is queued can still be
     /// taken, then the queue reports [`QueueEnd::Closed`].
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let sink = self.hub.state().subscribers.remove(&self.key);
         drop(sink);
     }
 
     /// The channel this subscription is on.
-    pub fn hub(&self) -> &Arc<Hub> {
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 }
 
-impl Drop for Subscription {
+impl Drop for SubscriberQueue {
     fn drop(&mut self) {
         self.hub.state().subscribers.remove(&self.key);
     }

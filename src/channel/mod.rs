@@ -3,9 +3,8 @@
 //! [`Channels`] is the domain API the gRPC services call: publish to a channel, open a
 //! subscription with its resume outcome. It knows nothing of gRPC.
 
-pub mod hub;
-pub mod live;
-pub mod resume;
+mod hub;
+mod resume;
 
 use std::{
     collections::HashMap,
@@ -14,30 +13,30 @@ use std::{
 
 use bytes::Bytes;
 
-pub use hub::{Batch, Hub, HubLimits, QueueEnd, Subscription};
-pub use live::{EndedSession, LiveRegistration, LiveSession, LiveSessions, RefreshError};
+pub(crate) use hub::{Batch, Hub, HubLimits, QueueEnd, SubscriberQueue};
 pub use resume::{ResumeFailure, ResumeOutcome};
 
 use crate::{
     clock::SharedClock,
     event::{EventId, StoredEvent},
     filter::Filter,
+    session::Sessions,
     store::{EventStore, StoreError},
 };
 
 /// Every channel with subscribers or publishes in flight, created on first use.
-pub struct Channels {
+pub(crate) struct Channels {
     store: Arc<dyn EventStore>,
     clock: SharedClock,
     limits: HubLimits,
     hubs: Mutex<HashMap<Arc<str>, Arc<Hub>>>,
-    live: Arc<LiveSessions>,
+    live: Arc<Sessions>,
 }
 
 /// A subscription opened with its replay: what a `Subscribe` stream starts from.
-pub struct Opened {
+pub(crate) struct Opened {
     /// The live queue: events after `head`.
-    pub subscription: Subscription,
+    pub subscription: SubscriberQueue,
     /// Replayed events that pass the session's filter, in order, all with `seq <= head`.
     pub replay: Vec<StoredEvent>,
     /// The last sequence number covered by the replay; live events up to it are duplicates.
@@ -46,8 +45,8 @@ pub struct Opened {
 }
 
 impl Channels {
-    pub fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
-        let live = Arc::new(LiveSessions::new(clock.clone(), store.retention_ms()));
+    pub(crate) fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
+        let live = Arc::new(Sessions::new(clock.clone(), store.retention_ms()));
         Self {
             store,
             clock,
@@ -58,12 +57,12 @@ impl Channels {
     }
 
     /// The store behind every channel.
-    pub fn store(&self) -> &Arc<dyn EventStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
     }
 
-    /// Sessions with an open stream.
-    pub fn live(&self) -> &Arc<LiveSessions> {
+    /// The sessions of every channel: live, and closed but within their resume window.
+    pub(crate) fn sessions(&self) -> &Arc<Sessions> {
         &self.live
     }
 
@@ -89,7 +88,7 @@ impl Channels {
 
     /// Stores an event and delivers it to the channel's live subscribers that the filter
     /// admits. Returns once the store has it.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         channel: &str,
         payload: Bytes,
@@ -102,7 +101,7 @@ impl Channels {
 
     /// Stores `events` on `channel`, contiguous and in order (concurrent publishers do not
     /// interleave with them), and delivers them; returns their ids once the store has them all.
-    pub async fn publish_many(
+    pub(crate) async fn publish_many(
         &self,
         channel: &str,
         events: Vec<(Bytes, Filter)>,
@@ -134,7 +133,7 @@ impl Channels {
 
     /// Opens a live subscription on `channel` and reads what `last_event_id` asks to replay,
     /// keeping only events that `admits` lets through.
-    pub async fn open(
+    pub(crate) async fn open(
         &self,
         channel: &str,
         last_event_id: Option<EventId>,
@@ -184,8 +183,8 @@ impl Channels {
     /// Closes the queue of every live subscriber on every channel: each stream sends what is
     /// already queued, then ends. A subscriber that registers afterwards is not closed here:
     /// the server cancels its shutdown token first, and a stream built after that closes its
-    /// own queue ([`Subscription::close`]).
-    pub fn close_subscribers(&self) {
+    /// own queue ([`SubscriberQueue::close`]).
+    pub(crate) fn close_subscribers(&self) {
         let hubs: Vec<Arc<Hub>> = self.hubs().values().cloned().collect();
         for hub in hubs {
             hub.close_subscribers();
@@ -193,9 +192,12 @@ impl Channels {
     }
 
     /// Forgets hubs with no subscribers and nothing in flight; returns how many remain.
-    pub fn sweep_idle(&self) -> usize {
+    pub(crate) fn sweep_idle(&self) -> usize {
         let mut hubs = self.hubs();
         hubs.retain(|_, hub| !hub.retire_if_idle());
         hubs.len()
     }
 }
+
+#[cfg(test)]
+mod tests;

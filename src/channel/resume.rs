@@ -33,7 +33,7 @@ pub struct ResumeOutcome {
 
 /// The first step of a resume, before the store is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResumeStart {
+pub(crate) enum ResumeStart {
     /// Nothing to replay; the outcome is settled except for `oldest_retained`.
     Live {
         requested: bool,
@@ -45,7 +45,7 @@ pub enum ResumeStart {
 
 /// Decides from the client's id and the channel's state whether there is anything to replay.
 /// `head` is the last sequence number delivered live on the channel.
-pub fn start(
+pub(crate) fn start(
     requested: Option<EventId>,
     epoch: Epoch,
     retention_ms: u64,
@@ -74,7 +74,7 @@ pub fn start(
 
 /// Whether a replay after `after` recovered everything, given the oldest event the store still
 /// retains: only if nothing between `after` and the oldest retained event has expired.
-pub fn replay_failure(after: u64, oldest_retained: Option<u64>) -> Option<ResumeFailure> {
+pub(crate) fn replay_failure(after: u64, oldest_retained: Option<u64>) -> Option<ResumeFailure> {
     match oldest_retained {
         Some(oldest) if oldest <= after + 1 => None,
         _ => Some(ResumeFailure::TooOld),

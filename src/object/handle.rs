@@ -5,8 +5,8 @@ use std::{fmt, sync::Arc};
 use serde::Serialize;
 
 use crate::{
-    channel::Channels, error::Error, event::EventId, filter::Filter, frame, json, limits::Limits,
-    pb, token::TokenClaims,
+    channel::Channels, error::Error, event::EventId, filter::Filter, json, limits::Limits, pb,
+    token::TokenClaims, wire,
 };
 
 /// A live session on a channel, as objects and publish predicates see it.
@@ -54,19 +54,16 @@ impl ChannelHandle {
     ) -> Result<EventId, Error> {
         let value = serde_json::to_value(event)
             .map_err(|e| Error::InvalidArgument(format!("event does not serialize: {e}")))?;
-        let payload = frame::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)));
-        self.limits.check_payload(payload.len())?;
+        let payload = wire::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)));
         let filter = filter.resolve(|| self.sessions());
-        if let Some(tags) = &filter.tags {
-            self.limits.check_tags(tags)?;
-        }
+        self.limits.check_publish(&self.name, &payload, &filter)?;
         Ok(self.channels.publish(&self.name, payload, filter).await?)
     }
 
     /// The sessions with a stream open on this channel now.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.channels
-            .live()
+            .sessions()
             .on_channel(&self.name)
             .into_iter()
             .map(|session| SessionInfo {

@@ -4,7 +4,7 @@
 //! (`chat:*`); the server makes one instance per channel, on first use, and keeps it while the
 //! server runs. The object
 //! - answers method calls made with `Invoke`, by path, with typed input and output declared once
-//!   as [`Method`](crate::contract::Method) descriptors that the Rust client shares;
+//!   as [`Method`](crate::Method) descriptors that the Rust client shares;
 //! - hears when a session subscribes ([`ChannelObject::on_subscribed`]) and when a session has
 //!   ended, i.e. its resume window lapsed without a reconnect
 //!   ([`ChannelObject::on_session_ended`]);
@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use durable_iterator::{contract::Method, object::*};
+//! use durable_iterator::*;
 //!
 //! const PING: Method<(), String> = Method::new(&["ping"]);
 //!
@@ -32,17 +32,20 @@
 //! Channels with no registered object get the [`relay`] object (or, when the server is given
 //! one, a [`proxy`] to an HTTP endpoint), so the standalone binary is useful without Rust code.
 
+mod bound;
 mod handle;
 mod registry;
 pub mod relay;
 mod router;
 
-pub mod proxy;
+pub(crate) mod proxy;
 
 use std::sync::Arc;
 
+pub use crate::error::MethodError;
 pub use handle::{ChannelHandle, PublishFilter, SessionInfo};
-pub use registry::{ChannelPattern, ObjectRegistry, Objects};
+pub(crate) use registry::Objects;
+pub use registry::{ChannelPattern, ObjectRegistry};
 pub use router::Router;
 
 use crate::{channel::ResumeOutcome, token::TokenClaims};
@@ -85,53 +88,4 @@ impl Caller {
 pub struct Call {
     pub caller: Caller,
     pub channel: ChannelHandle,
-}
-
-/// A method's failure, with the gRPC status code the caller receives.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct MethodError {
-    pub code: tonic::Code,
-    pub message: String,
-}
-
-impl MethodError {
-    /// A failure with `code` and a message for the caller.
-    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The caller's input is wrong (`INVALID_ARGUMENT`).
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self::new(tonic::Code::InvalidArgument, message)
-    }
-
-    /// The caller may not do this (`PERMISSION_DENIED`).
-    pub fn permission_denied(message: impl Into<String>) -> Self {
-        Self::new(tonic::Code::PermissionDenied, message)
-    }
-
-    /// The object's state does not allow this now (`FAILED_PRECONDITION`).
-    pub fn failed_precondition(message: impl Into<String>) -> Self {
-        Self::new(tonic::Code::FailedPrecondition, message)
-    }
-
-    /// Something the caller can retry later (`UNAVAILABLE`).
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(tonic::Code::Unavailable, message)
-    }
-
-    /// A bug or failure on the object's side (`INTERNAL`).
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(tonic::Code::Internal, message)
-    }
-}
-
-impl From<crate::error::Error> for MethodError {
-    fn from(error: crate::error::Error) -> Self {
-        Self::new(error.code(), error.to_string())
-    }
 }

@@ -26,7 +26,7 @@ use hyper_util::{
 };
 use tonic::Code;
 
-use super::{Call, MethodError, SessionInfo, registry::BoundObject};
+use super::{Call, MethodError, SessionInfo, bound::BoundObject};
 use crate::channel::ResumeOutcome;
 
 /// Longest error text taken from an upstream body.

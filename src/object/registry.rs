@@ -6,10 +6,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures::future::BoxFuture;
-
 use super::{
-    Call, Caller, ChannelHandle, ChannelObject, MethodError, Router, SessionInfo,
+    Call, Caller, ChannelHandle, ChannelObject, Router, SessionInfo,
+    bound::{Bound, BoundObject},
     proxy::{MethodProxy, ProxyConfig},
     relay::Relay,
 };
@@ -56,48 +55,6 @@ impl ChannelPattern {
             Self::Exact(name) => (name == channel).then_some(usize::MAX),
             Self::Prefix(prefix) => channel.starts_with(prefix.as_str()).then_some(prefix.len()),
         }
-    }
-}
-
-/// An object instance with its methods, its type erased.
-#[async_trait::async_trait]
-pub(crate) trait BoundObject: Send + Sync {
-    /// Runs the method at `path`, or `None` when there is none.
-    fn invoke(
-        &self,
-        path: &[String],
-        call: Call,
-        input: serde_json::Value,
-    ) -> Option<BoxFuture<'static, Result<serde_json::Value, MethodError>>>;
-
-    async fn on_subscribed(&self, session: &SessionInfo, resume: &ResumeOutcome);
-
-    async fn on_session_ended(&self, session_id: &str);
-}
-
-struct Bound<T> {
-    object: Arc<T>,
-    router: Arc<Router<T>>,
-}
-
-#[async_trait::async_trait]
-impl<T: ChannelObject> BoundObject for Bound<T> {
-    fn invoke(
-        &self,
-        path: &[String],
-        call: Call,
-        input: serde_json::Value,
-    ) -> Option<BoxFuture<'static, Result<serde_json::Value, MethodError>>> {
-        let handler = self.router.get(path)?;
-        Some(handler(self.object.clone(), call, input))
-    }
-
-    async fn on_subscribed(&self, session: &SessionInfo, resume: &ResumeOutcome) {
-        self.object.on_subscribed(session, resume).await;
-    }
-
-    async fn on_session_ended(&self, session_id: &str) {
-        self.object.on_session_ended(session_id).await;
     }
 }
 
@@ -188,7 +145,7 @@ impl ObjectRegistry {
 /// The running objects of a server: one instance per channel of a registered object, made on
 /// first use and kept while the server runs; the stateless fallback (relay or proxy) is not
 /// kept, so channels without an object cost nothing here.
-pub struct Objects {
+pub(crate) struct Objects {
     registry: ObjectRegistry,
     channels: Arc<Channels>,
     limits: Limits,
@@ -206,7 +163,7 @@ impl Objects {
     }
 
     /// The handle objects of `channel` publish through.
-    pub fn channel(&self, channel: &str) -> ChannelHandle {
+    pub(crate) fn channel(&self, channel: &str) -> ChannelHandle {
         ChannelHandle::new(channel.into(), self.channels.clone(), self.limits)
     }
 

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChannelObject, MethodError, PublishFilter, Router};
-use crate::contract::Method;
+use crate::Method;
 
 /// `publish`: publishes `payload` to the channel.
 pub const PUBLISH: Method<RelayPublish, RelayPublished> = Method::new(&["publish"]);

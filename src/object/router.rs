@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Call, MethodError};
-use crate::contract::Method;
+use crate::Method;
 
 type Handler<T> = Arc<
     dyn Fn(

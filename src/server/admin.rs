@@ -10,13 +10,13 @@ use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin};
-use crate::{error::Error, filter::Filter, frame, json, pb, token};
+use crate::{error::Error, filter::Filter, json, pb, token, wire};
 
 /// The events of one channel in a batch: their positions in the request, and the events.
 type ChannelBatch = (Vec<usize>, Vec<(Bytes, Filter)>);
 
 /// The server-side service.
-pub struct AdminApi {
+pub(crate) struct AdminApi {
     shared: Arc<Shared>,
 }
 
@@ -46,8 +46,6 @@ impl AdminApi {
     /// Checks one event of a publish and turns it into what the channel stores: the channel,
     /// the encoded payload, the filter. Changes nothing.
     fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Bytes, Filter), Error> {
-        let limits = &self.shared.config.limits;
-        limits.check_channel(&request.channel)?;
         let payload = match request.payload {
             Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
             Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
@@ -57,22 +55,16 @@ impl AdminApi {
                 ));
             }
         };
-        let payload = frame::encode_payload(&payload);
-        limits.check_payload(payload.len())?;
-        let tags = request.tags.map(|list| list.values);
-        if let Some(tags) = &tags {
-            limits.check_tags(tags)?;
-        }
-        let targets = request.targets.map(|list| list.values);
-        if let Some(targets) = &targets {
-            limits.check_session_list("targets", targets)?;
-        }
-        limits.check_session_list("exclude", &request.exclude)?;
+        let payload = wire::encode_payload(&payload);
         let filter = Filter {
-            tags,
-            targets,
+            tags: request.tags.map(|list| list.values),
+            targets: request.targets.map(|list| list.values),
             exclude: request.exclude,
         };
+        self.shared
+            .config
+            .limits
+            .check_publish(&request.channel, &payload, &filter)?;
         Ok((request.channel, payload, filter))
     }
 

@@ -6,32 +6,32 @@ use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Shared,
-    generated::durable_iterator_server::DurableIterator,
-    subscribe::{SubscribeStream, SubscriberStream},
+    Shared, generated::durable_iterator_server::DurableIterator,
+    subscriber_stream::SubscriberStream,
 };
 use crate::{
-    channel::{RefreshError, ResumeFailure, ResumeOutcome, Subscription},
+    channel::{ResumeFailure, ResumeOutcome, SubscriberQueue},
     error::Error,
     event::EventId,
-    frame::Frame,
     interceptor::{InvokeCall, RefreshCall, SubscribeCall},
     json,
     object::{Caller, SessionInfo},
     pb, session,
+    session::RefreshError,
     token::TokenClaims,
+    wire::Frame,
 };
 
 /// A subscription opened and its replay read, not yet started: what the interceptors decide on.
 struct PendingStream {
     backlog: VecDeque<Frame>,
-    subscription: Subscription,
+    subscription: SubscriberQueue,
     head: u64,
     outcome: ResumeOutcome,
 }
 
 /// The client-facing service.
-pub struct ClientApi {
+pub(crate) struct ClientApi {
     shared: Arc<Shared>,
 }
 
@@ -136,7 +136,7 @@ impl ClientApi {
         let claims = &call.claims;
         let registration = shared
             .channels
-            .live()
+            .sessions()
             .register(call.session_id.clone(), claims.clone());
         let session = SessionInfo {
             session_id: call.session_id.clone(),
@@ -179,7 +179,7 @@ impl ClientApi {
         let session_id = session::unverified_session_id(ticket).ok_or(session::InvalidTicket)?;
         let live = shared
             .channels
-            .live()
+            .sessions()
             .get(session_id)
             .ok_or(Error::Refresh(RefreshError::NotLive))?;
         session::verify_ticket(&shared.config.keyring, &live.channel, ticket)?;
@@ -200,7 +200,7 @@ impl ClientApi {
         let claims = shared.verify_token(&request.token)?;
         let keyring = &shared.config.keyring;
         let live = session::unverified_session_id(&request.session_ticket)
-            .and_then(|id| shared.channels.live().get(id));
+            .and_then(|id| shared.channels.sessions().get(id));
         let Some(live) = live else {
             // Authentic but not connected is FAILED_PRECONDITION; anything else is refused.
             session::verify_ticket(keyring, &claims.chn, &request.session_ticket)
@@ -216,7 +216,7 @@ impl ClientApi {
             session_id: live.session_id.clone(),
             claims: Arc::new(claims),
         };
-        let live = shared.channels.live();
+        let live = shared.channels.sessions();
         let check = || -> BoxFuture<'_, Result<i64, Status>> {
             Box::pin(async {
                 live.check_refresh(&call.session_id, &call.claims)
@@ -255,18 +255,6 @@ fn resume_to_proto(outcome: &ResumeOutcome) -> pb::ResumeOutcome {
 
 #[tonic::async_trait]
 impl DurableIterator for ClientApi {
-    type SubscribeStream = SubscribeStream;
-
-    async fn subscribe(
-        &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<SubscribeStream>, Status> {
-        // Served by `wire::ClientService`; this handler is what tonic alone would run.
-        Ok(Response::new(
-            self.open(request.into_inner()).await?.into_stream(),
-        ))
-    }
-
     async fn invoke(
         &self,
         request: Request<pb::InvokeRequest>,

@@ -3,9 +3,10 @@
 
 mod admin;
 mod client_api;
+pub mod defaults;
 mod health;
-mod subscribe;
-mod wire;
+mod subscribe_service;
+mod subscriber_stream;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -16,9 +17,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use admin::AdminApi;
-pub use client_api::ClientApi;
-pub use subscribe::StreamTiming;
+use admin::AdminApi;
+use client_api::ClientApi;
+pub(crate) use subscriber_stream::StreamTiming;
 
 use crate::{
     channel::{Channels, HubLimits},
@@ -32,11 +33,10 @@ use crate::{
     token::{self, TokenClaims},
 };
 
-/// The generated service traits and servers; the streamed `SubscribeResponse` is a
-/// [`crate::frame::Frame`] here (see `build.rs`).
-#[allow(clippy::all, missing_docs)]
-pub mod generated {
-    include!(concat!(env!("OUT_DIR"), "/server/durable_iterator.v1.rs"));
+/// The generated service traits and servers, `Subscribe` aside (see `build.rs`).
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/durable_iterator.v1.rs"));
 }
 
 /// How the server behaves; the command line fills it in.
@@ -69,19 +69,19 @@ impl ServerConfig {
         Self {
             keyring,
             api_key,
-            heartbeat: Duration::from_secs(15),
-            expiry_notice: Duration::from_secs(30),
+            heartbeat: defaults::HEARTBEAT,
+            expiry_notice: defaults::EXPIRY_NOTICE,
             default_token_ttl_secs: token::DEFAULT_TTL_SECS,
             limits: Limits::default(),
-            subscriber_queue: 4_096,
-            max_concurrent_streams: 10_000,
+            subscriber_queue: defaults::SUBSCRIBER_QUEUE,
+            max_concurrent_streams: defaults::MAX_CONCURRENT_STREAMS,
             objects: ObjectRegistry::new(),
             interceptors: Interceptors::default(),
         }
     }
 }
 
-type ClientServer = wire::ClientService;
+type ClientServer = subscribe_service::ClientService;
 type AdminServer = generated::durable_iterator_admin_server::DurableIteratorAdminServer<AdminApi>;
 
 /// What the services share.
@@ -130,7 +130,7 @@ impl Server {
     pub fn new(config: ServerConfig, store: Arc<dyn EventStore>, clock: SharedClock) -> Self {
         let hub_limits = HubLimits {
             subscriber_queue: config.subscriber_queue,
-            max_batch: 1_024,
+            max_batch: defaults::MAX_BATCH,
         };
         let timing = StreamTiming {
             heartbeat_ms: config.heartbeat.as_millis() as u64,
@@ -188,7 +188,9 @@ impl Server {
             .max_concurrent_streams(shared.config.max_concurrent_streams)
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(wire::ClientService::new(ClientApi::new(shared.clone())))
+            .add_service(subscribe_service::ClientService::new(ClientApi::new(
+                shared.clone(),
+            )))
             .add_service(
                 generated::durable_iterator_admin_server::DurableIteratorAdminServer::new(
                     AdminApi::new(shared.clone()),
@@ -228,7 +230,7 @@ impl Server {
 
 /// Tells channel objects about sessions whose resume window lapsed without a reconnect.
 async fn end_sessions(shared: Arc<Shared>) {
-    let live = shared.channels.live().clone();
+    let live = shared.channels.sessions().clone();
     loop {
         let ended = tokio::select! {
             _ = shared.shutdown.cancelled() => return,

@@ -8,14 +8,14 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
-pub mod memory;
-pub mod redb;
+pub(crate) mod memory;
+pub(crate) mod redb;
 
 use async_trait::async_trait;
 
-use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
+pub use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
 
-pub use self::redb::RedbStore;
+pub use self::redb::{FILE_NAME as REDB_FILE_NAME, RedbStore};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.
@@ -75,6 +75,6 @@ pub trait EventStore: Send + Sync + 'static {
 }
 
 /// Whether an event published at `published_at_ms` is still retained at `now_ms`.
-pub fn is_retained(published_at_ms: u64, retention_ms: u64, now_ms: u64) -> bool {
+pub(crate) fn is_retained(published_at_ms: u64, retention_ms: u64, now_ms: u64) -> bool {
     now_ms < published_at_ms.saturating_add(retention_ms)
 }

@@ -43,10 +43,11 @@ use super::{EventStore, History, StoreError, is_retained};
 use crate::{
     event::{Epoch, NewEvent, StoredBatch, StoredEvent},
     filter::Filter,
-    frame::Frame,
+    wire::Frame,
 };
 
 /// The file inside the data directory.
+/// The file the store keeps in its data directory.
 pub const FILE_NAME: &str = "events.redb";
 /// The layout written by this version; a newer one is refused rather than misread.
 const FORMAT: u64 = 2;

@@ -1,0 +1,82 @@
+//! The `durable-iterator` command line: thin, every piece of behaviour lives in the library
+//! (the server) or the client crate. One file per command.
+
+mod publish;
+mod serve;
+mod subscribe;
+mod token;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Durable event streams over gRPC: subscribe, resume, refresh, invoke."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve(serve::ServeArgs),
+    /// Mints a channel token with the signing key (for grpcurl and scripts).
+    Token(token::TokenArgs),
+    /// Subscribes to a channel and prints each event as one JSON line, reconnecting and
+    /// resuming by itself.
+    Subscribe(subscribe::SubscribeArgs),
+    /// Publishes one JSON event through the admin API and prints its id.
+    Publish(publish::PublishArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct KeyArgs {
+    /// Signing keys, comma separated: tokens and session tickets are signed with the first and
+    /// verified with any (list the old key after the new one while rotating).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SIGNING_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) signing_key: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Token(args) => token::run(args),
+        Command::Subscribe(args) => subscribe::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+    }
+}
+
+/// The error of a command: printed as `error: ...`, exit status 1.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

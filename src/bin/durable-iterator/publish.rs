@@ -1,0 +1,60 @@
+//! `durable-iterator publish`: one JSON event through the admin API; prints its id.
+
+use clap::Args;
+use durable_iterator_client::{Client, Publish};
+
+use crate::BoxError;
+
+#[derive(Args)]
+pub(crate) struct PublishArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// The admin API key.
+    #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// The channel to publish to.
+    #[arg(long)]
+    channel: String,
+    /// The payload, as JSON.
+    #[arg(long)]
+    json: String,
+    /// Deliver only to sessions with one of these tags (comma separated; `--tags ''`:
+    /// nobody).
+    #[arg(long, value_delimiter = ',')]
+    tags: Option<Vec<String>>,
+    /// Deliver only to these session ids (comma separated; `--targets ''`: nobody).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Never deliver to these session ids.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+}
+
+pub(crate) async fn run(args: PublishArgs) -> Result<(), BoxError> {
+    let payload: serde_json::Value =
+        serde_json::from_str(&args.json).map_err(|e| format!("--json is not JSON: {e}"))?;
+    // `--tags ''` is an empty list (nobody), not a list of one empty tag.
+    let list = |values: Option<Vec<String>>| {
+        values.map(|values| values.into_iter().filter(|v| !v.is_empty()).collect())
+    };
+    let client = Client::new(&args.server)?;
+    let id = client
+        .publish(
+            &args.api_key,
+            Publish {
+                channel: args.channel,
+                payload,
+                tags: list(args.tags),
+                targets: list(args.targets),
+                exclude: args.exclude,
+            },
+        )
+        .await?;
+    println!("{id}");
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! `durable-iterator serve`: the server, configured from flags and the environment.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use clap::{Args, ValueEnum};
+use durable_iterator::{
+    EventStore, Keyring, Limits, MemoryStore, ProxyConfig, RedbStore, Server, ServerConfig,
+    TokenClaims,
+    clock::{Clock, SharedClock, SystemClock},
+    defaults, token,
+};
+use rand::RngCore;
+
+use crate::{BoxError, KeyArgs};
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (gRPC, grpc-web, reflection and health share it).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_LISTEN",
+        default_value = defaults::LISTEN
+    )]
+    listen: SocketAddr,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// API key of the admin service (Publish, IssueToken), sent as `authorization: Bearer <key>`.
+    /// Without one, a key is generated for this run and written to a file (see the output).
+    #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Where events are kept: `redb`, an embedded on-disk log in --data-dir that survives
+    /// restarts; or `memory`, lost at exit.
+    #[arg(long, env = "DURABLE_ITERATOR_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    store: StoreKind,
+    /// Data directory of the `redb` store (created if missing; one server at a time).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_DATA_DIR",
+        default_value = defaults::DATA_DIR
+    )]
+    data_dir: PathBuf,
+    /// How long events are kept for resume, in seconds (0: resume off).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_RETENTION_SECONDS",
+        default_value_t = defaults::RETENTION_SECONDS
+    )]
+    retention_seconds: u64,
+    /// Heartbeat interval of idle streams, in seconds.
+    #[arg(long, env = "DURABLE_ITERATOR_HEARTBEAT_SECONDS", default_value_t = defaults::HEARTBEAT.as_secs())]
+    heartbeat_seconds: u64,
+    /// Events a subscriber may have queued before its stream ends as a slow consumer.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SUBSCRIBER_QUEUE",
+        default_value_t = defaults::SUBSCRIBER_QUEUE
+    )]
+    subscriber_queue: usize,
+    /// Largest event payload, in bytes (encoded).
+    #[arg(long, env = "DURABLE_ITERATOR_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
+    max_payload_bytes: usize,
+    /// Most tags on a token or an event.
+    #[arg(long, env = "DURABLE_ITERATOR_MAX_TAGS", default_value_t = Limits::default().max_tags)]
+    max_tags: usize,
+    /// Largest token, in bytes.
+    #[arg(long, env = "DURABLE_ITERATOR_MAX_TOKEN_BYTES", default_value_t = Limits::default().max_token_bytes)]
+    max_token_bytes: usize,
+    /// Forward `Invoke` calls of every channel to this HTTP endpoint (a JSON POST per call; see
+    /// the README) instead of answering them with the built-in relay object.
+    #[arg(long, env = "DURABLE_ITERATOR_METHOD_PROXY")]
+    method_proxy: Option<http::Uri>,
+    /// How long one proxied method call may take.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_METHOD_PROXY_TIMEOUT_SECONDS",
+        default_value_t = defaults::METHOD_PROXY_TIMEOUT.as_secs()
+    )]
+    method_proxy_timeout_seconds: u64,
+    /// On SIGTERM or Ctrl-C, how long open calls may take to finish before the process exits.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = defaults::SHUTDOWN_GRACE.as_secs()
+    )]
+    shutdown_grace_seconds: u64,
+    /// Where to write a generated admin API key when none is configured.
+    #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
+    dev_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Redb,
+    Memory,
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
+    let generated_signing_key = args.keys.signing_key.is_empty();
+    let keyring = if generated_signing_key {
+        tracing::warn!(
+            "no signing key configured (--signing-key / DURABLE_ITERATOR_SIGNING_KEY): using a \
+             key generated for this run; tokens and session tickets stop working at restart"
+        );
+        Keyring::new([random_key()])?
+    } else {
+        Keyring::new(&args.keys.signing_key)?
+    };
+    let (api_key, dev_key_file) = match args.api_key {
+        Some(key) if key.is_empty() => return Err("--api-key is empty".into()),
+        Some(key) => (key, None),
+        None => {
+            // Written to a file readable by this user only, never to the log.
+            let key = random_key();
+            let path = args
+                .dev_key_file
+                .unwrap_or_else(|| std::env::temp_dir().join("durable-iterator-api-key"));
+            write_private(&path, &key)?;
+            tracing::warn!(
+                path = %path.display(),
+                "no admin API key configured (--api-key / DURABLE_ITERATOR_API_KEY): generated one for this run"
+            );
+            (key, Some(path))
+        }
+    };
+
+    let mut config = ServerConfig::new(keyring.clone(), Some(api_key));
+    config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+    config.subscriber_queue = args.subscriber_queue.max(1);
+    config.limits.max_payload_bytes = args.max_payload_bytes;
+    config.limits.max_tags = args.max_tags;
+    config.limits.max_token_bytes = args.max_token_bytes;
+    if let Some(url) = args.method_proxy {
+        if url.scheme_str() != Some("http") {
+            return Err(
+                format!("--method-proxy {url}: only http:// endpoints are supported").into(),
+            );
+        }
+        config.objects.proxy_unregistered(ProxyConfig {
+            url,
+            timeout: Duration::from_secs(args.method_proxy_timeout_seconds.max(1)),
+        });
+    }
+    let clock: SharedClock = Arc::new(SystemClock);
+    let retention_ms = args.retention_seconds.saturating_mul(1000);
+    let (store, store_name): (Arc<dyn EventStore>, String) = match args.store {
+        StoreKind::Memory => (Arc::new(MemoryStore::new(retention_ms)), "memory".into()),
+        StoreKind::Redb => {
+            let store = RedbStore::open(&args.data_dir, retention_ms)
+                .map_err(|e| format!("cannot open the event store: {e}"))?;
+            let name = format!("redb at {}", store.location());
+            (Arc::new(store), name)
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, retention_seconds = args.retention_seconds, store = %store_name, "serving");
+    // A plain line on stdout for scripts and supervisors that wait for the port.
+    println!("durable-iterator listening on {addr}");
+    if generated_signing_key || dev_key_file.is_some() {
+        print_walkthrough(addr, &keyring, clock.as_ref(), dev_key_file.as_deref());
+    }
+    let stopping = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            stopping.cancel();
+        }
+    });
+    let serving =
+        Server::new(config, store, clock).serve(listener, stopping.clone().cancelled_owned());
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    tokio::select! {
+        result = serving => result?,
+        // Streams are told to reconnect at once; a client that keeps a call open past the
+        // grace period does not hold the process. Acknowledged events are already durable.
+        _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "calls still open after the grace period: exiting");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells a first-time user how to try the running server: a ready token and grpcurl commands.
+fn print_walkthrough(
+    addr: SocketAddr,
+    keyring: &Keyring,
+    clock: &dyn Clock,
+    key_file: Option<&std::path::Path>,
+) {
+    let claims = TokenClaims::new("lobby", clock.now_secs(), token::DEFAULT_TTL_SECS);
+    let request = serde_json::json!({ "token": token::sign(keyring, &claims) });
+    let auth = match key_file {
+        Some(path) => format!("\"authorization: Bearer $(cat {})\"", path.display()),
+        None => "\"authorization: Bearer $DURABLE_ITERATOR_API_KEY\"".to_owned(),
+    };
+    println!(
+        "\nTry it (channel \"lobby\", token valid for 24 h):\n\n\
+         # subscribe\n\
+         grpcurl -plaintext -d '{request}' {addr} durable_iterator.v1.DurableIterator/Subscribe\n\n\
+         # publish (another terminal)\n\
+         grpcurl -plaintext -H {auth} -d '{{\"channel\":\"lobby\",\"json\":{{\"text\":\"hello\"}}}}' {addr} durable_iterator.v1.DurableIteratorAdmin/Publish\n"
+    );
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents.as_bytes())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: streams are told to reconnect");
+}

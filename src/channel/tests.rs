@@ -1,0 +1,165 @@
+//! Encode once, share the bytes: what every subscriber of a channel is handed, live and on
+//! replay.
+
+use std::{sync::Arc, time::Duration};
+
+use prost::Message;
+use serde_json::{Value, json};
+
+use super::{Batch, Channels, HubLimits, SubscriberQueue};
+use crate::{
+    clock::ManualClock,
+    filter::Filter,
+    json, pb,
+    pb::subscribe_response::Kind,
+    store::EventStore,
+    store::MemoryStore,
+    wire::{self, Frame},
+};
+
+const START_MS: u64 = 1_764_000_000_000;
+
+fn payload(event: &pb::Event) -> Value {
+    match &event.payload {
+        Some(pb::event::Payload::Json(value)) => json::from_proto(value),
+        other => panic!("not a JSON payload: {other:?}"),
+    }
+}
+
+fn library_channels() -> (Channels, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new(60_000));
+    let channels = Channels::new(
+        store.clone(),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 64,
+            max_batch: 64,
+        },
+    );
+    (channels, store)
+}
+
+fn json_payload(value: Value) -> bytes::Bytes {
+    wire::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)))
+}
+
+async fn next_batch(subscription: &mut SubscriberQueue) -> Batch {
+    tokio::time::timeout(Duration::from_secs(20), subscription.next())
+        .await
+        .expect("a batch within 20 s")
+        .expect("the subscription is open")
+}
+
+/// Decodes a frame as the `SubscribeResponse` a client receives.
+fn decoded_event(frame: &Frame) -> pb::Event {
+    match pb::SubscribeResponse::decode(frame.bytes().clone())
+        .unwrap()
+        .kind
+    {
+        Some(Kind::Event(event)) => event,
+        other => panic!("not an event frame: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_subscriber_is_sent_the_same_encoded_bytes() {
+    let (channels, _store) = library_channels();
+    let mut a = channels.open("shared", None, |_| true).await.unwrap();
+    let mut b = channels.open("shared", None, |_| true).await.unwrap();
+    let id = channels
+        .publish(
+            "shared",
+            json_payload(json!({"hello": "world"})),
+            Filter::everyone(),
+        )
+        .await
+        .unwrap();
+
+    let batch_a = next_batch(&mut a.subscription).await;
+    let batch_b = next_batch(&mut b.subscription).await;
+    assert_eq!((batch_a.len(), batch_b.len()), (1, 1));
+    let (frame_a, frame_b) = (&batch_a[0].frame, &batch_b[0].frame);
+    // One encoding in memory, not two equal ones.
+    assert_eq!(frame_a.bytes().as_ptr(), frame_b.bytes().as_ptr());
+    assert_eq!(frame_a.bytes().len(), frame_b.bytes().len());
+
+    let event = decoded_event(frame_a);
+    assert_eq!(event.id, id.to_string());
+    assert_eq!(event.published_at_ms as u64, START_MS);
+    assert_eq!(payload(&event), json!({"hello": "world"}));
+}
+
+#[tokio::test]
+async fn a_replayed_event_is_sent_as_the_bytes_encoded_when_it_was_stored() {
+    let (channels, store) = library_channels();
+    let mut live = channels.open("kept", None, |_| true).await.unwrap();
+    let first = channels
+        .publish("kept", json_payload(json!(1)), Filter::everyone())
+        .await
+        .unwrap();
+    let second = channels
+        .publish("kept", json_payload(json!(2)), Filter::everyone())
+        .await
+        .unwrap();
+    assert_eq!(first.epoch, store.epoch());
+    let mut live_events = Vec::new();
+    while live_events.len() < 2 {
+        live_events.extend(next_batch(&mut live.subscription).await.iter().cloned());
+    }
+
+    let resumed = channels.open("kept", Some(first), |_| true).await.unwrap();
+    assert!(resumed.outcome.recovered, "{:?}", resumed.outcome);
+    assert_eq!(resumed.outcome.replayed, 1);
+    assert_eq!(resumed.replay.len(), 1);
+    let replayed = &resumed.replay[0];
+    assert_eq!(replayed.seq, second.seq);
+    assert_eq!(live_events[1].seq, second.seq);
+    assert_eq!(
+        replayed.frame.bytes().as_ptr(),
+        live_events[1].frame.bytes().as_ptr(),
+        "the store keeps the encoded frame; replay does not re-encode"
+    );
+    let event = decoded_event(&replayed.frame);
+    assert_eq!(event.id, second.to_string());
+    assert_eq!(payload(&event), json!(2));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_keeps_up_survives_a_burst_larger_than_its_queue() {
+    let channels = Channels::new(
+        Arc::new(MemoryStore::new(60_000)),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 4,
+            max_batch: 64,
+        },
+    );
+    let mut opened = channels.open("burst", None, |_| true).await.unwrap();
+    // Polled together on this single-threaded runtime, all 16 publishes are queued before the
+    // flush task first runs: they are stored and handed out as one batch of 16, four times
+    // the queue. The subscriber has nothing unread, so it is not slow and must not be dropped.
+    let ids: Vec<_> = futures::future::join_all(
+        (0..16).map(|n| channels.publish("burst", json_payload(json!(n)), Filter::everyone())),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let mut received = Vec::new();
+    while received.len() < ids.len() {
+        received.extend(
+            next_batch(&mut opened.subscription)
+                .await
+                .iter()
+                .map(|e| e.seq),
+        );
+    }
+    assert_eq!(received, ids.iter().map(|id| id.seq).collect::<Vec<_>>());
+    // Still subscribed: the next event arrives too.
+    let after = channels
+        .publish("burst", json_payload(json!("after")), Filter::everyone())
+        .await
+        .unwrap();
+    let batch = next_batch(&mut opened.subscription).await;
+    assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [after.seq]);
+}

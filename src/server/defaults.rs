@@ -1,0 +1,26 @@
+//! The defaults of the server, declared once: [`ServerConfig::new`](super::ServerConfig::new)
+//! and `durable-iterator serve --help` take them from here, and a test checks that the README's
+//! configuration table says the same.
+
+use std::time::Duration;
+
+/// Where `serve` listens.
+pub const LISTEN: &str = "127.0.0.1:50051";
+/// Where the on-disk store keeps its file.
+pub const DATA_DIR: &str = "durable-iterator-data";
+/// How long events are kept for resume, in seconds.
+pub const RETENTION_SECONDS: u64 = 300;
+/// A heartbeat is sent after this long without another message.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// `TokenExpiring` is sent this long before a token expires.
+pub const EXPIRY_NOTICE: Duration = Duration::from_secs(30);
+/// Events queued per subscriber before its stream ends as a slow consumer.
+pub const SUBSCRIBER_QUEUE: usize = 4_096;
+/// Most events a channel appends to the store in one batch (concurrent publishes share it).
+pub const MAX_BATCH: usize = 1_024;
+/// HTTP/2 streams per connection (many sessions can share one connection).
+pub const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+/// Longest a call forwarded to the HTTP method proxy may take.
+pub const METHOD_PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, how long open calls may take to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,10 @@
+//! Sessions: a subscriber's identity on a channel, assigned by the server and kept across
+//! reconnects by a signed ticket ([`ticket`]), and the registry of sessions with a stream open
+//! now or closed less than a resume window ago ([`registry`]).
+
+mod registry;
+mod ticket;
+
+pub(crate) use registry::{LiveRegistration, RefreshError, Sessions};
+pub(crate) use ticket::unverified_session_id;
+pub use ticket::{InvalidTicket, issue_ticket, new_session_id, verify_ticket};

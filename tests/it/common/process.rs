@@ -1,0 +1,129 @@
+//! The real `durable-iterator serve` binary as a child process, on its on-disk store.
+
+use std::{
+    io::{BufRead, BufReader, Lines},
+    path::Path,
+    process::{Child, ChildStdout, Command, Stdio},
+};
+
+use durable_iterator::{
+    Keyring,
+    clock::{Clock, SystemClock},
+    pb,
+    token::{self, TokenClaims},
+};
+use tonic::transport::Channel;
+
+pub const CHILD_SIGNING_KEY: &str = "child-signing-key";
+pub const CHILD_API_KEY: &str = "child-api-key";
+
+/// A server process, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: String,
+    // Kept open: the server may still write to its stdout.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl ServerProcess {
+    /// `serve` on `listen` with the store in `data_dir`, keys known to the tests, an hour of
+    /// retention.
+    pub fn command(data_dir: &Path, listen: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_durable-iterator"));
+        command
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--signing-key",
+                CHILD_SIGNING_KEY,
+                "--api-key",
+                CHILD_API_KEY,
+            ])
+            .args([
+                "--retention-seconds",
+                "3600",
+                "--shutdown-grace-seconds",
+                "5",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Starts the server and waits for the line that names its address.
+    pub fn start(data_dir: &Path, listen: &str) -> Self {
+        let mut child = Self::command(data_dir, listen)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address before anything else")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("durable-iterator listening on ") {
+                break addr.to_owned();
+            }
+        };
+        Self {
+            child,
+            addr,
+            _stdout: lines,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends `signal` (e.g. `-TERM`) and waits for the process to exit.
+    pub fn signal(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token for `channel`, signed with the child's key, valid for an hour of real time.
+pub fn child_token(channel: &str) -> String {
+    let keyring = Keyring::new([CHILD_SIGNING_KEY]).unwrap();
+    token::sign(
+        &keyring,
+        &TokenClaims::new(channel, SystemClock.now_secs(), 3_600),
+    )
+}
+
+/// A `Publish` of `payload` with the child's API key.
+pub fn child_publish(
+    channel: &str,
+    payload: serde_json::Value,
+) -> tonic::Request<pb::PublishRequest> {
+    let mut request = tonic::Request::new(super::publish_request(channel, payload));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {CHILD_API_KEY}").parse().unwrap(),
+    );
+    request
+}

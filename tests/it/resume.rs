@@ -1,0 +1,267 @@
+//! Publish, live delivery and resume over real gRPC.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::common::*;
+use durable_iterator::pb::ResumeFailure;
+use serde_json::json;
+
+#[tokio::test]
+async fn first_message_is_subscribed_then_live_events_in_order() {
+    let server = TestServer::start().await;
+    let (subscribed, mut stream) = server
+        .subscribe(subscribe_request(server.token("lobby")))
+        .await
+        .unwrap();
+    assert_eq!(subscribed.channel, "lobby");
+    assert_eq!(subscribed.session_id.len(), 22);
+    assert!(
+        subscribed
+            .session_ticket
+            .starts_with(&subscribed.session_id)
+    );
+    assert_eq!(
+        subscribed.token_expires_at as u64,
+        server.now_secs() + 3_600
+    );
+    assert_eq!(subscribed.retention_seconds, 60);
+    assert_eq!(subscribed.heartbeat_interval_ms, 15_000);
+    let resume = subscribed.resume.unwrap();
+    assert!(!resume.requested && !resume.recovered);
+    // Nothing published yet: the stream stands before the first event.
+    assert!(
+        subscribed.position.ends_with("-0000000000000000"),
+        "{}",
+        subscribed.position
+    );
+
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(server.publish("lobby", json!({ "n": n })).await);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let event = next_event(&mut stream).await;
+        assert_eq!(&event.id, id);
+        assert_eq!(payload(&event), json!({ "n": n }));
+        assert_eq!(event.published_at_ms as u64, START_MS);
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "ids increase as strings");
+    // Another channel's events do not arrive.
+    server.publish("elsewhere", json!("x")).await;
+    assert!(
+        drain_until_marker(&server, "lobby", &mut stream)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn resume_replays_what_was_missed_and_keeps_the_session() {
+    let server = TestServer::start().await;
+    let (subscribed, mut stream) = server
+        .subscribe(subscribe_request(server.token("room")))
+        .await
+        .unwrap();
+    let first = server.publish("room", json!(1)).await;
+    assert_eq!(next_event(&mut stream).await.id, first);
+    drop(stream);
+
+    let missed = [
+        server.publish("room", json!(2)).await,
+        server.publish("room", json!(3)).await,
+    ];
+    let (resubscribed, mut stream) = server
+        .subscribe(resume_request(
+            server.token("room"),
+            &first,
+            &subscribed.session_ticket,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resubscribed.session_id, subscribed.session_id);
+    let resume = resubscribed.resume.unwrap();
+    assert!(resume.requested && resume.recovered, "{resume:?}");
+    assert_eq!(resume.replayed, 2);
+    assert_eq!(resume.oldest_retained_id, first);
+    // The replay ends at the newest event; live ones come after it.
+    assert_eq!(resubscribed.position, missed[1]);
+    for id in &missed {
+        assert_eq!(&next_event(&mut stream).await.id, id);
+    }
+    let live = server.publish("room", json!(4)).await;
+    assert_eq!(next_event(&mut stream).await.id, live);
+}
+
+#[tokio::test]
+async fn resume_at_the_latest_id_replays_nothing_and_recovers() {
+    let server = TestServer::start().await;
+    let last = server.publish("room", json!(1)).await;
+    let (subscribed, _stream) = server.subscribe(pb_resume(&server, &last)).await.unwrap();
+    let resume = subscribed.resume.unwrap();
+    assert!(resume.recovered && resume.replayed == 0, "{resume:?}");
+}
+
+fn pb_resume(server: &TestServer, last: &str) -> durable_iterator::pb::SubscribeRequest {
+    durable_iterator::pb::SubscribeRequest {
+        token: server.token("room"),
+        last_event_id: Some(last.into()),
+        session_ticket: None,
+    }
+}
+
+#[tokio::test]
+async fn unrecoverable_resumes_say_why() {
+    let server = TestServer::start_with(Options {
+        retention_ms: 10_000,
+        ..Options::default()
+    })
+    .await;
+    let first = server.publish("room", json!(1)).await;
+    server.clock.advance(Duration::from_secs(6));
+    let second = server.publish("room", json!(2)).await;
+    server.publish("room", json!(3)).await;
+
+    // Unknown id: a sequence number the channel never reached.
+    let epoch = &first[..8];
+    let (subscribed, _s) = server
+        .subscribe(pb_resume(&server, &format!("{epoch}-00000000000000ff")))
+        .await
+        .unwrap();
+    let resume = subscribed.resume.unwrap();
+    assert!(resume.requested && !resume.recovered);
+    assert_eq!(resume.failure(), ResumeFailure::UnknownId);
+    assert_eq!(resume.replayed, 0);
+
+    // Store reset: another epoch.
+    let other_epoch = if epoch == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    };
+    let (subscribed, _s) = server
+        .subscribe(pb_resume(
+            &server,
+            &format!("{other_epoch}-0000000000000001"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribed.resume.unwrap().failure(),
+        ResumeFailure::StoreReset
+    );
+
+    // Too old: the first event left the window, the rest is replayed and said to be partial.
+    server.clock.advance(Duration::from_secs(5));
+    let zero = format!("{epoch}-0000000000000000");
+    let (subscribed, mut stream) = server.subscribe(pb_resume(&server, &zero)).await.unwrap();
+    let resume = subscribed.resume.unwrap();
+    assert!(!resume.recovered);
+    assert_eq!(resume.failure(), ResumeFailure::TooOld);
+    assert_eq!(resume.replayed, 2);
+    assert_eq!(resume.oldest_retained_id, second);
+    assert_eq!(next_event(&mut stream).await.id, second);
+
+    // Resuming after the expired event itself still needs nothing that expired.
+    let (subscribed, _s) = server.subscribe(pb_resume(&server, &first)).await.unwrap();
+    let resume = subscribed.resume.unwrap();
+    assert!(resume.recovered && resume.replayed == 2, "{resume:?}");
+}
+
+#[tokio::test]
+async fn retention_zero_reports_resume_off() {
+    let server = TestServer::start_with(Options {
+        retention_ms: 0,
+        ..Options::default()
+    })
+    .await;
+    let first = server.publish("room", json!(1)).await;
+    server.publish("room", json!(2)).await;
+    let (subscribed, _s) = server.subscribe(pb_resume(&server, &first)).await.unwrap();
+    assert_eq!(subscribed.retention_seconds, 0);
+    let resume = subscribed.resume.unwrap();
+    assert!(!resume.recovered && resume.replayed == 0);
+    assert_eq!(resume.failure(), ResumeFailure::ResumeOff);
+}
+
+/// Publishers race a resuming subscriber: replay and live must meet with no gap and no
+/// duplicate. Repeated so that the join falls at many different points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_live_meet_without_gap_or_duplicate_under_concurrent_publishes() {
+    let store = YieldingStore(durable_iterator::store::MemoryStore::new(60_000));
+    replay_and_live_meet_under_concurrent_publishes(Arc::new(store)).await;
+}
+
+/// The same race on the on-disk store, whose appends go through its writer thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_live_meet_on_the_on_disk_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = durable_iterator::store::RedbStore::open(dir.path(), 60_000).unwrap();
+    replay_and_live_meet_under_concurrent_publishes(Arc::new(store)).await;
+}
+
+async fn replay_and_live_meet_under_concurrent_publishes(
+    store: Arc<dyn durable_iterator::store::EventStore>,
+) {
+    let server = Arc::new(
+        TestServer::start_with(Options {
+            store: Some(store),
+            ..Options::default()
+        })
+        .await,
+    );
+    let (subscribed, stream) = server
+        .subscribe(subscribe_request(server.token("race")))
+        .await
+        .unwrap();
+    drop(stream);
+    let mut before = server.publish("race", json!("start")).await;
+
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: usize = 150;
+    for round in 0..5 {
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for n in 0..PER_PUBLISHER {
+                        ids.push(server.publish("race", json!([round, p, n])).await);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        // Subscribe while the publishers are running.
+        tokio::task::yield_now().await;
+        let (resubscribed, mut stream) = server
+            .subscribe(resume_request(
+                server.token("race"),
+                &before,
+                &subscribed.session_ticket,
+            ))
+            .await
+            .unwrap();
+        assert!(resubscribed.resume.unwrap().recovered);
+        let mut published = Vec::new();
+        for publisher in publishers {
+            published.extend(publisher.await.unwrap());
+        }
+        published.sort();
+        let total = published.len();
+        let mut received = Vec::with_capacity(total);
+        while received.len() < total {
+            received.push(next_event(&mut stream).await.id);
+        }
+        assert_eq!(
+            received, published,
+            "round {round}: every event once, in order"
+        );
+        // And nothing after them.
+        let marker = server.publish("race", json!("marker")).await;
+        assert_eq!(next_event(&mut stream).await.id, marker);
+        // The next round resumes from here.
+        before = marker;
+    }
+}
