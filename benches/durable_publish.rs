@@ -12,10 +12,9 @@ use std::{
 
 use bytes::Bytes;
 use durable_iterator::{
-    channel::{Channels, HubLimits},
+    EventStore, Filter, RedbStore,
+    bench_support::{Channels, HubLimits},
     clock::SystemClock,
-    filter::Filter,
-    store::{EventStore, RedbStore},
 };
 
 const PAYLOAD_BYTES: usize = 100;

@@ -12,33 +12,51 @@ use crate::{
 /// What a call can fail with; the services return these and convert at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The token was refused (`UNAUTHENTICATED`).
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The session ticket was refused (`UNAUTHENTICATED`).
     #[error(transparent)]
     Ticket(#[from] InvalidTicket),
+    /// An event id that does not parse (`INVALID_ARGUMENT`).
     #[error(transparent)]
     EventId(#[from] MalformedEventId),
+    /// The request is malformed or over a limit (`INVALID_ARGUMENT`); says which.
     #[error("{0}")]
     InvalidArgument(String),
+    /// `path[0]` is not in the token's `rpc` (`PERMISSION_DENIED`).
     #[error("Method \"{0}\" is not allowed.")]
     MethodNotAllowed(String),
     #[error("channel {channel:?} has no method {}", path.join("."))]
-    MethodNotFound { channel: String, path: Vec<String> },
+    /// The channel's object has no method at this path (`NOT_FOUND`).
+    MethodNotFound {
+        /// The channel called.
+        channel: String,
+        /// The path called.
+        path: Vec<String>,
+    },
     /// A channel object's method failed with a code of its choosing.
     #[error(transparent)]
     Method(#[from] MethodError),
+    /// A refresh that cannot apply in place (`FAILED_PRECONDITION`): reconnect instead.
     #[error(transparent)]
     Refresh(#[from] RefreshError),
+    /// The server has no API key, so the admin service refuses every call (`PERMISSION_DENIED`).
     #[error("the admin API is disabled: the server has no API key configured (--api-key)")]
     AdminDisabled,
+    /// The admin call did not present the API key (`UNAUTHENTICATED`).
     #[error("missing or wrong API key (send `authorization: Bearer <key>`)")]
     AdminUnauthenticated,
+    /// The store failed (`UNAVAILABLE`) or found corrupt data (`DATA_LOSS`).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The subscriber's queue overflowed (`RESOURCE_EXHAUSTED`): resume from the last id.
     #[error("slow consumer, resume from last id")]
     SlowConsumer,
+    /// The session subscribed again on another stream (`ABORTED`).
     #[error("session resumed on another stream")]
     Superseded,
+    /// The server is shutting down (`UNAVAILABLE`): reconnect and resume.
     #[error("server shutting down, reconnect and resume from last id")]
     ShuttingDown,
 }
@@ -73,7 +91,9 @@ impl From<Error> for Status {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct MethodError {
+    /// The status code the caller receives.
     pub code: tonic::Code,
+    /// The message the caller receives.
     pub message: String,
 }
 

@@ -20,7 +20,9 @@ pub type Epoch = u32;
 /// A position in a channel: epoch and sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventId {
+    /// The store history the id belongs to: a reset store has a new one.
     pub epoch: Epoch,
+    /// The event's place in its channel, from 1.
     pub seq: u64,
 }
 
@@ -28,7 +30,7 @@ pub struct EventId {
 pub(crate) struct EventIdText([u8; 25]);
 
 impl EventIdText {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII hex digits and '-' are ever written.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
@@ -36,7 +38,7 @@ impl EventIdText {
 
 impl EventId {
     /// The id as text, written without the formatting machinery (once per stored event).
-    pub fn text(&self) -> EventIdText {
+    pub(crate) fn text(&self) -> EventIdText {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [b'-'; 25];
         for (i, byte) in text[..8].iter_mut().enumerate() {
@@ -93,8 +95,11 @@ pub struct NewEvent {
 /// An event as stored and delivered. Cloning shares everything.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
+    /// The event's place in its channel.
     pub seq: u64,
+    /// When it was stored, in Unix milliseconds.
     pub published_at_ms: u64,
+    /// Who receives it, as published (resolved to session ids).
     pub filter: Arc<Filter>,
     /// The `SubscribeResponse` every subscriber is sent, encoded once.
     pub(crate) frame: Frame,
@@ -166,6 +171,7 @@ impl StoredBatch {
             .slice(self.bounds[range.start]..self.bounds[range.end])
     }
 
+    /// The events, without their shared wire buffer.
     pub fn into_events(self) -> Vec<StoredEvent> {
         self.events
     }

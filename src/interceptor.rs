@@ -33,26 +33,35 @@ use crate::{channel::ResumeOutcome, object::Caller, token::TokenClaims};
 /// A `Subscribe` about to open its stream.
 #[derive(Debug, Clone)]
 pub struct SubscribeCall {
+    /// The token's channel.
     pub channel: String,
     /// The session's id: new, or kept from the presented ticket.
     pub session_id: String,
+    /// The verified token.
     pub claims: Arc<TokenClaims>,
+    /// The id to resume after, if any.
     pub last_event_id: Option<String>,
 }
 
 /// An `Invoke` of a method the caller's token allows.
 #[derive(Debug, Clone)]
 pub struct InvokeCall {
+    /// The caller's channel.
     pub channel: String,
+    /// Who calls.
     pub caller: Caller,
+    /// The method's path.
     pub path: Vec<String>,
+    /// The method's input.
     pub input: serde_json::Value,
 }
 
 /// A `RefreshToken` of a live session.
 #[derive(Debug, Clone)]
 pub struct RefreshCall {
+    /// The session's channel.
     pub channel: String,
+    /// The live session.
     pub session_id: String,
     /// The claims of the new token.
     pub claims: Arc<TokenClaims>,

@@ -7,35 +7,41 @@
 //!
 //! ## The design in a page
 //!
-//! - [`token`], [`session`], [`filter`] are pure: signing and verifying (oRPC-compatible
-//!   tokens, session tickets), and who receives an event. No I/O, time passed in.
+//! The workspace has one home per concern; this crate is the server.
+//!
+//! - The contract is declared once, in `proto/` and the [`durable_iterator_contract`] crate
+//!   (re-exported here): the generated messages ([`pb`]), the oRPC-compatible [`token`], typed
+//!   method descriptors ([`Method`]), the [`json`] mapping, and the injected [`clock`]. The Rust
+//!   client (`clients/rust`, crate `durable-iterator-client`) depends on it, not on this crate.
+//! - `token` (in the contract), [`session`] and `filter` are pure: signing and verifying tokens
+//!   and session tickets, and who receives an event ([`Filter`]). No I/O, time passed in.
 //! - [`store`] holds events per channel for the retention window behind one trait,
-//!   [`store::EventStore`]; the store assigns sequence numbers. [`store::RedbStore`], the
-//!   default, is an embedded on-disk log: one writer thread commits everything queued from every
-//!   channel in one transaction (group commit), and a publish is acknowledged only once durable.
-//! - [`channel`] is the domain core: one [`channel::Hub`] per active channel queues publishes,
-//!   appends them to the store in batches (concurrent publishers share a commit), and hands each
-//!   stored batch to every subscriber's bounded queue. Because the hub's `head` moves under the
-//!   same lock as its subscriber list, a resuming subscriber replays from the store up to `head`
-//!   and receives everything after it live: no gap, no duplicate.
-//! - [`frame`]: every event is encoded into its `SubscribeResponse` bytes once, when stored;
-//!   all subscribers, live or replaying, send those bytes as they are. A batch handed to the
-//!   subscribers holds its events as gRPC messages back to back in one shared buffer
-//!   ([`event::StoredBatch`]), and a `Subscribe` stream writes a run of them to HTTP/2 as one slice
-//!   of it, without tonic's per-message copy (`server/wire.rs`).
-//! - [`channel::Sessions`] knows the sessions with an open stream (what `RefreshToken` and
-//!   `Invoke` act on) and the closed ones until their resume window lapses: a session has
-//!   *ended* only when it did not come back in time.
-//! - [`object`] runs user code bound to channels (the Durable Object): methods by path, typed
-//!   once as [`Method`] descriptors shared with the client; hooks when sessions
-//!   subscribe and end; publishing with filters. Channels with no object get the relay, or an
-//!   HTTP method proxy. [`interceptor`]s wrap every Subscribe, Invoke and RefreshToken.
-//! - [`server`] is the gRPC edge: services, grpc-web, reflection, health; domain errors become
-//!   status codes in one place, [`error`].
-//! - [`client`] is the Rust client: a subscription that reconnects, resumes and refreshes by
-//!   itself as a plain `Stream` (no background task), and typed method calls.
-//! - Time comes from a [`clock::Clock`], on both sides, so expiry, heartbeats, retention,
-//!   backoff and liveness are tested without sleeping.
+//!   [`EventStore`]; the store assigns sequence numbers. [`RedbStore`], the default, is an
+//!   embedded on-disk log: one writer thread commits everything queued from every channel in
+//!   one transaction (group commit), and a publish is acknowledged only once durable.
+//!   [`MemoryStore`] is the same in memory.
+//! - `channel` is the domain core: one hub per active channel queues publishes, appends them to
+//!   the store in batches (concurrent publishers share a commit), and hands each stored batch to
+//!   every subscriber's bounded queue. Because the hub's head moves under the same lock as its
+//!   subscriber list, a resuming subscriber replays from the store up to the head and receives
+//!   everything after it live: no gap, no duplicate.
+//! - `session` also holds the registry of sessions: those with an open stream (what
+//!   `RefreshToken` and `Invoke` act on) and the closed ones until their resume window lapses;
+//!   a session has *ended* only when it did not come back in time.
+//! - `wire` is gRPC message framing: every event is encoded into its `SubscribeResponse` once,
+//!   when stored, as a gRPC message inside its batch's shared buffer; all subscribers, live or
+//!   replaying, send those bytes as they are.
+//! - Channel objects ([`ChannelObject`]) run user code bound to channels (the Durable Object):
+//!   methods by path through a [`Router`], typed once as [`Method`] descriptors shared with the
+//!   client; hooks when sessions subscribe and end; publishing with a [`PublishFilter`].
+//!   Channels with no object get the [`relay`], or an HTTP method proxy ([`ProxyConfig`]).
+//!   [`Interceptor`]s wrap every Subscribe, Invoke and RefreshToken.
+//! - `server` is the gRPC edge ([`Server`], [`ServerConfig`], [`defaults`]): both services,
+//!   grpc-web, reflection, health; `Subscribe` is served on the HTTP/2 stream directly, writing
+//!   runs of events as slices of their batch's buffer. Domain errors become status codes in one
+//!   place, [`Error`].
+//! - The command line (`src/bin/durable-iterator/`, one file per command) is behind the default
+//!   `cli` feature, so a library user need not compile clap.
 //!
 //! Locks are `std::sync::Mutex`: they guard short, non-async critical sections, which is
 //! cheaper than an async mutex and cannot be held across an `.await`.
@@ -63,6 +69,12 @@ pub use durable_iterator_contract::{
 pub use channel::{ResumeFailure, ResumeOutcome};
 pub use error::Error;
 pub use event::{EventId, MalformedEventId};
+
+/// What `benches/durable_publish.rs` measures below the gRPC edge: not part of the API.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::channel::{Channels, HubLimits};
+}
 pub use filter::Filter;
 pub use interceptor::{Interceptor, Interceptors, InvokeCall, Next, RefreshCall, SubscribeCall};
 pub use limits::Limits;

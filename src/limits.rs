@@ -66,7 +66,7 @@ impl Limits {
     }
 
     /// A channel name: 1 to `max_channel_bytes` of ASCII letters, digits and
-    /// [`CHANNEL_PUNCTUATION`].
+    /// `_-:.@/=+~`.
     pub fn check_channel(&self, channel: &str) -> Result<(), Error> {
         if channel.is_empty() {
             return Err(invalid("channel name is empty"));

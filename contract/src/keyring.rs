@@ -27,8 +27,10 @@ impl std::fmt::Debug for Keyring {
 /// A keyring needs at least one key, and no key may be empty.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyringError {
+    /// The list of keys is empty.
     #[error("no signing key given")]
     NoKey,
+    /// One of the keys is the empty string.
     #[error("a signing key is empty")]
     EmptyKey,
 }

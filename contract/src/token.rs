@@ -71,10 +71,13 @@ impl TokenClaims {
 /// Why a token was refused. Messages never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Not `JSON.signature`, or the JSON is not a token payload; says what is wrong.
     #[error("malformed token: {0}")]
     Malformed(String),
+    /// No key of the keyring signed it.
     #[error("bad signature")]
     BadSignature,
+    /// `exp` has passed.
     #[error("token expired")]
     Expired,
 }

@@ -6,19 +6,19 @@ use serde::{Deserialize, Serialize};
 
 /// What `sendMessage` takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     pub message: String,
 }
 
 /// What `routerClient.echo` takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Echo {
+pub(crate) struct Echo {
     pub text: String,
 }
 
 /// The event every member of the room receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
+pub(crate) struct ChatMessage {
     pub message: String,
     /// The sender's `userId` from the token's `att`, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,8 +26,8 @@ pub struct ChatMessage {
 }
 
 /// Publishes a message to everyone in the room but the sender.
-pub const SEND_MESSAGE: Method<SendMessage, ()> = Method::new(&["sendMessage"]);
+pub(crate) const SEND_MESSAGE: Method<SendMessage, ()> = Method::new(&["sendMessage"]);
 /// Answers `pong`.
-pub const PING: Method<(), String> = Method::new(&["routerClient", "ping"]);
+pub(crate) const PING: Method<(), String> = Method::new(&["routerClient", "ping"]);
 /// Answers `Echo: <text>`.
-pub const ECHO: Method<Echo, String> = Method::new(&["routerClient", "echo"]);
+pub(crate) const ECHO: Method<Echo, String> = Method::new(&["routerClient", "echo"]);

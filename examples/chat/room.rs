@@ -10,12 +10,12 @@ use durable_iterator::{
 use super::contract::{ChatMessage, ECHO, Echo, PING, SEND_MESSAGE, SendMessage};
 
 /// One chat room per channel (`chat:*`).
-pub struct ChatRoom {
+pub(crate) struct ChatRoom {
     channel: ChannelHandle,
 }
 
 impl ChatRoom {
-    pub fn new(channel: ChannelHandle) -> Self {
+    pub(crate) fn new(channel: ChannelHandle) -> Self {
         Self { channel }
     }
 

@@ -13,7 +13,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    task::{Poll, Waker},
+    task::Waker,
 };
 
 use futures::task::AtomicWaker;
@@ -30,7 +30,7 @@ pub(crate) type Batch = Arc<StoredBatch>;
 
 /// How a channel treats its subscribers.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct HubLimits {
+pub struct HubLimits {
     /// Events a subscriber may have unread before it counts as a slow consumer (it may hold
     /// up to `subscriber_queue - 1 + max_batch`: a batch is never split).
     pub subscriber_queue: usize,
@@ -119,11 +119,6 @@ impl Hub {
             limits,
             state: Mutex::default(),
         }
-    }
-
-    /// The channel's name.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -286,11 +281,6 @@ impl Hub {
         let closed = std::mem::take(&mut self.state().subscribers);
         drop(closed);
     }
-
-    /// Live subscribers now.
-    pub(crate) fn subscriber_count(&self) -> usize {
-        self.state().subscribers.len()
-    }
 }
 
 /// Why a subscriber was not registered; `Retired` as for [`PublishError`].
@@ -339,18 +329,19 @@ impl SubscriberQueue {
         }
     }
 
-    /// Waits for the next batch.
+    /// Waits for the next batch (streams poll [`SubscriberQueue::try_next`] instead).
+    #[cfg(test)]
     pub(crate) async fn next(&mut self) -> Result<Batch, QueueEnd> {
         std::future::poll_fn(|cx| {
             if let Some(batch) = self.try_next()? {
-                return Poll::Ready(Ok(batch));
+                return std::task::Poll::Ready(Ok(batch));
             }
             self.register(cx.waker());
             // Looked at again once registered: a batch that came in between is not missed.
             match self.try_next() {
-                Ok(Some(batch)) => Poll::Ready(Ok(batch)),
-                Ok(None) => Poll::Pending,
-                Err(end) => Poll::Ready(Err(end)),
+                Ok(Some(batch)) => std::task::Poll::Ready(Ok(batch)),
+                Ok(None) => std::task::Poll::Pending,
+                Err(end) => std::task::Poll::Ready(Err(end)),
             }
         })
         .await
@@ -380,11 +371,6 @@ impl SubscriberQueue {
     pub(crate) fn close(&self) {
         let sink = self.hub.state().subscribers.remove(&self.key);
         drop(sink);
-    }
-
-    /// The channel this subscription is on.
-    pub(crate) fn hub(&self) -> &Arc<Hub> {
-        &self.hub
     }
 }
 

@@ -13,7 +13,8 @@ use std::{
 
 use bytes::Bytes;
 
-pub(crate) use hub::{Batch, Hub, HubLimits, QueueEnd, SubscriberQueue};
+pub use hub::HubLimits;
+pub(crate) use hub::{Batch, Hub, QueueEnd, SubscriberQueue};
 pub use resume::{ResumeFailure, ResumeOutcome};
 
 use crate::{
@@ -25,7 +26,7 @@ use crate::{
 };
 
 /// Every channel with subscribers or publishes in flight, created on first use.
-pub(crate) struct Channels {
+pub struct Channels {
     store: Arc<dyn EventStore>,
     clock: SharedClock,
     limits: HubLimits,
@@ -45,7 +46,8 @@ pub(crate) struct Opened {
 }
 
 impl Channels {
-    pub(crate) fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
+    /// Channels over `store`, with time from `clock`.
+    pub fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
         let live = Arc::new(Sessions::new(clock.clone(), store.retention_ms()));
         Self {
             store,
@@ -88,7 +90,7 @@ impl Channels {
 
     /// Stores an event and delivers it to the channel's live subscribers that the filter
     /// admits. Returns once the store has it.
-    pub(crate) async fn publish(
+    pub async fn publish(
         &self,
         channel: &str,
         payload: Bytes,

@@ -12,6 +12,7 @@ use crate::{
 /// A live session on a channel, as objects and publish predicates see it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
+    /// The server-assigned session id.
     pub session_id: String,
     /// The payload of the session's current token (`att` included).
     pub claims: Arc<TokenClaims>,

@@ -86,6 +86,8 @@ impl Caller {
 /// One method call: who calls, and the channel the object is bound to.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// Who calls.
     pub caller: Caller,
+    /// The channel the object is bound to: publish to it, list its sessions.
     pub channel: ChannelHandle,
 }

@@ -21,7 +21,9 @@ use crate::{
 /// A channel name (`lobby`), or a prefix ending in `*` (`chat:*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelPattern {
+    /// This channel.
     Exact(String),
+    /// Every channel whose name starts with this.
     Prefix(String),
 }
 
@@ -124,7 +126,7 @@ impl ObjectRegistry {
     }
 
     /// Forwards the method calls of channels that match no registration to an HTTP endpoint
-    /// (see [`proxy`](super::proxy)), instead of serving them with the relay.
+    /// (see [`ProxyConfig`]), instead of serving them with the relay.
     pub fn proxy_unregistered(&mut self, config: ProxyConfig) -> &mut Self {
         let proxy = MethodProxy::new(config);
         self.fallback = Arc::new(move |_| Arc::new(proxy.clone()));

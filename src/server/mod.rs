@@ -52,6 +52,7 @@ pub struct ServerConfig {
     pub expiry_notice: Duration,
     /// Lifetime of tokens minted by `IssueToken` without a TTL.
     pub default_token_ttl_secs: u64,
+    /// Sizes and counts every request is checked against.
     pub limits: Limits,
     /// Events a subscriber may have queued before its stream ends as a slow consumer.
     pub subscriber_queue: usize,
@@ -127,6 +128,7 @@ const GRPC_WEB_ALLOWED_HEADERS: [&str; 7] = [
 ];
 
 impl Server {
+    /// A server of `config` on `store`, with time from `clock`.
     pub fn new(config: ServerConfig, store: Arc<dyn EventStore>, clock: SharedClock) -> Self {
         let hub_limits = HubLimits {
             subscriber_queue: config.subscriber_queue,

@@ -1,6 +1,6 @@
 //! Sessions: a subscriber's identity on a channel, assigned by the server and kept across
-//! reconnects by a signed ticket ([`ticket`]), and the registry of sessions with a stream open
-//! now or closed less than a resume window ago ([`registry`]).
+//! reconnects by a signed ticket ([`issue_ticket`], [`verify_ticket`]), and the registry of sessions with a stream open
+//! now or closed less than a resume window ago.
 
 mod registry;
 mod ticket;

@@ -254,11 +254,6 @@ impl Sessions {
     pub(crate) fn len(&self) -> usize {
         self.sessions().len()
     }
-
-    /// Whether no session is live.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.sessions().is_empty()
-    }
 }
 
 /// Keeps a session registered as live; dropping it unregisters the session unless a newer

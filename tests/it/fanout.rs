@@ -1,11 +1,10 @@
 //! Fan-out: publish filters live and on replay, session identity, slow consumers, batches.
 //! (That every subscriber is sent one shared encoding is a unit test of `channel`.)
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use crate::common::*;
 use durable_iterator::pb::{self, subscribe_response::Kind};
-use prost::Message;
 use serde_json::{Value, json};
 use tonic::{Code, Streaming};
 

@@ -18,6 +18,7 @@ pub enum SubscriptionItem {
 pub struct Event {
     /// Strictly increasing per channel; the subscription resumes after the last one received.
     pub id: String,
+    /// The payload as published.
     pub payload: Payload,
     /// When the server stored the event, in Unix milliseconds.
     pub published_at_ms: i64,
@@ -29,7 +30,12 @@ pub enum Payload {
     /// A JSON value (`google.protobuf.Value` on the wire).
     Json(serde_json::Value),
     /// A typed protobuf payload (`google.protobuf.Any`).
-    Typed { type_url: String, value: Vec<u8> },
+    Typed {
+        /// The type of the message (`type.googleapis.com/...`).
+        type_url: String,
+        /// The encoded message.
+        value: Vec<u8>,
+    },
     /// The event carried no payload.
     None,
 }
@@ -100,6 +106,7 @@ pub enum ResumeFailure {
 pub struct ResumeReport {
     /// The id the subscription asked to resume after.
     pub last_event_id: String,
+    /// Why not everything was recovered.
     pub failure: ResumeFailure,
     /// How many events (the retained part) are replayed before the stream goes live.
     pub replayed: u64,

@@ -73,24 +73,35 @@ pub enum ClientError {
     /// The token provider failed this many times in a row.
     #[error("the token provider failed {attempts} times in a row: {source}")]
     TokenProvider {
+        /// Failures in a row.
         attempts: u32,
+        /// The last failure.
         #[source]
         source: ProviderError,
     },
     /// The reconnect attempts allowed by [`Backoff::max_attempts`] all failed.
     #[error("gave up after {attempts} reconnect attempts; last: {:?}: {}", .last.code(), .last.message())]
-    RetriesExhausted { attempts: u32, last: Status },
+    RetriesExhausted {
+        /// Reconnect attempts made.
+        attempts: u32,
+        /// The status of the last one.
+        last: Status,
+    },
     /// A method input could not be encoded as JSON.
     #[error("cannot encode the input of {method}: {source}")]
     Encode {
+        /// The method's path.
         method: String,
+        /// Why it did not encode.
         #[source]
         source: serde_json::Error,
     },
     /// A method output did not have the declared type.
     #[error("the output of {method} is not of the declared type: {source}")]
     Decode {
+        /// The method's path.
         method: String,
+        /// Why it did not decode.
         #[source]
         source: serde_json::Error,
     },
@@ -111,7 +122,9 @@ impl ClientError {
 /// method should see that session as its caller.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
+    /// The channel token (required unless the ticket names a live session).
     pub token: String,
+    /// A session ticket from `Subscribed`: the method sees that session as its caller.
     pub session_ticket: Option<String>,
 }
 
@@ -122,13 +135,16 @@ pub struct Credentials {
 pub struct InvokeOptions {
     /// Retries after the first attempt.
     pub retries: u32,
+    /// The wait between retries.
     pub backoff: Backoff,
 }
 
 /// One event to publish through the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct Publish {
+    /// The channel to publish to.
     pub channel: String,
+    /// The event, as JSON.
     pub payload: serde_json::Value,
     /// Deliver only to sessions whose tags intersect these. `None`: everyone; empty: nobody.
     pub tags: Option<Vec<String>>,

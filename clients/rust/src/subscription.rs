@@ -72,13 +72,29 @@ impl Default for SubscribeOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
     /// Calling `Subscribe` (retry 0 is the first connect or a deliberate reconnect).
-    Connecting { retry: u32 },
+    Connecting {
+        /// Failed attempts since the stream last worked.
+        retry: u32,
+    },
     /// Waiting before retry `retry`, until `until_ms` on the client's clock.
-    BackingOff { retry: u32, until_ms: u64 },
+    BackingOff {
+        /// The attempt waited for.
+        retry: u32,
+        /// Until when, on the client's clock (Unix ms).
+        until_ms: u64,
+    },
     /// Waiting for the token provider (after `failures` failures in a row).
-    FetchingToken { failures: u32 },
+    FetchingToken {
+        /// Failures in a row so far.
+        failures: u32,
+    },
     /// Waiting before asking a failing token provider again, until `until_ms`.
-    TokenBackoff { failures: u32, until_ms: u64 },
+    TokenBackoff {
+        /// Failures in a row so far.
+        failures: u32,
+        /// Until when, on the client's clock (Unix ms).
+        until_ms: u64,
+    },
     /// The stream is open.
     Live,
     /// The subscription has ended (error, cancel, or drop).
@@ -88,6 +104,7 @@ pub enum ConnectionState {
 /// A snapshot of the subscription's progress (see [`SubscriptionHandle::progress`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
+    /// Where the subscription is now.
     pub state: ConnectionState,
     /// Streams opened so far (`Subscribed` received).
     pub connections: u64,

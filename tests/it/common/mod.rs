@@ -1,7 +1,7 @@
 //! A real server on 127.0.0.1:0 with a manual clock, and gRPC clients for it.
 #![allow(dead_code)]
 
-pub mod process;
+pub(crate) mod process;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -17,13 +17,13 @@ use durable_iterator::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, Status, Streaming, transport::Channel};
 
-pub const SIGNING_KEY: &str = "secret-key";
-pub const API_KEY: &str = "admin-key";
+pub(crate) const SIGNING_KEY: &str = "secret-key";
+pub(crate) const API_KEY: &str = "admin-key";
 /// The manual clock starts here (Unix ms): the day the token vectors were made.
-pub const START_MS: u64 = 1_764_000_000_000;
+pub(crate) const START_MS: u64 = 1_764_000_000_000;
 
 /// A running server and what a test needs to talk to it.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub keyring: Keyring,
@@ -34,7 +34,7 @@ pub struct TestServer {
 }
 
 /// How to start a test server.
-pub struct Options {
+pub(crate) struct Options {
     pub retention_ms: u64,
     pub config: Box<dyn FnOnce(&mut ServerConfig)>,
     pub store: Option<Arc<dyn EventStore>>,
@@ -51,11 +51,11 @@ impl Default for Options {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(Options::default()).await
     }
 
-    pub async fn start_with(options: Options) -> Self {
+    pub(crate) async fn start_with(options: Options) -> Self {
         let addr = "127.0.0.1:0".parse().unwrap();
         Self::start_on(addr, ManualClock::new(START_MS), options).await
     }
@@ -63,7 +63,7 @@ impl TestServer {
     /// Starts a server on `addr` (port 0 for any; or the address of a stopped one, to restart
     /// it on the same port) with `clock` (shared with a stopped server and with clients, so
     /// time stays one).
-    pub async fn start_on(addr: SocketAddr, clock: ManualClock, options: Options) -> Self {
+    pub(crate) async fn start_on(addr: SocketAddr, clock: ManualClock, options: Options) -> Self {
         let keyring = Keyring::new([SIGNING_KEY]).unwrap();
         let mut config = ServerConfig::new(keyring, Some(API_KEY.into()));
         (options.config)(&mut config);
@@ -102,7 +102,7 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same port, store and clock: a restart that
     /// clients see as the same address going away and coming back.
-    pub async fn restart(mut self) -> Self {
+    pub(crate) async fn restart(mut self) -> Self {
         let (addr, clock, store) = (self.addr, self.clock.clone(), self.store.clone());
         self.stop().await;
         drop(self);
@@ -114,7 +114,7 @@ impl TestServer {
     }
 
     /// Stops the server and waits until it has stopped.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -126,12 +126,12 @@ impl TestServer {
         }
     }
 
-    pub fn client(&self) -> DurableIteratorClient<Channel> {
+    pub(crate) fn client(&self) -> DurableIteratorClient<Channel> {
         DurableIteratorClient::new(self.channel.clone())
     }
 
     /// A client on a connection of its own.
-    pub async fn client_on_new_connection(&self) -> DurableIteratorClient<Channel> {
+    pub(crate) async fn client_on_new_connection(&self) -> DurableIteratorClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
@@ -140,38 +140,38 @@ impl TestServer {
         DurableIteratorClient::new(channel)
     }
 
-    pub fn admin(&self) -> DurableIteratorAdminClient<Channel> {
+    pub(crate) fn admin(&self) -> DurableIteratorAdminClient<Channel> {
         DurableIteratorAdminClient::new(self.channel.clone())
     }
 
-    pub fn now_secs(&self) -> u64 {
+    pub(crate) fn now_secs(&self) -> u64 {
         use durable_iterator::clock::Clock;
         self.clock.now_secs()
     }
 
     /// Claims for `channel` living one hour from the clock's now.
-    pub fn claims(&self, channel: &str) -> TokenClaims {
+    pub(crate) fn claims(&self, channel: &str) -> TokenClaims {
         TokenClaims::new(channel, self.now_secs(), 3_600)
     }
 
-    pub fn token(&self, channel: &str) -> String {
+    pub(crate) fn token(&self, channel: &str) -> String {
         token::sign(&self.keyring, &self.claims(channel))
     }
 
-    pub fn token_with_tags(&self, channel: &str, tags: &[&str]) -> String {
+    pub(crate) fn token_with_tags(&self, channel: &str, tags: &[&str]) -> String {
         let mut claims = self.claims(channel);
         claims.tags = Some(tags.iter().map(|t| t.to_string()).collect());
         token::sign(&self.keyring, &claims)
     }
 
     /// Publishes a JSON payload; returns the event id.
-    pub async fn publish(&self, channel: &str, payload: serde_json::Value) -> String {
+    pub(crate) async fn publish(&self, channel: &str, payload: serde_json::Value) -> String {
         self.publish_with(publish_request(channel, payload))
             .await
             .unwrap()
     }
 
-    pub async fn publish_with(&self, request: pb::PublishRequest) -> Result<String, Status> {
+    pub(crate) async fn publish_with(&self, request: pb::PublishRequest) -> Result<String, Status> {
         Ok(self
             .admin()
             .publish(authorized(request))
@@ -181,7 +181,7 @@ impl TestServer {
     }
 
     /// Subscribes and returns the `Subscribed` message and the rest of the stream.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         request: pb::SubscribeRequest,
     ) -> Result<(pb::Subscribed, Streaming<pb::SubscribeResponse>), Status> {
@@ -197,7 +197,7 @@ impl Drop for TestServer {
     }
 }
 
-pub async fn subscribe_on(
+pub(crate) async fn subscribe_on(
     client: &mut DurableIteratorClient<Channel>,
     request: pb::SubscribeRequest,
 ) -> Result<(pb::Subscribed, Streaming<pb::SubscribeResponse>), Status> {
@@ -208,7 +208,7 @@ pub async fn subscribe_on(
     }
 }
 
-pub fn subscribe_request(token: String) -> pb::SubscribeRequest {
+pub(crate) fn subscribe_request(token: String) -> pb::SubscribeRequest {
     pb::SubscribeRequest {
         token,
         last_event_id: None,
@@ -216,7 +216,11 @@ pub fn subscribe_request(token: String) -> pb::SubscribeRequest {
     }
 }
 
-pub fn resume_request(token: String, last_event_id: &str, ticket: &str) -> pb::SubscribeRequest {
+pub(crate) fn resume_request(
+    token: String,
+    last_event_id: &str,
+    ticket: &str,
+) -> pb::SubscribeRequest {
     pb::SubscribeRequest {
         token,
         last_event_id: Some(last_event_id.into()),
@@ -224,7 +228,7 @@ pub fn resume_request(token: String, last_event_id: &str, ticket: &str) -> pb::S
     }
 }
 
-pub fn publish_request(channel: &str, payload: serde_json::Value) -> pb::PublishRequest {
+pub(crate) fn publish_request(channel: &str, payload: serde_json::Value) -> pb::PublishRequest {
     pb::PublishRequest {
         channel: channel.into(),
         payload: Some(pb::publish_request::Payload::Json(
@@ -236,13 +240,13 @@ pub fn publish_request(channel: &str, payload: serde_json::Value) -> pb::Publish
     }
 }
 
-pub fn string_list(items: &[&str]) -> Option<pb::StringList> {
+pub(crate) fn string_list(items: &[&str]) -> Option<pb::StringList> {
     Some(pb::StringList {
         values: items.iter().map(|s| s.to_string()).collect(),
     })
 }
 
-pub fn authorized<T>(message: T) -> Request<T> {
+pub(crate) fn authorized<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",
@@ -253,7 +257,7 @@ pub fn authorized<T>(message: T) -> Request<T> {
 
 /// The next message of a stream, bounded in time so a missing message fails the test instead
 /// of hanging it. A stream that ended with a status returns that status.
-pub async fn next(stream: &mut Streaming<pb::SubscribeResponse>) -> Result<Kind, Status> {
+pub(crate) async fn next(stream: &mut Streaming<pb::SubscribeResponse>) -> Result<Kind, Status> {
     match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
         Err(_) => panic!("no message within 20 s"),
         Ok(Ok(Some(message))) => Ok(message.kind.expect("message has a kind")),
@@ -263,7 +267,7 @@ pub async fn next(stream: &mut Streaming<pb::SubscribeResponse>) -> Result<Kind,
 }
 
 /// The next event, skipping heartbeats.
-pub async fn next_event(stream: &mut Streaming<pb::SubscribeResponse>) -> pb::Event {
+pub(crate) async fn next_event(stream: &mut Streaming<pb::SubscribeResponse>) -> pb::Event {
     loop {
         match next(stream).await {
             Ok(Kind::Event(event)) => return event,
@@ -274,7 +278,7 @@ pub async fn next_event(stream: &mut Streaming<pb::SubscribeResponse>) -> pb::Ev
 }
 
 /// The JSON payload of an event.
-pub fn payload(event: &pb::Event) -> serde_json::Value {
+pub(crate) fn payload(event: &pb::Event) -> serde_json::Value {
     match &event.payload {
         Some(pb::event::Payload::Json(value)) => durable_iterator::json::from_proto(value),
         other => panic!("not a JSON payload: {other:?}"),
@@ -282,7 +286,10 @@ pub fn payload(event: &pb::Event) -> serde_json::Value {
 }
 
 /// Expects the stream to end with `code`; returns the status message.
-pub async fn expect_end(stream: &mut Streaming<pb::SubscribeResponse>, code: Code) -> String {
+pub(crate) async fn expect_end(
+    stream: &mut Streaming<pb::SubscribeResponse>,
+    code: Code,
+) -> String {
     loop {
         match next(stream).await {
             Ok(Kind::Heartbeat(_)) | Ok(Kind::TokenExpiring(_)) => continue,
@@ -297,7 +304,7 @@ pub async fn expect_end(stream: &mut Streaming<pb::SubscribeResponse>, code: Cod
 
 /// Publishes a marker event and reads the stream up to it: every event before the marker is
 /// returned. Proves that nothing else was delivered, without waiting for a timeout.
-pub async fn drain_until_marker(
+pub(crate) async fn drain_until_marker(
     server: &TestServer,
     channel: &str,
     stream: &mut Streaming<pb::SubscribeResponse>,
@@ -317,7 +324,7 @@ pub async fn drain_until_marker(
 
 /// A memory store that yields to the scheduler inside every call, the way a store that waits
 /// for a disk or a network does: it widens the windows in which publishes race subscribers.
-pub struct YieldingStore(pub MemoryStore);
+pub(crate) struct YieldingStore(pub MemoryStore);
 
 #[async_trait::async_trait]
 impl EventStore for YieldingStore {
@@ -365,7 +372,7 @@ impl EventStore for YieldingStore {
 
 /// Reads a stream up to the event `marker_id` (published by the caller, e.g. once for several
 /// streams) and returns the payloads of the events before it, skipping heartbeats.
-pub async fn payloads_until(
+pub(crate) async fn payloads_until(
     stream: &mut Streaming<pb::SubscribeResponse>,
     marker_id: &str,
 ) -> Vec<serde_json::Value> {
@@ -382,13 +389,13 @@ pub async fn payloads_until(
 impl TestServer {
     /// The server's shared connection, for clients other than the two services' (reflection,
     /// health).
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
 }
 
 /// Expects `result` to be refused with `code`; returns the status message.
-pub fn expect_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> String {
+pub(crate) fn expect_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> String {
     match result {
         Ok(value) => panic!("expected {code:?}, the call succeeded with {value:?}"),
         Err(status) => {
@@ -398,7 +405,11 @@ pub fn expect_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code)
     }
 }
 
-pub fn invoke_request(token: &str, ticket: Option<&str>, path: &[&str]) -> pb::InvokeRequest {
+pub(crate) fn invoke_request(
+    token: &str,
+    ticket: Option<&str>,
+    path: &[&str],
+) -> pb::InvokeRequest {
     pb::InvokeRequest {
         token: token.into(),
         session_ticket: ticket.map(Into::into),
@@ -409,16 +420,19 @@ pub fn invoke_request(token: &str, ticket: Option<&str>, path: &[&str]) -> pb::I
 
 impl TestServer {
     /// Signs `claims` with the server's signing key.
-    pub fn sign(&self, claims: &TokenClaims) -> String {
+    pub(crate) fn sign(&self, claims: &TokenClaims) -> String {
         token::sign(&self.keyring, claims)
     }
 
-    pub async fn invoke(&self, request: pb::InvokeRequest) -> Result<pb::InvokeResponse, Status> {
+    pub(crate) async fn invoke(
+        &self,
+        request: pb::InvokeRequest,
+    ) -> Result<pb::InvokeResponse, Status> {
         Ok(self.client().invoke(request).await?.into_inner())
     }
 
     /// `RefreshToken`; returns the new expiry.
-    pub async fn refresh_token(&self, ticket: &str, token: String) -> Result<i64, Status> {
+    pub(crate) async fn refresh_token(&self, ticket: &str, token: String) -> Result<i64, Status> {
         let request = pb::RefreshTokenRequest {
             session_ticket: ticket.into(),
             token,
@@ -434,7 +448,7 @@ impl TestServer {
 
 /// Publishes a marker and reads the stream up to it: every message before it is returned,
 /// heartbeats and `TokenExpiring` included. Proves what was (not) sent without waiting.
-pub async fn messages_until_marker(
+pub(crate) async fn messages_until_marker(
     server: &TestServer,
     channel: &str,
     stream: &mut Streaming<pb::SubscribeResponse>,
@@ -458,7 +472,7 @@ pub async fn messages_until_marker(
 /// Proves that nothing was stored on `channel` since the event `last_id`: a marker published
 /// now is the very next sequence number and the subscriber receives nothing before it.
 /// Returns the marker's id.
-pub async fn expect_nothing_stored_since(
+pub(crate) async fn expect_nothing_stored_since(
     server: &TestServer,
     channel: &str,
     stream: &mut Streaming<pb::SubscribeResponse>,
@@ -482,7 +496,7 @@ pub async fn expect_nothing_stored_since(
 
 /// Waits until the server no longer has the session of `ticket` live: it notices a dropped
 /// stream when the transport says so. A refresh answers FAILED_PRECONDITION from then on.
-pub async fn wait_until_not_live(server: &TestServer, channel: &str, ticket: &str) {
+pub(crate) async fn wait_until_not_live(server: &TestServer, channel: &str, ticket: &str) {
     for _ in 0..2_000 {
         match server.refresh_token(ticket, server.token(channel)).await {
             Err(status) if status.code() == Code::FailedPrecondition => {

@@ -14,11 +14,11 @@ use durable_iterator::{
 };
 use tonic::transport::Channel;
 
-pub const CHILD_SIGNING_KEY: &str = "child-signing-key";
-pub const CHILD_API_KEY: &str = "child-api-key";
+pub(crate) const CHILD_SIGNING_KEY: &str = "child-signing-key";
+pub(crate) const CHILD_API_KEY: &str = "child-api-key";
 
 /// A server process, killed when dropped.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     pub addr: String,
     // Kept open: the server may still write to its stdout.
@@ -28,7 +28,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// `serve` on `listen` with the store in `data_dir`, keys known to the tests, an hour of
     /// retention.
-    pub fn command(data_dir: &Path, listen: &str) -> Command {
+    pub(crate) fn command(data_dir: &Path, listen: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_durable-iterator"));
         command
             .args(["serve", "--listen", listen, "--data-dir"])
@@ -51,7 +51,7 @@ impl ServerProcess {
     }
 
     /// Starts the server and waits for the line that names its address.
-    pub fn start(data_dir: &Path, listen: &str) -> Self {
+    pub(crate) fn start(data_dir: &Path, listen: &str) -> Self {
         let mut child = Self::command(data_dir, listen)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -74,7 +74,7 @@ impl ServerProcess {
         }
     }
 
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
@@ -83,13 +83,13 @@ impl ServerProcess {
     }
 
     /// SIGKILL: no shutdown path runs.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// Sends `signal` (e.g. `-TERM`) and waits for the process to exit.
-    pub fn signal(&mut self, signal: &str) {
+    pub(crate) fn signal(&mut self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -107,7 +107,7 @@ impl Drop for ServerProcess {
 }
 
 /// A token for `channel`, signed with the child's key, valid for an hour of real time.
-pub fn child_token(channel: &str) -> String {
+pub(crate) fn child_token(channel: &str) -> String {
     let keyring = Keyring::new([CHILD_SIGNING_KEY]).unwrap();
     token::sign(
         &keyring,
@@ -116,7 +116,7 @@ pub fn child_token(channel: &str) -> String {
 }
 
 /// A `Publish` of `payload` with the child's API key.
-pub fn child_publish(
+pub(crate) fn child_publish(
     channel: &str,
     payload: serde_json::Value,
 ) -> tonic::Request<pb::PublishRequest> {
