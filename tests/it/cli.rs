@@ -238,3 +238,58 @@ fn serve_refuses_a_method_proxy_that_is_not_http() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("only http://"));
 }
+
+/// The README's configuration table says what `serve --help` says: every flag it lists with a
+/// default shows that default in `--help` (both come from `durable_iterator::defaults` and
+/// `Limits::default()`), and every flag of `--help` is in the table.
+#[test]
+fn the_readme_configuration_table_matches_serve_help() {
+    let output = binary().args(["serve", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    let readme = include_str!("../../README.md");
+    let table: Vec<(&str, &str)> = readme
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let flag = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            flag.starts_with("--").then(|| (flag, *cells.get(3).unwrap_or(&"")))
+        })
+        .collect();
+    assert!(table.len() >= 10, "the README lists the serve flags: {table:?}");
+    for (flag, readme_default) in &table {
+        let block = help
+            .split("\n  -")
+            .chain(help.split("\n      --"))
+            .find(|block| block.trim_start_matches('-').starts_with(&flag[2..]))
+            .unwrap_or_else(|| panic!("{flag} is in the README but not in serve --help"));
+        let help_default = block
+            .split("[default: ")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next());
+        let readme_default = readme_default.trim_matches('`').replace(',', "");
+        match help_default {
+            Some(value) => assert_eq!(
+                value, readme_default,
+                "{flag}: --help says {value}, the README says {readme_default}"
+            ),
+            None => assert!(
+                !readme_default.chars().all(|c| c.is_ascii_digit()),
+                "{flag}: the README gives a default ({readme_default}) that --help does not"
+            ),
+        }
+    }
+    for line in help.lines() {
+        let Some(flag) = line.trim_start().strip_prefix("--") else {
+            continue;
+        };
+        let flag = format!("--{}", flag.split([' ', '=']).next().unwrap_or_default());
+        if ["--help", "--dev-key-file"].contains(&flag.as_str()) {
+            continue;
+        }
+        assert!(
+            table.iter().any(|(listed, _)| *listed == flag),
+            "{flag} is in serve --help but not in the README's configuration table"
+        );
+    }
+}
