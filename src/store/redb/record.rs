@@ -1,0 +1,154 @@
+//! The record format: the events of one append, as one value of the `events` table.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{
+    filter::Filter,
+    store::{StoreError, StoredEvent},
+    wire::Frame,
+};
+
+/// The events of one append, each as `published_at_ms` (8 bytes LE), filter length (4 bytes
+/// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
+pub(super) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
+    out.clear();
+    // Events of one publish share their filter: it is serialized once for a run of them.
+    let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
+    for event in events {
+        out.extend_from_slice(&event.published_at_ms.to_le_bytes());
+        let json = match &filter {
+            Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
+            _ => {
+                let json = if event.filter.is_everyone() {
+                    Vec::new()
+                } else {
+                    // A filter is strings and lists of strings: serializing it cannot fail.
+                    serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
+                };
+                &filter.insert((&event.filter, json)).1
+            }
+        };
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json);
+        out.extend_from_slice(&(event.frame.bytes().len() as u32).to_le_bytes());
+        out.extend_from_slice(event.frame.bytes());
+    }
+}
+
+/// One event of a record, not yet decoded.
+pub(super) struct RawEvent<'a> {
+    pub(super) seq: u64,
+    pub(super) published_at_ms: u64,
+    pub(super) filter: &'a [u8],
+    pub(super) frame: &'a [u8],
+}
+
+impl RawEvent<'_> {
+    pub(super) fn decode(&self) -> Result<StoredEvent, StoreError> {
+        let filter = if self.filter.is_empty() {
+            Filter::everyone()
+        } else {
+            serde_json::from_slice(self.filter).map_err(|_| malformed(self.seq))?
+        };
+        Ok(StoredEvent {
+            seq: self.seq,
+            published_at_ms: self.published_at_ms,
+            filter: Arc::new(filter),
+            frame: Frame::from_encoded(Bytes::copy_from_slice(self.frame)),
+        })
+    }
+}
+
+pub(super) fn malformed(seq: u64) -> StoreError {
+    StoreError::Corrupt(format!("the record of event {seq} is malformed"))
+}
+
+/// The events of the record of the append that starts at `first_seq`.
+pub(super) fn raw_events(
+    first_seq: u64,
+    mut record: &[u8],
+) -> impl Iterator<Item = Result<RawEvent<'_>, StoreError>> {
+    let mut seq = first_seq;
+    std::iter::from_fn(move || {
+        if record.is_empty() {
+            return None;
+        }
+        let mut take = |n: usize| {
+            let (head, rest) = record.split_at_checked(n)?;
+            record = rest;
+            Some(head)
+        };
+        let event = (|| {
+            let published_at_ms = u64::from_le_bytes(take(8)?.try_into().ok()?);
+            let filter_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let filter = take(filter_len)?;
+            let frame_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let frame = take(frame_len)?;
+            Some(RawEvent {
+                seq,
+                published_at_ms,
+                filter,
+                frame,
+            })
+        })();
+        let event = event.ok_or_else(|| {
+            record = &[];
+            malformed(seq)
+        });
+        seq += 1;
+        Some(event)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewEvent, contract::event};
+
+    #[test]
+    fn records_round_trip() {
+        let filter = Filter {
+            tags: Some(vec!["t".into()]),
+            targets: None,
+            exclude: vec!["s".into()],
+        };
+        // A run of events sharing one filter is encoded with it each time.
+        let shared = Arc::new(filter);
+        let stored: Vec<StoredEvent> = [Arc::new(Filter::everyone()), shared.clone(), shared]
+            .into_iter()
+            .zip(9..)
+            .map(|(filter, seq)| {
+                let new = NewEvent {
+                    filter,
+                    ..event(40 + seq)
+                };
+                StoredEvent::new(7, seq, &new)
+            })
+            .collect();
+        let mut record = Vec::new();
+        encode_events(&stored, &mut record);
+        let decoded: Vec<StoredEvent> = raw_events(9, &record)
+            .map(|raw| raw.and_then(|raw| raw.decode()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded.len(), 3);
+        for (decoded, stored) in decoded.iter().zip(&stored) {
+            assert_eq!(decoded.seq, stored.seq);
+            assert_eq!(decoded.published_at_ms, stored.published_at_ms);
+            assert_eq!(decoded.filter, stored.filter);
+            assert_eq!(decoded.frame, stored.frame);
+        }
+        // A record cut anywhere reads as corrupt, never as fewer events.
+        for cut in [1, 8, 12, record.len() - 1] {
+            let results: Vec<_> = raw_events(9, &record[..cut]).collect();
+            assert!(
+                results
+                    .last()
+                    .is_some_and(|last| matches!(last, Err(StoreError::Corrupt(_)))),
+                "cut at {cut}"
+            );
+        }
+    }
+}

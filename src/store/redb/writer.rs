@@ -1,0 +1,119 @@
+//! The group-commit writer: one thread, one transaction for everything queued, answers after
+//! the fsync.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use ::redb::{Database, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    EVENTS, EXPIRY, HEADS, MAX_APPENDS_PER_COMMIT,
+    open::{Reopenable, needs_reopen, storage},
+    record::encode_events,
+};
+use crate::store::{Epoch, NewEvent, StoreError, StoredBatch, StoredEvent};
+
+pub(super) struct Append {
+    pub(super) channel: String,
+    pub(super) events: Vec<NewEvent>,
+    pub(super) reply: oneshot::Sender<Result<StoredBatch, StoreError>>,
+}
+
+/// The writer thread: one transaction for everything queued, then the answers.
+pub(super) fn write_loop(
+    db: &Reopenable,
+    retention_ms: u64,
+    mut queue: mpsc::UnboundedReceiver<Append>,
+    commits: &AtomicU64,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_APPENDS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(append) => batch.push(append),
+                Err(_) => break,
+            }
+        }
+        let committed = db.get().and_then(|current| {
+            let result = commit(&current, db.epoch, retention_ms, &batch);
+            if result.as_ref().is_err_and(needs_reopen) {
+                // Nothing of this batch is acknowledged; the next one gets a fresh database.
+                if let Err(error) = db.reopen(Some(current)) {
+                    tracing::error!(%error, "reopening the event store failed; retrying on next use");
+                }
+            }
+            result
+        });
+        match committed {
+            Ok(stored) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                for (append, stored) in batch.into_iter().zip(stored) {
+                    let _ = append.reply.send(Ok(stored));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, appends = batch.len(), "commit failed; nothing acknowledged");
+                for append in batch {
+                    let _ = append.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn commit(
+    db: &Database,
+    epoch: Epoch,
+    retention_ms: u64,
+    batch: &[Append],
+) -> Result<Vec<StoredBatch>, StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut heads = txn.open_table(HEADS).map_err(storage)?;
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
+        // Heads of channels met in this batch: several appends may hit one channel.
+        let mut last_seqs: HashMap<&str, u64> = HashMap::new();
+        let mut record = Vec::new();
+        for append in batch {
+            let channel = append.channel.as_str();
+            let last_seq = match last_seqs.get(channel) {
+                Some(seq) => *seq,
+                None => heads
+                    .get(channel)
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value()),
+            };
+            let stored = StoredEvent::batch(epoch, last_seq + 1, &append.events);
+            let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+                results.push(stored);
+                continue;
+            };
+            if retention_ms > 0 {
+                encode_events(&stored, &mut record);
+                events
+                    .insert((channel, first.seq), record.as_slice())
+                    .map_err(storage)?;
+                // The record goes when its newest event expires; reads skip older ones before.
+                let newest = stored.iter().map(|e| e.published_at_ms).max();
+                expiry
+                    .insert(
+                        (newest.unwrap_or(first.published_at_ms), channel, first.seq),
+                        last.seq,
+                    )
+                    .map_err(storage)?;
+            }
+            last_seqs.insert(channel, last.seq);
+            results.push(stored);
+        }
+        for (channel, seq) in last_seqs {
+            heads.insert(channel, seq).map_err(storage)?;
+        }
+    }
+    txn.commit().map_err(storage)?;
+    Ok(results)
+}
