@@ -253,10 +253,14 @@ fn the_readme_configuration_table_matches_serve_help() {
         .filter_map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             let flag = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
-            flag.starts_with("--").then(|| (flag, *cells.get(3).unwrap_or(&"")))
+            flag.starts_with("--")
+                .then(|| (flag, *cells.get(3).unwrap_or(&"")))
         })
         .collect();
-    assert!(table.len() >= 10, "the README lists the serve flags: {table:?}");
+    assert!(
+        table.len() >= 10,
+        "the README lists the serve flags: {table:?}"
+    );
     for (flag, readme_default) in &table {
         let block = help
             .split("\n  -")

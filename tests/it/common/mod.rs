@@ -28,9 +28,27 @@ pub(crate) struct TestServer {
     pub clock: ManualClock,
     pub keyring: Keyring,
     pub store: Arc<dyn EventStore>,
+    /// The configuration it was started with: a restart keeps it.
+    config: ServerConfig,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Binds `addr`. A restart binds the port its predecessor just closed, which the kernel may
+/// not have released yet on a loaded machine: retried for up to 10 s.
+async fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let mut attempts = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("cannot bind {addr}: {error}"),
+        }
+    }
 }
 
 /// How to start a test server.
@@ -72,10 +90,10 @@ impl TestServer {
         let store = options
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new(options.retention_ms)));
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let listener = bind(addr).await;
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::new(config, store.clone(), Arc::new(clock.clone()));
+        let server = Server::new(config.clone(), store.clone(), Arc::new(clock.clone()));
         let task = tokio::spawn(async move {
             server
                 .serve(listener, async {
@@ -94,20 +112,23 @@ impl TestServer {
             clock,
             keyring,
             store,
+            config,
             channel,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
-    /// Stops the server and starts a new one on the same port, store and clock: a restart that
-    /// clients see as the same address going away and coming back.
+    /// Stops the server and starts a new one on the same port, store, clock and configuration:
+    /// a restart that clients see as the same address going away and coming back.
     pub(crate) async fn restart(mut self) -> Self {
         let (addr, clock, store) = (self.addr, self.clock.clone(), self.store.clone());
+        let config = self.config.clone();
         self.stop().await;
         drop(self);
         let options = Options {
             store: Some(store),
+            config: Box::new(move |kept| *kept = config),
             ..Options::default()
         };
         Self::start_on(addr, clock, options).await
