@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -37,7 +38,8 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Where and how to forward method calls.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The endpoint every call is POSTed to (`http://`).
+    /// The endpoint every call is POSTed to (`http://`, or `https://` trusting the system's
+    /// root certificates).
     pub url: Uri,
     /// How long one call may take upstream; past it the caller gets `DEADLINE_EXCEEDED`.
     pub timeout: Duration,
@@ -47,14 +49,39 @@ pub struct ProxyConfig {
 #[derive(Clone)]
 pub(crate) struct MethodProxy {
     config: Arc<ProxyConfig>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// HTTP and HTTPS, with the system's root certificates (none found: HTTPS calls fail, and say
+/// why, while HTTP ones work).
+fn https_connector() -> HttpsConnector<HttpConnector> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::warn!(%error, "no system root certificates: https method proxies will fail");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(empty_roots_config())
+        }
+    };
+    builder.https_or_http().enable_http1().build()
+}
+
+fn empty_roots_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
 }
 
 impl MethodProxy {
     pub(crate) fn new(config: ProxyConfig) -> Self {
         Self {
             config: Arc::new(config),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(https_connector()),
         }
     }
 

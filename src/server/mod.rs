@@ -7,6 +7,7 @@ pub mod defaults;
 mod health;
 mod subscribe_service;
 mod subscriber_stream;
+mod tls;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use admin::AdminApi;
 use client_api::ClientApi;
 pub(crate) use subscriber_stream::StreamTiming;
+pub use tls::{TlsConfig, TlsError, dev_certificate};
 
 use crate::{
     channel::{Channels, HubLimits},
@@ -62,6 +64,10 @@ pub struct ServerConfig {
     pub objects: ObjectRegistry,
     /// Code run around every Subscribe, Invoke and RefreshToken, in order.
     pub interceptors: Interceptors,
+    /// Serve TLS (HTTP/2 and HTTP/1.1 by ALPN) instead of plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Origins a browser may call from (CORS); empty: any origin.
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
 }
 
 impl ServerConfig {
@@ -78,6 +84,8 @@ impl ServerConfig {
             max_concurrent_streams: defaults::MAX_CONCURRENT_STREAMS,
             objects: ObjectRegistry::new(),
             interceptors: Interceptors::default(),
+            tls: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -116,8 +124,8 @@ pub struct Server {
 /// Response headers a grpc-web client in a browser must be able to read.
 const GRPC_WEB_EXPOSED_HEADERS: [&str; 3] =
     ["grpc-status", "grpc-message", "grpc-status-details-bin"];
-/// Request headers grpc-web clients send.
-const GRPC_WEB_ALLOWED_HEADERS: [&str; 7] = [
+/// Request headers browser gRPC libraries send (grpc-web, Connect, tracing).
+const GRPC_WEB_ALLOWED_HEADERS: [&str; 11] = [
     "content-type",
     "x-grpc-web",
     "x-user-agent",
@@ -125,6 +133,10 @@ const GRPC_WEB_ALLOWED_HEADERS: [&str; 7] = [
     "authorization",
     "grpc-accept-encoding",
     "grpc-encoding",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "traceparent",
+    "tracestate",
 ];
 
 impl Server {
@@ -175,8 +187,14 @@ impl Server {
         health.set_serving::<ClientServer>().await;
         health.set_serving::<AdminServer>().await;
 
+        let origins = &shared.config.cors_allowed_origins;
+        let allow_origin = if origins.is_empty() {
+            AllowOrigin::mirror_request()
+        } else {
+            AllowOrigin::list(origins.iter().cloned())
+        };
         let cors = CorsLayer::new()
-            .allow_origin(AllowOrigin::mirror_request())
+            .allow_origin(allow_origin)
             .allow_methods([Method::POST, Method::OPTIONS])
             .allow_headers(GRPC_WEB_ALLOWED_HEADERS.map(HeaderName::from_static))
             .expose_headers(GRPC_WEB_EXPOSED_HEADERS.map(HeaderName::from_static))
@@ -185,7 +203,7 @@ impl Server {
         let maintenance = tokio::spawn(maintain(shared.clone()));
         let reaper = tokio::spawn(end_sessions(shared.clone()));
         let stopping = shared.clone();
-        let result = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(shared.config.max_concurrent_streams)
             .layer(cors)
@@ -200,25 +218,32 @@ impl Server {
             )
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(health_service)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    shutdown.await;
-                    // Load balancers stop routing here while open streams are told to
-                    // reconnect elsewhere.
-                    health
-                        .set_service_status("", ServingStatus::NotServing)
-                        .await;
-                    health.set_not_serving::<ClientServer>().await;
-                    health.set_not_serving::<AdminServer>().await;
-                    // Cancelled first: a stream that registers after its channel's queues
-                    // were closed sees it and ends (SubscriberStream::new).
-                    stopping.shutdown.cancel();
-                    stopping.channels.close_subscribers();
-                },
-            )
-            .await;
+            .add_service(health_service);
+        let stop = async move {
+            shutdown.await;
+            // Load balancers stop routing here while open streams are told to
+            // reconnect elsewhere.
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health.set_not_serving::<ClientServer>().await;
+            health.set_not_serving::<AdminServer>().await;
+            // Cancelled first: a stream that registers after its channel's queues
+            // were closed sees it and ends (SubscriberStream::new).
+            stopping.shutdown.cancel();
+            stopping.channels.close_subscribers();
+        };
+        let result = match shared.config.tls.clone() {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(listener), stop)
+                    .await
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
         shared.shutdown.cancel();
         maintenance.abort();
         reaper.abort();

@@ -13,3 +13,4 @@ mod interceptor_refusals;
 mod lifecycle;
 mod objects;
 mod resume;
+mod tls;

@@ -34,7 +34,10 @@ mod token_provider;
 
 use std::{sync::Arc, time::Duration};
 
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
 
 pub use backoff::Backoff;
 pub use item::{Event, Payload, ResumeFailure, ResumeReport, SubscriptionItem};
@@ -154,6 +157,15 @@ pub struct Publish {
     pub exclude: Vec<String>,
 }
 
+/// How to connect over TLS (`https://` addresses), besides the system's root certificates.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Trust this CA too (PEM), e.g. a private one or the server's `--dev-tls` certificate.
+    pub ca_certificate_pem: Option<Vec<u8>>,
+    /// Present this certificate and key (PEM) to a server that requires client certificates.
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// A connection to a durable-iterator server. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct Client {
@@ -162,20 +174,37 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `endpoint` (e.g. `http://127.0.0.1:50051`). Connects on first
-    /// use and reconnects by itself, so a server that is down now is no error here.
+    /// A client of the server at `endpoint` (`http://127.0.0.1:50051`, or `https://...`,
+    /// trusting the system's root certificates). Connects on first use and reconnects by
+    /// itself, so a server that is down now is no error here.
     pub fn new(endpoint: &str) -> Result<Self, ClientError> {
+        Self::with_options(endpoint, ConnectOptions::default())
+    }
+
+    /// [`Client::new`] with TLS options: a private CA, a client certificate (mTLS).
+    pub fn with_options(endpoint: &str, options: ConnectOptions) -> Result<Self, ClientError> {
         let invalid = |e: &dyn std::fmt::Display| {
             ClientError::InvalidEndpoint(endpoint.to_owned(), e.to_string())
         };
-        let channel = Channel::from_shared(endpoint.to_owned())
+        let mut builder = Channel::from_shared(endpoint.to_owned())
             .map_err(|e| invalid(&e))?
             // A connect that neither succeeds nor fails (a black-holed address) must not hold
             // a reconnect forever.
             .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self::from_channel(channel))
+            .tcp_nodelay(true);
+        if endpoint.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = options.ca_certificate_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = options.client_identity_pem {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            builder = builder.tls_config(tls).map_err(|e| invalid(&e))?;
+        } else if options.ca_certificate_pem.is_some() || options.client_identity_pem.is_some() {
+            return Err(invalid(&"TLS options need an https:// address"));
+        }
+        Ok(Self::from_channel(builder.connect_lazy()))
     }
 
     /// A client on an existing tonic `Channel` (TLS, custom timeouts, a shared connection).

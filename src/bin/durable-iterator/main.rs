@@ -78,5 +78,29 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     }
 }
 
+/// The TLS options of the client commands.
+#[derive(Args)]
+pub(crate) struct TlsArgs {
+    /// Trust this PEM CA certificate for an https:// server, besides the system's roots (e.g.
+    /// the certificate `serve --dev-tls` made).
+    #[arg(long, env = "DURABLE_ITERATOR_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// A client of `server` with these options.
+    pub(crate) fn client(&self, server: &str) -> Result<durable_iterator_client::Client, BoxError> {
+        let mut options = durable_iterator_client::ConnectOptions::default();
+        if let Some(path) = &self.ca_cert {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+            options.ca_certificate_pem = Some(pem);
+        }
+        Ok(durable_iterator_client::Client::with_options(
+            server, options,
+        )?)
+    }
+}
+
 /// The error of a command: printed as `error: ...`, exit status 1.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,9 +1,9 @@
 //! `durable-iterator publish`: one JSON event through the admin API; prints its id.
 
 use clap::Args;
-use durable_iterator_client::{Client, Publish};
+use durable_iterator_client::Publish;
 
-use crate::BoxError;
+use crate::{BoxError, TlsArgs};
 
 #[derive(Args)]
 pub(crate) struct PublishArgs {
@@ -33,6 +33,8 @@ pub(crate) struct PublishArgs {
     /// Never deliver to these session ids.
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 pub(crate) async fn run(args: PublishArgs) -> Result<(), BoxError> {
@@ -42,7 +44,7 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), BoxError> {
     let list = |values: Option<Vec<String>>| {
         values.map(|values| values.into_iter().filter(|v| !v.is_empty()).collect())
     };
-    let client = Client::new(&args.server)?;
+    let client = args.tls.client(&args.server)?;
     let id = client
         .publish(
             &args.api_key,

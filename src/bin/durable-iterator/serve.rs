@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use clap::{Args, ValueEnum};
 use durable_iterator::{
     EventStore, Keyring, Limits, MemoryStore, ProxyConfig, RedbStore, Server, ServerConfig,
-    TokenClaims,
+    TlsConfig, TokenClaims,
     clock::{Clock, SharedClock, SystemClock},
     defaults, token,
 };
@@ -83,6 +83,27 @@ pub(crate) struct ServeArgs {
         default_value_t = defaults::SHUTDOWN_GRACE.as_secs()
     )]
     shutdown_grace_seconds: u64,
+    /// Serve TLS with this PEM certificate chain (HTTP/2 and HTTP/1.1 by ALPN, so browsers
+    /// multiplex every stream of a page on one connection). Needs --tls-key.
+    #[arg(long, env = "DURABLE_ITERATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "DURABLE_ITERATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates that chain to this PEM CA bundle (mTLS).
+    #[arg(long, env = "DURABLE_ITERATOR_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate for localhost, made once in --data-dir (for
+    /// local development; its path and fingerprint are printed).
+    #[arg(long, env = "DURABLE_ITERATOR_DEV_TLS", conflicts_with_all = ["tls_cert", "tls_key"])]
+    dev_tls: bool,
+    /// Origins browsers may call from (CORS; repeat or comma separate). Default: any origin.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    cors_allow_origin: Vec<http::HeaderValue>,
     /// Where to write a generated admin API key when none is configured.
     #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
     dev_key_file: Option<PathBuf>,
@@ -136,16 +157,36 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
     config.limits.max_tags = args.max_tags;
     config.limits.max_token_bytes = args.max_token_bytes;
     if let Some(url) = args.method_proxy {
-        if url.scheme_str() != Some("http") {
-            return Err(
-                format!("--method-proxy {url}: only http:// endpoints are supported").into(),
-            );
+        if !matches!(url.scheme_str(), Some("http" | "https")) {
+            return Err(format!("--method-proxy {url}: give an http:// or https:// URL").into());
         }
         config.objects.proxy_unregistered(ProxyConfig {
             url,
             timeout: Duration::from_secs(args.method_proxy_timeout_seconds.max(1)),
         });
     }
+    config.cors_allowed_origins = args.cors_allow_origin;
+    let mut dev_certificate = None;
+    if args.dev_tls {
+        let (cert, key, fingerprint) = durable_iterator::dev_certificate(&args.data_dir)?;
+        config.tls = Some(TlsConfig::from_pem_files(
+            &cert,
+            &key,
+            args.tls_client_ca.as_deref(),
+        )?);
+        dev_certificate = Some((cert, fingerprint));
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(TlsConfig::from_pem_files(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+        )?);
+    } else if args.tls_client_ca.is_some() {
+        return Err(
+            "--tls-client-ca needs TLS: give --tls-cert and --tls-key, or --dev-tls".into(),
+        );
+    }
+    let tls = config.tls.is_some();
     let clock: SharedClock = Arc::new(SystemClock);
     let retention_ms = args.retention_seconds.saturating_mul(1000);
     let (store, store_name): (Arc<dyn EventStore>, String) = match args.store {
@@ -160,11 +201,33 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, retention_seconds = args.retention_seconds, store = %store_name, "serving");
+    tracing::info!(%addr, tls, retention_seconds = args.retention_seconds, store = %store_name, "serving");
     // A plain line on stdout for scripts and supervisors that wait for the port.
     println!("durable-iterator listening on {addr}");
+    if let Some((cert, fingerprint)) = &dev_certificate {
+        println!(
+            "TLS with a self-signed development certificate: {}\n  SHA-256 fingerprint {fingerprint}\n  \
+             clients trust it with --ca-cert {} (grpcurl: -cacert {}); browsers: open \
+             https://localhost:{} once and accept it",
+            cert.display(),
+            cert.display(),
+            cert.display(),
+            addr.port()
+        );
+    }
     if generated_signing_key || dev_key_file.is_some() {
-        print_walkthrough(addr, &keyring, clock.as_ref(), dev_key_file.as_deref());
+        let transport = match (&dev_certificate, &args.tls_cert) {
+            (Some((cert, _)), _) => format!("-cacert {}", cert.display()),
+            (None, Some(cert)) => format!("-cacert {}", cert.display()),
+            (None, None) => "-plaintext".to_owned(),
+        };
+        print_walkthrough(
+            addr,
+            &keyring,
+            clock.as_ref(),
+            dev_key_file.as_deref(),
+            &transport,
+        );
     }
     let stopping = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
@@ -195,6 +258,7 @@ fn print_walkthrough(
     keyring: &Keyring,
     clock: &dyn Clock,
     key_file: Option<&std::path::Path>,
+    transport: &str,
 ) {
     let claims = TokenClaims::new("lobby", clock.now_secs(), token::DEFAULT_TTL_SECS);
     let request = serde_json::json!({ "token": token::sign(keyring, &claims) });
@@ -205,9 +269,9 @@ fn print_walkthrough(
     println!(
         "\nTry it (channel \"lobby\", token valid for 24 h):\n\n\
          # subscribe\n\
-         grpcurl -plaintext -d '{request}' {addr} durable_iterator.v1.DurableIterator/Subscribe\n\n\
+         grpcurl {transport} -d '{request}' {addr} durable_iterator.v1.DurableIterator/Subscribe\n\n\
          # publish (another terminal)\n\
-         grpcurl -plaintext -H {auth} -d '{{\"channel\":\"lobby\",\"json\":{{\"text\":\"hello\"}}}}' {addr} durable_iterator.v1.DurableIteratorAdmin/Publish\n"
+         grpcurl {transport} -H {auth} -d '{{\"channel\":\"lobby\",\"json\":{{\"text\":\"hello\"}}}}' {addr} durable_iterator.v1.DurableIteratorAdmin/Publish\n"
     );
 }
 

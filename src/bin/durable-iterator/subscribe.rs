@@ -10,14 +10,14 @@ use std::{io::Write, sync::Arc, time::Duration};
 use clap::Args;
 use durable_iterator::TokenClaims;
 use durable_iterator_client::{
-    Client, ClientError, FixedToken, Keyring, SigningProvider, SubscribeOptions, Subscription,
+    ClientError, FixedToken, Keyring, SigningProvider, SubscribeOptions, Subscription,
     SubscriptionItem, SystemClock, TokenFuture, TokenProvider,
 };
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
 
-use crate::{BoxError, KeyArgs};
+use crate::{BoxError, KeyArgs, TlsArgs};
 
 #[derive(Args)]
 pub(crate) struct SubscribeArgs {
@@ -62,10 +62,12 @@ pub(crate) struct SubscribeArgs {
     session_ticket: Option<String>,
     #[command(flatten)]
     keys: KeyArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 pub(crate) async fn run(args: SubscribeArgs) -> Result<(), BoxError> {
-    let client = Client::new(&args.server)?;
+    let client = args.tls.client(&args.server)?;
     let mut options = SubscribeOptions {
         last_event_id: args.from,
         session_ticket: args.session_ticket,
