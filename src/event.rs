@@ -5,13 +5,18 @@
 //! in the same order as strings as in sequence. A store that lost its history starts a new epoch,
 //! so an id from before is recognised as such rather than confused with a new event.
 
-use std::{fmt, ops::Deref, ops::Range, str::FromStr, sync::Arc};
+use std::{
+    fmt,
+    ops::{Deref, Range},
+    str::FromStr,
+    sync::{Arc, OnceLock},
+};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::{
     filter::Filter,
-    wire::{self, Frame, GRPC_HEADER},
+    wire::{self, Encoding, Frame, GRPC_HEADER},
 };
 
 /// The epoch of a store's history.
@@ -149,6 +154,7 @@ impl StoredEvent {
             events,
             wire,
             bounds,
+            gzip: OnceLock::new(),
         }
     }
 }
@@ -162,6 +168,16 @@ pub struct StoredBatch {
     wire: Bytes,
     /// Where each event starts in `wire`, and where the last one ends: `events.len() + 1`.
     bounds: Vec<usize>,
+    /// The same layout for gzip streams, made by the first subscriber that needs it and shared
+    /// by the rest: each large event compressed once per batch, not once per subscriber.
+    gzip: OnceLock<Layout>,
+}
+
+/// Events as gRPC messages back to back, and where each starts (and the last ends).
+#[derive(Debug, Clone)]
+struct Layout {
+    wire: Bytes,
+    bounds: Vec<usize>,
 }
 
 impl StoredBatch {
@@ -169,6 +185,39 @@ impl StoredBatch {
     pub fn wire(&self, range: Range<usize>) -> Bytes {
         self.wire
             .slice(self.bounds[range.start]..self.bounds[range.end])
+    }
+
+    /// [`StoredBatch::wire`] for a stream compressed with `encoding`: events of at least
+    /// [`wire::COMPRESS_AT_LEAST`] bytes compressed (once per batch), smaller ones as they are.
+    pub(crate) fn wire_with(&self, range: Range<usize>, encoding: Option<Encoding>) -> Bytes {
+        let needs_compression = |events: &[StoredEvent]| {
+            events
+                .iter()
+                .any(|event| event.frame.bytes().len() >= wire::COMPRESS_AT_LEAST)
+        };
+        match encoding {
+            Some(Encoding::Gzip) if needs_compression(&self.events[range.clone()]) => {
+                let layout = self.gzip.get_or_init(|| self.compressed(Encoding::Gzip));
+                layout
+                    .wire
+                    .slice(layout.bounds[range.start]..layout.bounds[range.end])
+            }
+            _ => self.wire(range),
+        }
+    }
+
+    fn compressed(&self, encoding: Encoding) -> Layout {
+        let mut buf = BytesMut::with_capacity(self.wire.len());
+        let mut bounds = Vec::with_capacity(self.bounds.len());
+        for event in &self.events {
+            bounds.push(buf.len());
+            wire::put_message_with(&mut buf, event.frame.bytes(), Some(encoding));
+        }
+        bounds.push(buf.len());
+        Layout {
+            wire: buf.freeze(),
+            bounds,
+        }
     }
 
     /// The events, without their shared wire buffer.
@@ -275,6 +324,42 @@ mod tests {
         );
         assert_eq!(batch.wire(1..3), [message(1), message(2)].concat());
         assert!(batch.wire(2..2).is_empty());
+    }
+
+    #[test]
+    fn a_gzip_stream_shares_one_compression_of_the_batch() {
+        let payload = |len: usize| NewEvent {
+            payload: Bytes::from(vec![b'z'; len]),
+            filter: Arc::new(Filter::everyone()),
+            published_at_ms: 5,
+        };
+        let batch = StoredEvent::batch(7, 1, &[payload(10), payload(4_000), payload(10)]);
+        let gzip = Some(Encoding::Gzip);
+        // Runs of small events are the plain shared slices.
+        assert_eq!(
+            batch.wire_with(0..1, gzip).as_ptr(),
+            batch.wire(0..1).as_ptr()
+        );
+        // A run with a large event comes from one compressed layout, made once.
+        let first = batch.wire_with(0..3, gzip);
+        let again = batch.wire_with(1..2, gzip);
+        assert!(first.len() < batch.wire(0..3).len());
+        let layout = batch.gzip.get().expect("made on first use");
+        assert_eq!(first.as_ptr(), layout.wire.as_ptr());
+        assert_eq!(again.as_ptr(), layout.wire[layout.bounds[1]..].as_ptr());
+        let flags: Vec<bool> = (0..3)
+            .map(|i| {
+                wire::read_header(&layout.wire[layout.bounds[i]..])
+                    .unwrap()
+                    .compressed
+            })
+            .collect();
+        assert_eq!(flags, [false, true, false]);
+        let header = wire::read_header(&again).unwrap();
+        let decompressed = Encoding::Gzip
+            .decompress(&again[GRPC_HEADER..GRPC_HEADER + header.len], 1 << 20)
+            .unwrap();
+        assert_eq!(decompressed, batch[1].frame.bytes());
     }
 
     #[test]

@@ -59,6 +59,97 @@ pub(crate) fn put_message(buf: &mut BytesMut, message: &[u8]) {
     buf.put_slice(message);
 }
 
+/// Messages shorter than this are sent uncompressed on a compressed stream (gRPC marks each
+/// message): gzip's own framing makes a 100-byte event larger, and costs more than it saves.
+pub(crate) const COMPRESS_AT_LEAST: usize = 1024;
+
+/// A message compression of the calls (`grpc-encoding`), as the server accepts and sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// `gzip`.
+    Gzip,
+}
+
+impl Encoding {
+    /// The encoding of a `grpc-encoding` value; `None` for `identity`, an error for the rest.
+    pub(crate) fn of_request(value: &[u8]) -> Result<Option<Self>, Status> {
+        match value {
+            b"identity" => Ok(None),
+            b"gzip" => Ok(Some(Encoding::Gzip)),
+            other => Err(Status::unimplemented(format!(
+                "Content is compressed with `{}` which isn't supported",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+
+    /// The encoding to answer with, from the client's `grpc-accept-encoding` (a comma list).
+    pub(crate) fn accepted(value: &[u8]) -> Option<Self> {
+        value
+            .split(|byte| *byte == b',')
+            .any(|name| name.trim_ascii() == b"gzip")
+            .then_some(Encoding::Gzip)
+    }
+
+    /// The `grpc-encoding` header value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+        }
+    }
+
+    /// `message`, compressed.
+    pub(crate) fn compress(self, message: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        match self {
+            Encoding::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                // Writing into a Vec cannot fail.
+                let _ = encoder.write_all(message);
+                encoder.finish().unwrap_or_default()
+            }
+        }
+    }
+
+    /// `message`, decompressed; at most `limit` bytes of it (a small message must not expand
+    /// into a large allocation).
+    pub(crate) fn decompress(self, message: &[u8], limit: usize) -> Result<Bytes, Status> {
+        use std::io::Read;
+        match self {
+            Encoding::Gzip => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(message)
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| {
+                        Status::internal(format!("the message does not decompress: {e}"))
+                    })?;
+                if out.len() > limit {
+                    return Err(Status::out_of_range(format!(
+                        "the decompressed request is larger than the limit of {limit} bytes"
+                    )));
+                }
+                Ok(out.into())
+            }
+        }
+    }
+}
+
+/// Appends `message` to `buf` as a gRPC message of a stream compressed with `encoding`:
+/// compressed (flag 1) from [`COMPRESS_AT_LEAST`] bytes, as it is (flag 0) below.
+pub(crate) fn put_message_with(buf: &mut BytesMut, message: &[u8], encoding: Option<Encoding>) {
+    match encoding {
+        Some(encoding) if message.len() >= COMPRESS_AT_LEAST => {
+            let compressed = encoding.compress(message);
+            buf.put_u8(1);
+            buf.put_u32(compressed.len() as u32);
+            buf.put_slice(&compressed);
+        }
+        _ => put_message(buf, message),
+    }
+}
+
 /// A control message (`Subscribed`, `Heartbeat`, `TokenExpiring`) as one gRPC message.
 pub(crate) fn control_message(message: &pb::SubscribeResponse) -> Bytes {
     let len = message.encoded_len();
@@ -68,18 +159,18 @@ pub(crate) fn control_message(message: &pb::SubscribeResponse) -> Bytes {
     buf.freeze()
 }
 
-/// The one uncompressed message of a unary request body, without its header.
-pub(crate) fn single_message(mut body: Bytes) -> Result<Bytes, Status> {
+/// The one message of a unary request body, without its header, decompressed with the
+/// call's `encoding` (at most `limit` bytes).
+pub(crate) fn single_message(
+    mut body: Bytes,
+    encoding: Option<Encoding>,
+    limit: usize,
+) -> Result<Bytes, Status> {
     if body.is_empty() {
         return Err(Status::internal("Missing request message."));
     }
     let header =
         read_header(&body).ok_or_else(|| Status::internal("malformed gRPC message header"))?;
-    if header.compressed {
-        return Err(Status::unimplemented(
-            "Message compressed, compression not supported",
-        ));
-    }
     body.advance(GRPC_HEADER);
     if body.len() != header.len {
         return Err(Status::internal(format!(
@@ -88,7 +179,13 @@ pub(crate) fn single_message(mut body: Bytes) -> Result<Bytes, Status> {
             body.len()
         )));
     }
-    Ok(body)
+    match (header.compressed, encoding) {
+        (false, _) => Ok(body),
+        (true, Some(encoding)) => encoding.decompress(&body, limit),
+        (true, None) => Err(Status::internal(
+            "a compressed message in a call without grpc-encoding",
+        )),
+    }
 }
 
 /// The messages of `chunk` (whole ones, as this crate writes them), each without its header.
@@ -207,14 +304,60 @@ mod tests {
             out.extend_from_slice(body);
             Bytes::from(out)
         };
-        assert_eq!(single_message(framed(0, 3, b"abc")).unwrap(), &b"abc"[..]);
-        assert_eq!(single_message(framed(0, 0, b"")).unwrap(), &b""[..]);
-        let refused = |body: Bytes| single_message(body).unwrap_err().code();
+        let single = |body: Bytes| single_message(body, None, 1_024);
+        assert_eq!(single(framed(0, 3, b"abc")).unwrap(), &b"abc"[..]);
+        assert_eq!(single(framed(0, 0, b"")).unwrap(), &b""[..]);
+        let refused = |body: Bytes| single(body).unwrap_err().code();
         assert_eq!(refused(Bytes::new()), tonic::Code::Internal);
         assert_eq!(refused(Bytes::from_static(b"\0\0")), tonic::Code::Internal);
         assert_eq!(refused(framed(0, 4, b"abc")), tonic::Code::Internal);
         assert_eq!(refused(framed(0, 2, b"abc")), tonic::Code::Internal);
-        assert_eq!(refused(framed(1, 3, b"abc")), tonic::Code::Unimplemented);
+        assert_eq!(refused(framed(1, 3, b"abc")), tonic::Code::Internal);
+
+        let gzip = Encoding::Gzip;
+        let compressed = gzip.compress(b"hello");
+        let body = framed(1, compressed.len() as u32, &compressed);
+        assert_eq!(
+            single_message(body.clone(), Some(gzip), 1_024).unwrap(),
+            &b"hello"[..]
+        );
+        let bomb = gzip.compress(&[0; 4_096]);
+        let body = framed(1, bomb.len() as u32, &bomb);
+        let error = single_message(body, Some(gzip), 1_024).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::OutOfRange);
+        let garbage = framed(1, 3, b"abc");
+        let error = single_message(garbage, Some(gzip), 1_024).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn encodings_are_named_by_their_headers() {
+        assert_eq!(Encoding::of_request(b"identity").unwrap(), None);
+        assert_eq!(Encoding::of_request(b"gzip").unwrap(), Some(Encoding::Gzip));
+        let refused = Encoding::of_request(b"br").unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            Encoding::accepted(b"identity, deflate, gzip"),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(Encoding::accepted(b"identity,deflate"), None);
+    }
+
+    #[test]
+    fn a_compressed_stream_compresses_large_messages_only() {
+        let small = [b'a'; COMPRESS_AT_LEAST - 1];
+        let large = [b'b'; COMPRESS_AT_LEAST];
+        let mut buf = BytesMut::new();
+        put_message_with(&mut buf, &small, Some(Encoding::Gzip));
+        put_message_with(&mut buf, &large, Some(Encoding::Gzip));
+        let chunk = buf.freeze();
+        let first = read_header(&chunk).unwrap();
+        assert!(!first.compressed);
+        let second = read_header(&chunk[GRPC_HEADER + first.len..]).unwrap();
+        assert!(second.compressed);
+        let body = &chunk[2 * GRPC_HEADER + first.len..];
+        assert_eq!(body.len(), second.len);
+        assert_eq!(Encoding::Gzip.decompress(body, 4_096).unwrap(), &large[..]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -214,7 +214,10 @@ impl Server {
             .add_service(
                 generated::durable_iterator_admin_server::DurableIteratorAdminServer::new(
                     AdminApi::new(shared.clone()),
-                ),
+                )
+                // gzip both ways (answers are compressed only for a client that accepts it).
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
             )
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -20,7 +20,9 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Frame;
-use tonic::{Status, body::Body, codegen::Service, server::NamedService};
+use tonic::{
+    Status, body::Body, codec::CompressionEncoding, codegen::Service, server::NamedService,
+};
 
 use super::{
     client_api::ClientApi,
@@ -29,7 +31,7 @@ use super::{
 };
 use crate::{
     pb,
-    wire::{self, GRPC_HEADER},
+    wire::{self, Encoding, GRPC_HEADER},
 };
 
 /// The path of `Subscribe`.
@@ -49,7 +51,11 @@ impl ClientService {
     pub(crate) fn new(api: ClientApi) -> Self {
         let api = Arc::new(api);
         Self {
-            generated: DurableIteratorServer::from_arc(api.clone()),
+            // gzip both ways, as `Subscribe` (answers compressed only for a client that
+            // accepts it).
+            generated: DurableIteratorServer::from_arc(api.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
             api,
         }
     }
@@ -75,14 +81,16 @@ impl Service<http::Request<Body>> for ClientService {
         let api = self.api.clone();
         Box::pin(async move {
             Ok(match subscribe(&api, request).await {
-                Ok(chunks) => {
+                Ok((chunks, encoding)) => {
                     let mut response = http::Response::new(Body::new(ChunkBody {
                         chunks,
                         ended: false,
                     }));
-                    response
-                        .headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                    let headers = response.headers_mut();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                    if let Some(encoding) = encoding {
+                        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.name()));
+                    }
                     response
                 }
                 // Trailers-only, as tonic answers a refused call.
@@ -92,18 +100,20 @@ impl Service<http::Request<Body>> for ClientService {
     }
 }
 
-/// Reads and decodes the request, then opens the stream.
-async fn subscribe(api: &ClientApi, request: http::Request<Body>) -> Result<ChunkStream, Status> {
-    let encoding = request
-        .headers()
-        .get("grpc-encoding")
-        .filter(|value| value.as_bytes() != b"identity");
-    if let Some(encoding) = encoding {
-        return Err(Status::unimplemented(format!(
-            "Content is compressed with `{}` which isn't supported",
-            String::from_utf8_lossy(encoding.as_bytes())
-        )));
-    }
+/// Reads and decodes the request (compressed or not), then opens the stream, compressed when
+/// the client accepts it.
+async fn subscribe(
+    api: &ClientApi,
+    request: http::Request<Body>,
+) -> Result<(ChunkStream, Option<Encoding>), Status> {
+    let headers = request.headers();
+    let request_encoding = match headers.get("grpc-encoding") {
+        Some(value) => Encoding::of_request(value.as_bytes())?,
+        None => None,
+    };
+    let response_encoding = headers
+        .get("grpc-accept-encoding")
+        .and_then(|value| Encoding::accepted(value.as_bytes()));
     let body = Limited::new(request.into_body(), MAX_REQUEST_BYTES + GRPC_HEADER)
         .collect()
         .await
@@ -119,10 +129,14 @@ async fn subscribe(api: &ClientApi, request: http::Request<Body>) -> Result<Chun
             }
         })?
         .to_bytes();
-    let message = wire::single_message(body)?;
+    let message = wire::single_message(body, request_encoding, MAX_REQUEST_BYTES)?;
     let request = <pb::SubscribeRequest as prost::Message>::decode(message)
         .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
-    Ok(api.open(request).await?.into_chunks())
+    let stream = api.open(request).await?;
+    Ok((
+        stream.compressed_with(response_encoding).into_chunks(),
+        response_encoding,
+    ))
 }
 
 /// The response body: each chunk is one DATA frame's worth, the end is the status trailers.

@@ -20,7 +20,7 @@ use crate::{
     pb,
     session::LiveRegistration,
     token::{self, TokenClaims},
-    wire::{self, Frame},
+    wire::{self, Encoding, Frame},
 };
 
 /// A stream's chunks: each holds one or more whole gRPC messages.
@@ -67,6 +67,8 @@ pub(crate) struct SubscriberStream {
     timer: Option<(u64, Sleep)>,
     registration: LiveRegistration,
     done: bool,
+    /// The compression of the response, if the client accepts one.
+    encoding: Option<Encoding>,
 }
 
 impl SubscriberStream {
@@ -107,7 +109,14 @@ impl SubscriberStream {
             timer: None,
             registration,
             done: false,
+            encoding: None,
         }
+    }
+
+    /// The same stream, its events compressed with `encoding` (see [`wire::put_message_with`]).
+    pub(crate) fn compressed_with(mut self, encoding: Option<Encoding>) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Turns the state into the chunks of the response body.
@@ -149,7 +158,7 @@ impl SubscriberStream {
             match start {
                 None if admitted => start = Some(*index),
                 Some(first) if !admitted => {
-                    let run = batch.wire(first..*index);
+                    let run = batch.wire_with(first..*index, self.encoding);
                     *index += 1;
                     return Some(run);
                 }
@@ -157,7 +166,7 @@ impl SubscriberStream {
             }
             *index += 1;
         }
-        let run = start.map(|first| batch.wire(first..*index));
+        let run = start.map(|first| batch.wire_with(first..*index, self.encoding));
         self.batch = None;
         run
     }
@@ -225,7 +234,7 @@ impl SubscriberStream {
         }
         let mut chunk = BytesMut::with_capacity(size);
         for frame in self.backlog.drain(..count) {
-            wire::put_message(&mut chunk, frame.bytes());
+            wire::put_message_with(&mut chunk, frame.bytes(), self.encoding);
         }
         if self.backlog.is_empty() {
             // The replay's buffer would otherwise stay allocated for the life of the stream: a

@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod client;
+mod compression;
 mod durable;
 mod edge;
 mod fanout;
