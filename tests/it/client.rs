@@ -1297,3 +1297,79 @@ fn the_command_line_publishes_and_subscribes_from_an_id() {
         "{stderr}"
     );
 }
+
+/// A refresh that comes due while events are waiting to be read starts at once, not once the
+/// stream runs dry: a stream that never pauses must not ride its token into expiry.
+#[tokio::test]
+async fn a_refresh_due_while_events_wait_starts_before_the_next_event() {
+    let server = TestServer::start_with(quiet_server()).await;
+    let clock = server.clock.clone();
+    let (provider, calls) = counted(minting(&server, "busy", &[], 120));
+    let mut subscription = client_of(&server).subscribe(provider, refreshing());
+    let handle = subscription.handle();
+    let first = {
+        let publish_once_live = async {
+            let mut progress = handle.watch();
+            progress
+                .wait_for(|p| p.state == ConnectionState::Live)
+                .await
+                .unwrap();
+            server.publish("busy", json!(0)).await
+        };
+        let (item, _) = tokio::join!(subscription.next(), publish_once_live);
+        item
+    };
+    assert!(
+        matches!(first, Some(Ok(SubscriptionItem::Event(_)))),
+        "{first:?}"
+    );
+    // A backlog of events, all acknowledged (so sent) before the client reads on.
+    for n in 1..=300 {
+        server.publish("busy", json!(n)).await;
+    }
+    assert!(matches!(read(&mut subscription).await, Some(Ok(_))));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The refresh comes due (61 s in, 60 s before a 120 s token expires).
+    clock.advance(Duration::from_secs(61));
+    assert!(matches!(read(&mut subscription).await, Some(Ok(_))));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the provider is asked before the next waiting event is handed out"
+    );
+    // The rest arrive, in order, on the same stream, which now runs on the new token.
+    let mut last = 0;
+    while last < 300 {
+        match read(&mut subscription).await {
+            Some(Ok(SubscriptionItem::Event(event))) => {
+                let n = event.json().and_then(Value::as_u64).unwrap();
+                assert!(n > last || last == 0, "{n} after {last}");
+                last = n;
+            }
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let mut progress = handle.watch();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if progress.borrow_and_update().refreshes == 1 {
+                return;
+            }
+            // The refresh completes while the stream is polled.
+            tokio::select! {
+                _ = progress.changed() => {}
+                _ = subscription.next() => panic!("no more events were published"),
+            }
+        }
+    })
+    .await
+    .expect("the refresh completes");
+    assert_eq!(handle.progress().connections, 1);
+}
+
+/// The next item, bounded in time.
+async fn read(subscription: &mut Subscription) -> Option<Item> {
+    tokio::time::timeout(Duration::from_secs(20), subscription.next())
+        .await
+        .expect("an item within 20 s")
+}

@@ -665,14 +665,16 @@ impl Driver {
         let step = tokio::select! {
             biased;
             _ = self.shared.cancel.cancelled() => Step::Cancelled,
-            // Messages already received come before any deadline: a consumer that was busy
-            // must not take its own slowness for a dead stream.
-            message = stream.message() => Step::Message(message),
+            // A refresh goes before waiting messages: a stream that never pauses must not ride
+            // its token into expiry.
             refreshed = async { refresh.as_mut().expect("guarded").await }, if refresh.is_some() => {
                 Step::Refreshed(refreshed)
             }
-            _ = sleep_until(clock, liveness_at) => Step::Dead,
             _ = sleep_until(clock, refresh_at) => Step::StartRefresh,
+            // Messages already received come before the liveness deadline: a consumer that was
+            // busy must not take its own slowness for a dead stream.
+            message = stream.message() => Step::Message(message),
+            _ = sleep_until(clock, liveness_at) => Step::Dead,
         };
         let now = self.clock.now_ms();
         match step {
