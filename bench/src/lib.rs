@@ -5,6 +5,11 @@
 //! `durable-iterator` binary, redb store, tokens and a tag filter on every event), the bare
 //! tonic ceiling (`durable-iterator-bench baseline-server`), and nats-server. The load runs in
 //! this process, so publish and delivery times come from one clock.
+//!
+//! Two scenarios measure the product against itself, in the same run: `tls` (plaintext, then
+//! a second product server with `--dev-tls`, reached over TLS) and `gzip` (subscribers that do
+//! not, then do, accept gzip). They are printed in a table of their own, with the figure
+//! without the feature, the figure with it, and their ratio.
 
 pub mod baseline;
 pub mod frame;
@@ -18,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scenarios::{Layout, System};
+use scenarios::{FanOut, FanOutPlan, Layout, System};
 use serde::Serialize;
 
 /// Sizes and switches of a run.
@@ -43,11 +48,17 @@ pub struct Config {
     pub publish_max_events: u64,
     pub storm_sessions: usize,
     pub storm_missed: u64,
+    /// `tls`: fan-out subscriber counts, each over the shared connections and with one
+    /// connection per session; idle memory uses `idle_sessions`.
+    pub tls_fan_out: Vec<usize>,
+    /// `gzip`: fan-out cases (subscribers, payload bytes), over the shared connections.
+    pub gzip: Vec<(usize, usize)>,
     /// Run the nats-server reference.
     pub nats: bool,
     /// Run the bare tonic reference.
     pub baseline: bool,
-    /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`); empty: all.
+    /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`, `tls`,
+    /// `gzip`); empty: all.
     pub only: Vec<String>,
 }
 
@@ -74,6 +85,8 @@ impl Config {
             publish_max_events: u64::MAX,
             storm_sessions: 10_000,
             storm_missed: 100,
+            tls_fan_out: vec![1_000],
+            gzip: vec![(1_000, 100), (1_000, 4_096), (100, 4_096)],
             nats: true,
             baseline: true,
             only: Vec::new(),
@@ -96,6 +109,8 @@ impl Config {
             publish_max_events: 50,
             storm_sessions: 10,
             storm_missed: 5,
+            tls_fan_out: vec![2],
+            gzip: vec![(2, 100), (2, 4_096)],
             nats: false,
             baseline: true,
             only: Vec::new(),
@@ -119,9 +134,65 @@ pub struct Row {
     pub counted: u64,
     pub note: String,
     pub errors: Vec<String>,
+    /// Set when the row compares the product with itself (`tls`, `gzip`): then `product` is
+    /// the figure with the feature, and this holds the same measurement without it.
+    pub variant: Option<Variant>,
+}
+
+/// The other half of a row that compares the product with itself, measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    /// What `Row::product` was measured with: `TLS`, `gzip`.
+    pub with: String,
+    /// What `without` was measured with: `plaintext`, `no gzip`.
+    pub without_label: String,
+    /// The figure without the feature.
+    pub without: Option<f64>,
+    /// `Row::product` / `without`: what the feature costs (or saves).
+    pub ratio: Option<f64>,
+    /// What the run without the feature should have counted and what it counted.
+    pub expected: u64,
+    pub counted: u64,
 }
 
 impl Row {
+    /// A row comparing the product `with` a feature against itself `without` it.
+    fn versus(
+        scenario: &str,
+        case: impl Into<String>,
+        unit: &str,
+        without: &str,
+        with: &str,
+    ) -> Self {
+        Self {
+            variant: Some(Variant {
+                with: with.into(),
+                without_label: without.into(),
+                without: None,
+                ratio: None,
+                expected: 0,
+                counted: 0,
+            }),
+            ..Self::new(scenario, case, unit)
+        }
+    }
+
+    /// For a `versus` row: the figure of the run with the feature, or without it.
+    fn set(&mut self, with: bool, value: Option<f64>, expected: u64, counted: u64) {
+        match (&mut self.variant, with) {
+            (Some(variant), false) => {
+                variant.without = value;
+                variant.expected = expected;
+                variant.counted = counted;
+            }
+            _ => {
+                self.product = value;
+                self.expected = expected;
+                self.counted = counted;
+            }
+        }
+    }
+
     fn new(scenario: &str, case: impl Into<String>, unit: &str) -> Self {
         Self {
             scenario: scenario.into(),
@@ -136,6 +207,7 @@ impl Row {
             counted: 0,
             note: String::new(),
             errors: Vec::new(),
+            variant: None,
         }
     }
 
@@ -146,6 +218,9 @@ impl Row {
         };
         self.vs_baseline = ratio(self.product, self.baseline);
         self.vs_nats = ratio(self.product, self.nats);
+        if let Some(variant) = &mut self.variant {
+            variant.ratio = ratio(self.product, variant.without);
+        }
         self
     }
 
@@ -239,45 +314,25 @@ pub async fn run(config: &Config) -> Report {
             );
             eprintln!("fan-out: {case}");
             let mut row = Row::new("fan-out", case, "delivered events/s");
+            let plan = FanOutPlan {
+                batch,
+                ..FanOutPlan::new(
+                    subscribers,
+                    layout,
+                    config.fan_out_duration,
+                    config.fan_out_max_events,
+                )
+            };
             for system in systems(config, nats_binary.is_some()) {
                 let result = match start(config, system, nats_binary.as_ref()) {
-                    Ok(server) => {
-                        scenarios::fan_out(
-                            system,
-                            &server,
-                            subscribers,
-                            layout,
-                            config.fan_out_duration,
-                            config.fan_out_max_events,
-                            batch,
-                        )
-                        .await
-                    }
+                    Ok(server) => scenarios::fan_out(system, &server, &plan).await,
                     Err(e) => Err(e),
                 };
                 match result {
                     Ok(outcome) => {
                         let rate = Some(outcome.rate());
                         let expected = outcome.expected(subscribers);
-                        let cpu = outcome
-                            .server_cpu_seconds
-                            .map(|c| c / outcome.seconds.max(1e-9));
-                        let tag = system_name(system);
-                        row.note(format!(
-                            "{tag}: {} events, {:.1}s, server {:.2} cores ({:.0} ns per delivery), \
-                             load {:.2} cores{}",
-                            outcome.published,
-                            outcome.seconds,
-                            cpu.unwrap_or(0.0),
-                            outcome.server_cpu_seconds.unwrap_or(0.0) * 1e9
-                                / outcome.delivered.max(1) as f64,
-                            outcome.load_cpu_seconds / outcome.seconds.max(1e-9),
-                            if outcome.delivered < expected {
-                                format!(", LOST {} of {expected}", expected - outcome.delivered)
-                            } else {
-                                String::new()
-                            }
-                        ));
+                        row.note(fan_out_note(system_name(system), &outcome, subscribers));
                         match system {
                             System::Product => {
                                 row.product = rate;
@@ -447,11 +502,193 @@ pub async fn run(config: &Config) -> Report {
         rows.push(storm_row(config).await);
     }
 
+    // The product against itself: TLS, gzip.
+    if config.runs("tls") {
+        rows.extend(tls_rows(config).await);
+    }
+    if config.runs("gzip") {
+        rows.extend(gzip_rows(config).await);
+    }
+
     Report {
         machine: machine(),
         notes,
         rows,
     }
+}
+
+/// A fan-out run's `details`: what was published, the CPU each side used, and any loss.
+fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> String {
+    let expected = outcome.expected(subscribers);
+    let seconds = outcome.seconds.max(1e-9);
+    format!(
+        "{tag}: {} events, {:.1}s, server {:.2} cores ({:.0} ns per delivery), load {:.2} cores{}",
+        outcome.published,
+        outcome.seconds,
+        outcome.server_cpu_seconds.unwrap_or(0.0) / seconds,
+        outcome.server_ns_per_delivery().unwrap_or(0.0),
+        outcome.load_cpu_seconds / seconds,
+        if outcome.delivered < expected {
+            format!(", LOST {} of {expected}", expected - outcome.delivered)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// One product server (plaintext, or TLS with `--dev-tls`) and one fan-out run against it.
+async fn product_fan_out(config: &Config, tls: bool, plan: &FanOutPlan) -> Result<FanOut, String> {
+    let server = servers::start_product(&config.server_binary, tls)?;
+    scenarios::fan_out(System::Product, &server, plan).await
+}
+
+/// What TLS costs: the same fan-out and idle-memory runs against a plaintext product server
+/// and against a second one serving TLS (`--dev-tls`, its own data directory), every
+/// connection of the load client (subscribers and publishers) over TLS.
+async fn tls_rows(config: &Config) -> Vec<Row> {
+    const WITHOUT: &str = "plaintext";
+    const WITH: &str = "TLS";
+    let label = |tls: bool| if tls { WITH } else { WITHOUT };
+    let layouts = [
+        Layout::Shared(config.shared_connections),
+        Layout::PerSession,
+    ];
+    let mut rows = Vec::new();
+    for &subscribers in &config.tls_fan_out {
+        for layout in layouts {
+            let case = format!("fan-out {subscribers} subs, {}", layout.describe());
+            eprintln!("tls: {case}");
+            let plan = FanOutPlan::new(
+                subscribers,
+                layout,
+                config.fan_out_duration,
+                config.fan_out_max_events,
+            );
+            let mut rate = Row::versus("tls", &case, "delivered events/s", WITHOUT, WITH);
+            let mut cpu = Row::versus(
+                "tls",
+                format!("{case}, server CPU"),
+                "server ns/delivery",
+                WITHOUT,
+                WITH,
+            );
+            for tls in [false, true] {
+                match product_fan_out(config, tls, &plan).await {
+                    Ok(outcome) => {
+                        rate.note(fan_out_note(label(tls), &outcome, subscribers));
+                        let expected = outcome.expected(subscribers);
+                        rate.set(tls, Some(outcome.rate()), expected, outcome.delivered);
+                        let ns = outcome.server_ns_per_delivery();
+                        cpu.set(tls, ns, expected, outcome.delivered);
+                    }
+                    Err(e) => {
+                        rate.errors.push(format!("{}: {e}", label(tls)));
+                        cpu.errors.push(format!("{}: {e}", label(tls)));
+                    }
+                }
+            }
+            rate.note(
+                "TLS: a second server with --dev-tls; subscribers and publishers over TLS 1.3 \
+                 (rustls with ring at both ends, so TLS_AES_256_GCM_SHA384, ECDSA P-256)",
+            );
+            rows.push(rate.ratios());
+            rows.push(cpu.ratios());
+        }
+    }
+    for layout in layouts {
+        let case = format!(
+            "idle {} sessions, {}",
+            config.idle_sessions,
+            layout.describe()
+        );
+        eprintln!("tls: {case}");
+        let mut row = Row::versus("tls", case, "bytes/session", WITHOUT, WITH);
+        for tls in [false, true] {
+            let result = match servers::start_product(&config.server_binary, tls) {
+                Ok(server) => {
+                    scenarios::idle_memory(System::Product, &server, config.idle_sessions, layout)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(memory) => {
+                    row.note(format!(
+                        "{}: RSS {:.1} -> {:.1} MiB",
+                        label(tls),
+                        memory.rss_before as f64 / 1048576.0,
+                        memory.rss_after as f64 / 1048576.0
+                    ));
+                    let value = Some(memory.per_session_bytes());
+                    row.set(tls, value, memory.sessions, memory.opened);
+                }
+                Err(e) => row.errors.push(format!("{}: {e}", label(tls))),
+            }
+        }
+        rows.push(row.ratios());
+    }
+    rows
+}
+
+/// What gzip costs: fan-out to subscribers that do not, then do, send `grpc-accept-encoding:
+/// gzip` (the product compresses events of at least 1 KiB, once per batch for all of them, and
+/// sends smaller ones as they are), with `load::text_payload`'s JSON-like text.
+async fn gzip_rows(config: &Config) -> Vec<Row> {
+    const WITHOUT: &str = "no gzip";
+    const WITH: &str = "gzip";
+    let label = |gzip: bool| if gzip { WITH } else { WITHOUT };
+    let mut rows = Vec::new();
+    for &(subscribers, bytes) in &config.gzip {
+        let layout = Layout::Shared(config.shared_connections);
+        let case = format!("{subscribers} subs, {}, {bytes} B", layout.describe());
+        eprintln!("gzip: {case}");
+        let mut plan = FanOutPlan {
+            payload: load::text_payload(0, bytes),
+            ..FanOutPlan::new(
+                subscribers,
+                layout,
+                config.fan_out_duration,
+                config.fan_out_max_events,
+            )
+        };
+        let mut rate = Row::versus("gzip", &case, "delivered events/s", WITHOUT, WITH);
+        let mut cpu = Row::versus("gzip", &case, "server ns/delivery", WITHOUT, WITH);
+        let mut wire = Row::versus("gzip", &case, "gRPC bytes/delivery", WITHOUT, WITH);
+        for gzip in [false, true] {
+            plan.accept_gzip = gzip;
+            match product_fan_out(config, false, &plan).await {
+                Ok(outcome) => {
+                    rate.note(fan_out_note(label(gzip), &outcome, subscribers));
+                    let expected = outcome.expected(subscribers);
+                    let delivered = outcome.delivered;
+                    rate.set(gzip, Some(outcome.rate()), expected, delivered);
+                    cpu.set(gzip, outcome.server_ns_per_delivery(), expected, delivered);
+                    let per_event = Some(outcome.bytes_per_delivery());
+                    wire.set(gzip, per_event, expected, delivered);
+                }
+                Err(e) => {
+                    for row in [&mut rate, &mut cpu, &mut wire] {
+                        row.errors.push(format!("{}: {e}", label(gzip)));
+                    }
+                }
+            }
+        }
+        let (plain, gzipped) = (wire.variant.as_ref().and_then(|v| v.without), wire.product);
+        if let (Some(plain), Some(gzipped)) = (plain, gzipped)
+            && (gzipped - plain).abs() <= plain * 0.005
+        {
+            rate.note(
+                "nothing was compressed (the product sends events under 1 KiB as they are): \
+                 this is what accepting gzip costs when it does not apply",
+            );
+        }
+        wire.note(
+            "bytes of the subscribers' DATA frames per delivered event: gRPC messages with their \
+             5-byte headers; HTTP/2 frame headers not counted",
+        );
+        rows.extend([rate.ratios(), cpu.ratios(), wire.ratios()]);
+    }
+    rows
 }
 
 async fn storm_row(config: &Config) -> Row {
@@ -509,7 +746,7 @@ fn start(
     nats: Option<&PathBuf>,
 ) -> Result<servers::Server, String> {
     match system {
-        System::Product => servers::start_product(&config.server_binary),
+        System::Product => servers::start_product(&config.server_binary, false),
         System::Baseline => servers::start_baseline(&config.bench_binary),
         System::Nats => servers::start_nats(nats.ok_or("no nats-server")?),
     }
@@ -522,18 +759,20 @@ pub fn table(report: &Report) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    let _ = writeln!(
-        out,
-        "\n{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  unit",
-        "scenario", "case", "product", "bare tonic", "x base", "nats", "x nats"
-    );
+    if report.rows.iter().any(|r| r.variant.is_none()) {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  unit",
+            "scenario", "case", "product", "bare tonic", "x base", "nats", "x nats"
+        );
+    }
     let number = |v: Option<f64>| match v {
         None => "-".to_owned(),
         Some(v) if v >= 100.0 => format!("{v:.0}"),
         Some(v) => format!("{v:.3}"),
     };
     let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-    for row in &report.rows {
+    for row in report.rows.iter().filter(|r| r.variant.is_none()) {
         let _ = writeln!(
             out,
             "{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  {}",
@@ -547,10 +786,48 @@ pub fn table(report: &Report) -> String {
             row.unit
         );
     }
+    // The product against itself: a header for each pair of conditions.
+    let mut header = None;
+    for row in &report.rows {
+        let Some(variant) = &row.variant else {
+            continue;
+        };
+        let labels = (variant.without_label.as_str(), variant.with.as_str());
+        if header != Some(labels) {
+            if header.is_none() {
+                let _ = writeln!(
+                    out,
+                    "\nthe product against itself (same run, same binary; ratio = with / without):"
+                );
+            }
+            header = Some(labels);
+            let _ = writeln!(
+                out,
+                "{:<24} {:<44} {:>13} {:>13} {:>7}  unit",
+                "scenario", "case", labels.0, labels.1, "ratio",
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<24} {:<44} {:>13} {:>13} {:>7}  {}",
+            row.scenario,
+            row.case,
+            number(variant.without),
+            number(row.product),
+            ratio(variant.ratio),
+            row.unit
+        );
+    }
     let _ = writeln!(out, "\ndetails:");
     for row in &report.rows {
         if !row.note.is_empty() || !row.errors.is_empty() {
-            let _ = writeln!(out, "  {} / {}: {}", row.scenario, row.case, row.note);
+            // Rows against the product itself share a case between units: name the unit.
+            let unit = if row.variant.is_some() {
+                format!(" ({})", row.unit)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "  {} / {}{unit}: {}", row.scenario, row.case, row.note);
             for error in &row.errors {
                 let _ = writeln!(out, "    ERROR {error}");
             }

@@ -2,11 +2,17 @@
 //!
 //! Subscribers do not decode events: each message is counted from its first byte (an `event` is
 //! field 2 of `SubscribeResponse`), so the load process spends its share of the two cores on
-//! receiving, the same for every server. Latency runs read the publish timestamp carried in the
-//! payload.
+//! receiving, the same for every server. A subscriber that accepts gzip counts a compressed
+//! message (flag 1 in its header) as an event without decompressing it: the product compresses
+//! events only (its control messages always go out plain), and the first compressed message of
+//! every stream is decompressed and checked to be an event, so a server that compressed
+//! something else would end the stream with an error, not be counted. Latency runs read the
+//! publish timestamp carried in the payload.
 
 use std::{
     collections::VecDeque,
+    fmt::Write as _,
+    io::Read as _,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -26,7 +32,7 @@ use tonic::{
     Request, Status,
     body::Body,
     codegen::{Body as _, Service, http},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::servers::API_KEY;
@@ -55,28 +61,96 @@ pub fn parse_ts(message: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Whether a raw `SubscribeResponse` is an event (field 2, length-delimited).
+/// A `bytes`-character payload carrying the publish time, then text about as redundant as JSON
+/// (`word=number` pairs: 32 words, numbers below 100,000 from a fixed pseudo-random sequence),
+/// so that gzip has realistic work: `payload`'s run of `x` would compress to almost nothing.
+/// ASCII without quotes or backslashes: a JSON string of exactly `bytes` characters.
+pub fn text_payload(ts_ns: u64, bytes: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "user", "order", "status", "shipped", "amount", "currency", "item", "quantity", "price",
+        "created", "updated", "id", "name", "email", "address", "city", "country", "note",
+        "priority", "high", "low", "true", "false", "null", "tags", "channel", "event", "value",
+        "count", "total", "ref", "session",
+    ];
+    let mut text = format!("ts={ts_ns:020};");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    while text.len() < bytes {
+        // xorshift64: the same text in every run.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let word = WORDS[(state % WORDS.len() as u64) as usize];
+        let _ = write!(text, "{word}={} ", (state >> 32) % 100_000);
+    }
+    text.truncate(bytes);
+    text
+}
+
+/// Whether a raw, uncompressed `SubscribeResponse` is an event (field 2, length-delimited).
 pub fn is_event(message: &[u8]) -> bool {
     message.first() == Some(&0x12)
 }
 
-/// A loopback HTTP/2 connection with windows large enough that flow control is not the limit.
-pub async fn connect(addr: SocketAddr) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
+/// One gRPC message of a `Subscribe` stream, as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Flag 1 in its header: compressed with the stream's `grpc-encoding` (gzip).
+    pub compressed: bool,
+    /// What follows the 5-byte header, compressed or not.
+    pub bytes: &'a [u8],
+}
+
+impl Message<'_> {
+    /// Whether it is an event: a plain message whose first field is `event`, or any compressed
+    /// one (the product compresses events only; see the module's notes).
+    pub fn is_event(&self) -> bool {
+        self.compressed || is_event(self.bytes)
+    }
+}
+
+/// Where a gRPC server listens and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's loopback address.
+    pub addr: SocketAddr,
+    /// TLS, trusting this certificate (PEM) for the name `localhost`; `None`: plaintext.
+    pub tls: Option<Certificate>,
+}
+
+/// A loopback HTTP/2 connection with windows large enough that flow control is not the limit;
+/// over TLS (ALPN h2) when the target has a certificate.
+pub async fn connect(target: &Target) -> Result<Channel, String> {
+    let addr = target.addr;
+    let scheme = if target.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| e.to_string())?
         .initial_connection_window_size(16 << 20)
         .initial_stream_window_size(1 << 20)
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(certificate) = &target.tls {
+        endpoint = endpoint
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(certificate.clone())
+                    .domain_name("localhost"),
+            )
+            .map_err(|e| format!("tls config: {e}"))?;
+    }
+    endpoint
         .connect()
         .await
-        .map_err(|e| format!("connect {addr}: {e}"))
+        .map_err(|e| format!("connect {scheme}://{addr}: {e}"))
 }
 
 /// `count` connections, opened a few hundred at a time.
-pub async fn connect_many(addr: SocketAddr, count: usize) -> Result<Vec<Channel>, String> {
+pub async fn connect_many(target: &Target, count: usize) -> Result<Vec<Channel>, String> {
     stream::iter(0..count)
-        .map(|_| connect(addr))
+        .map(|_| connect(target))
         .buffered(256)
         .collect::<Vec<_>>()
         .await
@@ -92,17 +166,49 @@ pub struct MessageStream {
     body: Body,
     /// The start of a message whose end has not arrived yet (its header included).
     partial: Vec<u8>,
-    /// Messages taken out of a frame by `message` but not asked for yet.
+    /// Messages taken out of a frame by `message` but not asked for yet (decompressed).
     ready: VecDeque<Bytes>,
+    /// DATA frame bytes received since `Subscribed` (gRPC message headers included; HTTP/2
+    /// frame headers and TLS records are not seen here).
+    received_bytes: u64,
+    /// Whether the first compressed message has been decompressed and checked.
+    checked_compressed: bool,
+    /// Why the stream cannot be counted any more (a compressed message that is not an event).
+    failure: Option<String>,
 }
 
 impl MessageStream {
+    fn new(body: Body) -> Self {
+        Self {
+            body,
+            partial: Vec::new(),
+            ready: VecDeque::new(),
+            received_bytes: 0,
+            checked_compressed: false,
+            failure: None,
+        }
+    }
+
+    /// DATA frame bytes received since the stream's `Subscribed`: the gRPC messages with their
+    /// 5-byte headers (not HTTP/2 frame headers, not TLS overhead).
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
     /// Waits for the next DATA frame and calls `each` with every message it completes; returns
     /// how many it completed, or an error once the stream has ended (cleanly or not).
-    pub async fn next_messages(&mut self, mut each: impl FnMut(&[u8])) -> Result<usize, String> {
+    pub async fn next_messages(
+        &mut self,
+        mut each: impl FnMut(Message<'_>),
+    ) -> Result<usize, String> {
         if !self.ready.is_empty() {
             let count = self.ready.len();
-            self.ready.drain(..).for_each(|m| each(&m));
+            self.ready.drain(..).for_each(|m| {
+                each(Message {
+                    compressed: false,
+                    bytes: &m,
+                })
+            });
             return Ok(count);
         }
         let frame = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx))
@@ -110,7 +216,14 @@ impl MessageStream {
             .ok_or("the stream ended")?
             .map_err(|e| format!("stream: {e}"))?;
         match frame.into_data() {
-            Ok(data) => Ok(self.feed(&data, &mut each)),
+            Ok(data) => {
+                self.received_bytes += data.len() as u64;
+                let completed = self.feed(&data, &mut each);
+                match self.failure.take() {
+                    Some(failure) => Err(failure),
+                    None => Ok(completed),
+                }
+            }
             Err(frame) => {
                 let status = frame
                     .trailers_ref()
@@ -127,16 +240,29 @@ impl MessageStream {
     pub async fn message(&mut self) -> Result<Bytes, String> {
         while self.ready.is_empty() {
             let mut ready = std::mem::take(&mut self.ready);
-            self.next_messages(|m| ready.push_back(Bytes::copy_from_slice(m)))
-                .await?;
+            let mut failure = None;
+            self.next_messages(|m| {
+                if m.compressed {
+                    match gunzip(m.bytes) {
+                        Ok(plain) => ready.push_back(plain.into()),
+                        Err(e) => failure = Some(e),
+                    }
+                } else {
+                    ready.push_back(Bytes::copy_from_slice(m.bytes));
+                }
+            })
+            .await?;
             self.ready = ready;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
         }
         self.ready
             .pop_front()
             .ok_or_else(|| "no message".to_owned())
     }
 
-    fn feed(&mut self, mut chunk: &[u8], each: &mut impl FnMut(&[u8])) -> usize {
+    fn feed(&mut self, mut chunk: &[u8], each: &mut impl FnMut(Message<'_>)) -> usize {
         let mut completed = 0;
         // Messages queued or begun in an earlier frame come first.
         while !self.partial.is_empty() {
@@ -158,7 +284,7 @@ impl MessageStream {
                 }
             }
             let len = HEADER + message_len(&self.partial);
-            each(&self.partial[HEADER..len]);
+            self.deliver_partial(len, each);
             completed += 1;
             self.partial.drain(..len);
         }
@@ -167,13 +293,61 @@ impl MessageStream {
             if chunk.len() < len {
                 break;
             }
-            each(&chunk[HEADER..len]);
+            deliver(
+                &chunk[..len],
+                &mut self.checked_compressed,
+                &mut self.failure,
+                each,
+            );
             completed += 1;
             chunk = &chunk[len..];
         }
         self.partial.extend_from_slice(chunk);
         completed
     }
+
+    fn deliver_partial(&mut self, len: usize, each: &mut impl FnMut(Message<'_>)) {
+        deliver(
+            &self.partial[..len],
+            &mut self.checked_compressed,
+            &mut self.failure,
+            each,
+        );
+    }
+}
+
+/// Hands one whole message (`framed`: header and body) to `each`; the first compressed message
+/// of a stream is decompressed first and must be an event (else `failure` says why).
+fn deliver(
+    framed: &[u8],
+    checked_compressed: &mut bool,
+    failure: &mut Option<String>,
+    each: &mut impl FnMut(Message<'_>),
+) {
+    let message = Message {
+        compressed: framed[0] != 0,
+        bytes: &framed[HEADER..],
+    };
+    if message.compressed && !*checked_compressed {
+        *checked_compressed = true;
+        match gunzip(message.bytes) {
+            Ok(plain) if is_event(&plain) => {}
+            Ok(_) => {
+                *failure = Some("a compressed message that is not an event: not counted".into())
+            }
+            Err(e) => *failure = Some(e),
+        }
+    }
+    each(message);
+}
+
+/// A gzip-compressed gRPC message, decompressed.
+fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, String> {
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(compressed)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("a compressed message does not decompress: {e}"))?;
+    Ok(plain)
 }
 
 /// An open `Subscribe` stream whose first message (`Subscribed`) has arrived.
@@ -182,17 +356,23 @@ pub struct Subscribed {
     pub first: pb::SubscribeResponse,
 }
 
-/// Opens a `Subscribe` stream and waits for its first message.
+/// Opens a `Subscribe` stream and waits for its first message. With `accept_gzip` the request
+/// says `grpc-accept-encoding: gzip`, and the server may answer with compressed messages.
 pub async fn subscribe(
     mut channel: Channel,
     request: pb::SubscribeRequest,
+    accept_gzip: bool,
 ) -> Result<Subscribed, String> {
     let encoded = prost::Message::encode_to_vec(&request);
     let mut framed = BytesMut::with_capacity(HEADER + encoded.len());
     put_message(&mut framed, &encoded);
-    let http_request = http::Request::post("/durable_iterator.v1.DurableIterator/Subscribe")
+    let mut builder = http::Request::post("/durable_iterator.v1.DurableIterator/Subscribe")
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
+        .header("te", "trailers");
+    if accept_gzip {
+        builder = builder.header("grpc-accept-encoding", "gzip");
+    }
+    let http_request = builder
         .body(Body::new(Full::new(framed.freeze())))
         .map_err(|e| format!("request: {e}"))?;
     std::future::poll_fn(|cx| channel.poll_ready(cx))
@@ -208,14 +388,11 @@ pub async fn subscribe(
             "subscribe refused: grpc-status {status:?} {message:?}"
         ));
     }
-    let mut stream = MessageStream {
-        body: response.into_body(),
-        partial: Vec::new(),
-        ready: VecDeque::new(),
-    };
+    let mut stream = MessageStream::new(response.into_body());
     let first = tokio::time::timeout(Duration::from_secs(60), stream.message())
         .await
         .map_err(|_| "no first message within 60 s".to_owned())??;
+    stream.received_bytes = 0;
     let first = prost::Message::decode(first).map_err(|e| format!("first message: {e}"))?;
     Ok(Subscribed { stream, first })
 }
@@ -321,11 +498,63 @@ mod tests {
     }
 
     fn stream() -> MessageStream {
-        MessageStream {
-            body: Body::empty(),
-            partial: Vec::new(),
-            ready: VecDeque::new(),
+        MessageStream::new(Body::empty())
+    }
+
+    fn gzip(message: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(message).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn compressed(buf: &mut BytesMut, message: &[u8]) {
+        let body = gzip(message);
+        buf.extend_from_slice(&[1]);
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&body);
+    }
+
+    #[test]
+    fn compressed_events_count_by_their_flag_after_the_first_is_checked() {
+        let event = [&[0x12u8, 0x7f][..], &[b'e'; 127]].concat();
+        let mut wire = BytesMut::new();
+        put_message(&mut wire, b"\x0aplain control message");
+        compressed(&mut wire, &event);
+        put_message(&mut wire, &event);
+        compressed(&mut wire, &event);
+        let mut stream = stream();
+        let mut events = 0;
+        let mut compressed_seen = 0;
+        stream.feed(&wire, &mut |m: Message<'_>| {
+            events += usize::from(m.is_event());
+            compressed_seen += usize::from(m.compressed);
+        });
+        assert_eq!((events, compressed_seen), (3, 2));
+        assert!(stream.failure.is_none());
+        assert!(stream.checked_compressed);
+    }
+
+    #[test]
+    fn a_compressed_message_that_is_not_an_event_fails_the_stream() {
+        let mut wire = BytesMut::new();
+        compressed(&mut wire, b"\x0aa control message, compressed");
+        let mut stream = stream();
+        stream.feed(&wire, &mut |_: Message<'_>| {});
+        assert!(stream.failure.is_some());
+    }
+
+    #[test]
+    fn text_payloads_have_the_size_asked_and_carry_the_time() {
+        for bytes in [100, 4096] {
+            let text = text_payload(42, bytes);
+            assert_eq!(text.len(), bytes);
+            assert!(text.is_ascii() && !text.contains(['"', '\\']));
+            assert_eq!(parse_ts(text.as_bytes()), Some(42));
         }
+        // Compressible like JSON, not like a run of one letter.
+        let ratio = gzip(text_payload(0, 4096).as_bytes()).len() as f64 / 4096.0;
+        assert!((0.2..0.7).contains(&ratio), "gzip ratio {ratio}");
     }
 
     #[test]
@@ -342,7 +571,8 @@ mod tests {
                     &wire[first_cut..second_cut],
                     &wire[second_cut..],
                 ] {
-                    completed += stream.feed(chunk, &mut |m: &[u8]| seen.push(m.to_vec()));
+                    completed +=
+                        stream.feed(chunk, &mut |m: Message<'_>| seen.push(m.bytes.to_vec()));
                 }
                 assert_eq!(
                     seen,

@@ -46,7 +46,17 @@ struct Cli {
     /// Latency cases as RATE:SUBSCRIBERS:EVENTS, comma separated (overrides the size's).
     #[arg(long, value_delimiter = ',')]
     latency: Vec<String>,
-    /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm.
+    /// `tls` fan-out subscriber counts, comma separated (overrides the size's).
+    #[arg(long, value_delimiter = ',')]
+    tls_subscribers: Vec<usize>,
+    /// `gzip` cases as SUBSCRIBERS:PAYLOAD_BYTES, comma separated (overrides the size's).
+    #[arg(long, value_delimiter = ',')]
+    gzip: Vec<String>,
+    /// Idle sessions of the `idle` and `tls` memory cases (overrides the size's).
+    #[arg(long)]
+    idle_sessions: Option<usize>,
+    /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm, tls
+    /// (the product plaintext and over TLS), gzip (subscribers without and with gzip).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -108,6 +118,33 @@ fn main() -> std::process::ExitCode {
             .collect();
     }
     config.only = cli.only;
+    if !cli.tls_subscribers.is_empty() {
+        config.tls_fan_out = cli.tls_subscribers;
+    }
+    if let Some(sessions) = cli.idle_sessions {
+        config.idle_sessions = sessions.max(1);
+    }
+    if !cli.gzip.is_empty() {
+        let parsed: Option<Vec<(usize, usize)>> = cli
+            .gzip
+            .iter()
+            .map(|case| {
+                let (subscribers, bytes) = case.split_once(':')?;
+                let bytes: usize = bytes.parse().ok()?;
+                // The payload carries a 24-byte timestamp; the server takes up to 64 KiB.
+                (24..=65_536)
+                    .contains(&bytes)
+                    .then_some((subscribers.parse().ok()?, bytes))
+            })
+            .collect();
+        match parsed {
+            Some(cases) => config.gzip = cases,
+            None => {
+                eprintln!("error: --gzip takes SUBSCRIBERS:PAYLOAD_BYTES (24 to 65536 bytes)");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     if !cli.latency.is_empty() {
         let parsed: Option<Vec<(u64, usize, u64)>> = cli
             .latency

@@ -2,7 +2,6 @@
 //! and returns what it counted; none fails on a number.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -21,7 +20,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
 
 use crate::{
-    load::{self, Counters, Publisher},
+    load::{self, Counters, Publisher, Target},
     servers::{SIGNING_KEY, Server},
 };
 
@@ -91,19 +90,28 @@ struct Subscribers {
     _nats_clients: Vec<async_nats::Client>,
 }
 
+/// `count` subscribers; with `accept_gzip` (gRPC servers only) they accept gzip answers.
 async fn open_subscribers(
     system: System,
-    addr: SocketAddr,
+    target: &Target,
     count: usize,
     layout: Layout,
+    accept_gzip: bool,
 ) -> Result<Subscribers, String> {
     let connections = layout.connections(count);
+    let addr = target.addr;
     match system {
         System::Product | System::Baseline => {
-            let channels = load::connect_many(addr, connections).await?;
+            let channels = load::connect_many(target, connections).await?;
             let request = subscribe_request();
             let sources = stream::iter(0..count)
-                .map(|i| load::subscribe(channels[i % channels.len()].clone(), request.clone()))
+                .map(|i| {
+                    load::subscribe(
+                        channels[i % channels.len()].clone(),
+                        request.clone(),
+                        accept_gzip,
+                    )
+                })
                 .buffered(256)
                 .map(|opened| opened.map(|s| Source::Grpc(Box::new(s.stream))))
                 .collect::<Vec<_>>()
@@ -151,6 +159,9 @@ async fn open_subscribers(
     }
 }
 
+/// What a subscriber's reader returns: latency samples (ns), and the gRPC bytes it received.
+type ReadOutcome = (Vec<u64>, u64);
+
 /// Reads a subscriber until told to stop, counting events; with `latency_after`, also returns
 /// the publish-to-delivery latency (ns) of every event published after that time.
 async fn read(
@@ -159,7 +170,7 @@ async fn read(
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
     latency_after: Option<u64>,
-) -> Vec<u64> {
+) -> ReadOutcome {
     let mut samples = Vec::new();
     // One `changed` future for the whole run: making one per message costs the load client
     // more than the message does.
@@ -187,17 +198,22 @@ async fn read(
             counters.add(index, events);
         }
     }
-    samples
+    let bytes = match &source {
+        Source::Grpc(stream) => stream.received_bytes(),
+        Source::Nats(_) => 0,
+    };
+    (samples, bytes)
 }
 
 /// Waits for what arrives next and calls `each` with every event in it; false once the
-/// subscriber has ended. gRPC heartbeats and other non-event messages are skipped.
+/// subscriber has ended. gRPC heartbeats and other non-event messages are skipped; a
+/// compressed event is handed over compressed (counted, never parsed).
 async fn next_messages(source: &mut Source, mut each: impl FnMut(&[u8])) -> bool {
     match source {
         Source::Grpc(stream) => stream
             .next_messages(|message| {
-                if load::is_event(message) {
-                    each(message);
+                if message.is_event() {
+                    each(message.bytes);
                 }
             })
             .await
@@ -215,7 +231,7 @@ async fn next_messages(source: &mut Source, mut each: impl FnMut(&[u8])) -> bool
 struct Readers {
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Vec<u64>>>,
+    tasks: Vec<JoinHandle<ReadOutcome>>,
 }
 
 impl Readers {
@@ -261,15 +277,18 @@ impl Readers {
         }
     }
 
-    async fn stop(self) -> Vec<u64> {
+    /// Stops every reader; returns their latency samples and the gRPC bytes they received.
+    async fn stop(self) -> ReadOutcome {
         let _ = self.stop.send(true);
         let mut samples = Vec::new();
+        let mut bytes = 0;
         for task in self.tasks {
-            if let Ok(mut part) = task.await {
+            if let Ok((mut part, received)) = task.await {
                 samples.append(&mut part);
+                bytes += received;
             }
         }
-        samples
+        (samples, bytes)
     }
 }
 
@@ -281,6 +300,8 @@ pub struct FanOut {
     pub seconds: f64,
     pub server_cpu_seconds: Option<f64>,
     pub load_cpu_seconds: f64,
+    /// gRPC bytes the subscribers received (DATA frame payloads; 0 for nats).
+    pub received_bytes: u64,
 }
 
 impl FanOut {
@@ -290,23 +311,66 @@ impl FanOut {
     pub fn expected(&self, subscribers: usize) -> u64 {
         self.published * subscribers as u64
     }
+    /// Server CPU time per delivered event, in nanoseconds.
+    pub fn server_ns_per_delivery(&self) -> Option<f64> {
+        self.server_cpu_seconds
+            .map(|cpu| cpu * 1e9 / self.delivered.max(1) as f64)
+    }
+    /// gRPC bytes received per delivered event (message headers included).
+    pub fn bytes_per_delivery(&self) -> f64 {
+        self.received_bytes as f64 / self.delivered.max(1) as f64
+    }
+}
+
+/// What a fan-out run does.
+#[derive(Debug, Clone)]
+pub struct FanOutPlan {
+    /// Sessions on the channel.
+    pub subscribers: usize,
+    /// How they share connections.
+    pub layout: Layout,
+    /// How long events are published for (delivery is then waited for).
+    pub duration: Duration,
+    /// At most this many events are published.
+    pub max_events: u64,
+    /// Events per publish call: 1 is `Publish`, more is `PublishBatch` (nats: always 1).
+    pub batch: usize,
+    /// What every event carries (a JSON string for gRPC servers, raw bytes for nats).
+    pub payload: String,
+    /// Subscribers send `grpc-accept-encoding: gzip` (gRPC servers only).
+    pub accept_gzip: bool,
+}
+
+impl FanOutPlan {
+    /// `subscribers` over `layout`, `load::payload`'s 100 bytes, one event per call, no gzip.
+    pub fn new(subscribers: usize, layout: Layout, duration: Duration, max_events: u64) -> Self {
+        Self {
+            subscribers,
+            layout,
+            duration,
+            max_events,
+            batch: 1,
+            payload: load::payload(0),
+            accept_gzip: false,
+        }
+    }
 }
 
 /// Publishes as fast as the subscribers take the events (the publisher stays at most a window
 /// of events ahead of the average subscriber: the highest rate without loss), for `duration` or
 /// `max_events`, then waits for delivery. The product and the baseline take `batch` events per
 /// call (`PublishBatch` when more than 1); nats is always published to one message at a time.
-#[allow(clippy::too_many_arguments)]
-pub async fn fan_out(
-    system: System,
-    server: &Server,
-    subscribers: usize,
-    layout: Layout,
-    duration: Duration,
-    max_events: u64,
-    batch: usize,
-) -> Result<FanOut, String> {
-    let opened = open_subscribers(system, server.addr, subscribers, layout).await?;
+pub async fn fan_out(system: System, server: &Server, plan: &FanOutPlan) -> Result<FanOut, String> {
+    let FanOutPlan {
+        subscribers,
+        layout,
+        duration,
+        max_events,
+        batch,
+        ..
+    } = *plan;
+    let target = server.target();
+    let opened = open_subscribers(system, &target, subscribers, layout, plan.accept_gzip).await?;
     let readers = Readers::spawn(opened.sources, None);
     let window = (2_000_000 / subscribers as u64).clamp(500, 20_000);
     let allowed = Arc::new(AtomicU64::new(window));
@@ -327,11 +391,11 @@ pub async fn fan_out(
             }
         })
     };
-    let body = load::payload(0);
+    let body = plan.payload.clone();
     match system {
         System::Product | System::Baseline => {
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
-            let connections = load::connect_many(server.addr, 2).await?;
+            let connections = load::connect_many(&target, 2).await?;
             let claimed = Arc::new(AtomicU64::new(0));
             // Unary: 256 calls in flight. Batched: about 2,048 events in flight, so that one
             // commit's round trip does not bound the rate.
@@ -417,9 +481,13 @@ pub async fn fan_out(
             .zip(cpu_before)
             .map(|(after, before)| after - before),
         load_cpu_seconds: crate::load_cpu_seconds() - load_before,
+        received_bytes: 0,
     };
-    readers.stop().await;
-    Ok(outcome)
+    let (_, received_bytes) = readers.stop().await;
+    Ok(FanOut {
+        received_bytes,
+        ..outcome
+    })
 }
 
 /// What a latency run measured.
@@ -452,7 +520,8 @@ pub async fn latency(
     rate: u64,
     events: u64,
 ) -> Result<Latency, String> {
-    let opened = open_subscribers(system, server.addr, subscribers, Layout::Shared(4)).await?;
+    let target = server.target();
+    let opened = open_subscribers(system, &target, subscribers, Layout::Shared(4), false).await?;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
     let warm_up = load::now_ns() + (period * (events / 10) as u32).as_nanos() as u64;
@@ -461,7 +530,7 @@ pub async fn latency(
     match system {
         System::Product | System::Baseline => {
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
-            let connections = load::connect_many(server.addr, 2).await?;
+            let connections = load::connect_many(&target, 2).await?;
             let mut sends = Vec::with_capacity(events as usize);
             for n in 0..events {
                 tokio::time::sleep_until((started + period * n as u32).into()).await;
@@ -508,7 +577,7 @@ pub async fn latency(
         )
         .await;
     let delivered = readers.counters.sum();
-    let mut samples = readers.stop().await;
+    let (mut samples, _) = readers.stop().await;
     samples.sort_unstable();
     Ok(Latency {
         published,
@@ -540,9 +609,10 @@ pub async fn idle_memory(
     layout: Layout,
 ) -> Result<IdleMemory, String> {
     // Warm up: one session and one event, so first-use allocations are not counted.
+    let target = server.target();
     {
-        let warm = open_subscribers(system, server.addr, 1, Layout::Shared(1)).await?;
-        let connection = load::connect(server.addr).await?;
+        let warm = open_subscribers(system, &target, 1, Layout::Shared(1), false).await?;
+        let connection = load::connect(&target).await?;
         let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
         Publisher::new(connection, CHANNEL, tags)
             .publish(load::payload(0))
@@ -552,7 +622,7 @@ pub async fn idle_memory(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_bytes().unwrap_or(0);
-    let opened = open_subscribers(system, server.addr, sessions, layout).await?;
+    let opened = open_subscribers(system, &target, sessions, layout, false).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = server.rss_bytes().unwrap_or(0);
     let result = IdleMemory {
@@ -582,7 +652,7 @@ pub async fn durable_publish(
     duration: Duration,
     max_events: u64,
 ) -> Result<DurablePublish, String> {
-    let connections = load::connect_many(server.addr, publishers.min(4)).await?;
+    let connections = load::connect_many(&server.target(), publishers.min(4)).await?;
     let claimed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
@@ -638,17 +708,18 @@ pub async fn resume_storm(
     sessions: usize,
     missed: u64,
 ) -> Result<ResumeStorm, String> {
-    let connection = load::connect(server.addr).await?;
+    let target = server.target();
+    let connection = load::connect(&target).await?;
     let mut publisher = Publisher::new(connection, CHANNEL, Some(vec![TAG.to_owned()]));
     let last_seen = publisher
         .publish(load::payload(0))
         .await
         .map_err(|e| format!("publish: {e}"))?;
     // The sessions, with their tickets; then they all disconnect.
-    let channels = load::connect_many(server.addr, 4).await?;
+    let channels = load::connect_many(&target, 4).await?;
     let request = subscribe_request();
     let tickets = stream::iter(0..sessions)
-        .map(|i| load::subscribe(channels[i % channels.len()].clone(), request.clone()))
+        .map(|i| load::subscribe(channels[i % channels.len()].clone(), request.clone(), false))
         .buffered(256)
         .map(|opened| {
             opened.and_then(|s| match s.first.kind {
@@ -664,7 +735,7 @@ pub async fn resume_storm(
         .collect::<Result<Vec<_>, _>>()?;
     drop(channels);
     // What they miss.
-    let connections = load::connect_many(server.addr, 2).await?;
+    let connections = load::connect_many(&target, 2).await?;
     stream::iter(0..missed)
         .map(|n| {
             let mut publisher = Publisher::new(
@@ -681,7 +752,7 @@ pub async fn resume_storm(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("publish: {e}"))?;
     // Everyone back at once.
-    let channels = load::connect_many(server.addr, 4).await?;
+    let channels = load::connect_many(&target, 4).await?;
     let token = product_token();
     let started = Instant::now();
     let tasks: Vec<_> = tickets
@@ -695,11 +766,11 @@ pub async fn resume_storm(
             };
             let channel: Channel = channels[i % channels.len()].clone();
             tokio::spawn(async move {
-                let mut opened = load::subscribe(channel, request).await?;
+                let mut opened = load::subscribe(channel, request, false).await?;
                 let mut received = 0;
                 while received < missed {
                     let events = opened.stream.next_messages(|message| {
-                        received += u64::from(load::is_event(message));
+                        received += u64::from(message.is_event());
                     });
                     match tokio::time::timeout(Duration::from_secs(60), events).await {
                         Ok(Ok(_)) => {}

@@ -13,15 +13,29 @@ use std::{
 pub const SIGNING_KEY: &str = "62656e63686d61726b2d7369676e696e672d6b65792d3031";
 pub const API_KEY: &str = "bench-api-key";
 
+use tonic::transport::Certificate;
+
+use crate::load::Target;
+
 /// A server child process; killed (and reaped) when dropped.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The certificate to trust when the server speaks TLS (the product with `--dev-tls`).
+    pub tls: Option<Certificate>,
     /// Holds the product's data directory for as long as the server runs.
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
+    /// How the load client reaches it.
+    pub fn target(&self) -> Target {
+        Target {
+            addr: self.addr,
+            tls: self.tls.clone(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -100,19 +114,23 @@ fn spawn_announcing(
     Ok(Server {
         child,
         addr,
+        tls: None,
         _dir: dir,
     })
 }
 
-/// The product: the `durable-iterator` binary with the embedded (redb) store.
-pub fn start_product(binary: &Path) -> Result<Server, String> {
+/// The product: the `durable-iterator` binary with the embedded (redb) store. With `tls`, it
+/// serves TLS on its port with the self-signed certificate `--dev-tls` makes in its (own)
+/// data directory, which the returned server's `tls` trusts.
+pub fn start_product(binary: &Path, tls: bool) -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let data = dir.path().join("data");
     let mut command = Command::new(binary);
     command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--store", "redb"])
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(&data)
         .args(["--signing-key", SIGNING_KEY, "--api-key", API_KEY])
         // The benchmark's subscribers keep up by construction (the publisher waits for them);
         // a deep queue keeps a momentary lag from ending a stream as a slow consumer.
@@ -124,7 +142,17 @@ pub fn start_product(binary: &Path) -> Result<Server, String> {
             "1",
         ])
         .env("RUST_LOG", "warn");
-    spawn_announcing(command, "durable-iterator", Some(dir))
+    if tls {
+        command.arg("--dev-tls");
+    }
+    let mut server = spawn_announcing(command, "durable-iterator", Some(dir))?;
+    if tls {
+        // Written before the server binds its port, so there once it has announced it.
+        let cert = data.join("dev-tls-cert.pem");
+        let pem = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+        server.tls = Some(Certificate::from_pem(pem));
+    }
+    Ok(server)
 }
 
 /// The bare tonic ceiling: `durable-iterator-bench baseline-server`.
@@ -160,6 +188,7 @@ pub fn start_nats(binary: &Path) -> Result<Server, String> {
     Ok(Server {
         child,
         addr,
+        tls: None,
         _dir: None,
     })
 }

@@ -54,6 +54,8 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
         "idle memory",
         "durable publish (redb)",
         "resume storm",
+        "tls",
+        "gzip",
     ] {
         assert!(
             scenarios.contains(&expected),
@@ -86,6 +88,22 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
             "{} / {} counted what it sent",
             row.scenario, row.case
         );
+        if let Some(variant) = &row.variant {
+            // The product against itself: both halves ran and counted what they sent.
+            assert!(
+                variant.without.is_some(),
+                "{} / {} ({}): no figure without {}",
+                row.scenario,
+                row.case,
+                row.unit,
+                variant.with
+            );
+            assert_eq!(
+                variant.counted, variant.expected,
+                "{} / {} ({}) without {} counted what it sent",
+                row.scenario, row.case, row.unit, variant.with
+            );
+        }
         if row.scenario == "fan-out" || row.scenario == "idle memory" {
             assert!(
                 row.baseline.is_some(),
@@ -108,4 +126,21 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
         .find(|r| r.scenario == "resume storm")
         .unwrap();
     assert_eq!(storm.expected, 50);
+    // gzip: 4 KiB events reach gzip subscribers compressed, 100-byte ones as they are.
+    let wire = |size: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.scenario == "gzip" && r.case.ends_with(size) && r.unit.contains("bytes"))
+            .and_then(|r| r.variant.as_ref()?.ratio)
+            .unwrap_or_else(|| panic!("no gzip bytes row for {size}:\n{printed}"))
+    };
+    assert!(wire(" 4096 B") < 0.9, "4 KiB events compressed:\n{printed}");
+    assert!(
+        (0.99..1.01).contains(&wire(" 100 B")),
+        "100-byte events sent as they are:\n{printed}"
+    );
+    // tls: both layouts of fan-out and of idle memory.
+    let tls_cases = report.rows.iter().filter(|r| r.scenario == "tls").count();
+    assert_eq!(tls_cases, 6, "tls rows:\n{printed}");
 }

@@ -3,6 +3,9 @@
 //!     DURABLE_ITERATOR_SIGNING_KEY=dev-signing-key DURABLE_ITERATOR_API_KEY=dev-api-key \
 //!         cargo run --example chat
 //!
+//! (`DURABLE_ITERATOR_LISTEN` sets the address; `DURABLE_ITERATOR_DEV_TLS=1` serves TLS with
+//! the development certificate of `serve --dev-tls`.)
+//!
 //! Then join with `cargo run --example chat_client` (see the README), or with grpcurl.
 
 mod contract;
@@ -26,6 +29,20 @@ async fn main() -> Result<(), BoxError> {
 
     let mut config = ServerConfig::new(Keyring::new([signing_key])?, api_key);
     config.objects.register("chat:*", room::ChatRoom::new);
+    // DURABLE_ITERATOR_DEV_TLS=1: TLS with the development certificate of `serve --dev-tls`, so
+    // that a browser page multiplexes its streams over HTTP/2.
+    if std::env::var("DURABLE_ITERATOR_DEV_TLS").is_ok_and(|v| v == "1" || v == "true") {
+        let dir = std::env::var("DURABLE_ITERATOR_DATA_DIR")
+            .unwrap_or_else(|_| durable_iterator::defaults::DATA_DIR.into());
+        let (cert, key, fingerprint) = durable_iterator::dev_certificate(dir.as_ref())?;
+        config.tls = Some(durable_iterator::TlsConfig::from_pem_files(
+            &cert, &key, None,
+        )?);
+        println!(
+            "TLS with a self-signed development certificate: {} (SHA-256 {fingerprint})",
+            cert.display()
+        );
+    }
     // Two minutes of history for reconnecting members.
     let store = Arc::new(MemoryStore::new(120_000));
     let listener = tokio::net::TcpListener::bind(addr).await?;

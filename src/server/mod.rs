@@ -50,7 +50,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// A heartbeat is sent after this long without another message.
     pub heartbeat: Duration,
-    /// `TokenExpiring` is sent this long before a token expires.
+    /// `TokenExpiring` is sent this long before a token expires (at most a quarter of the
+    /// token's lifetime before: a short-lived token is not told at once).
     pub expiry_notice: Duration,
     /// Lifetime of tokens minted by `IssueToken` without a TTL.
     pub default_token_ttl_secs: u64,

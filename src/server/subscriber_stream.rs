@@ -32,6 +32,15 @@ const BACKLOG_CHUNK_BYTES: usize = 32 * 1024;
 /// Runs smaller than this are copied together with the runs queued behind them.
 const COALESCE_BYTES: usize = 16 * 1024;
 
+/// When to send `TokenExpiring` for `claims`: `notice_ms` before it expires, or a quarter of
+/// the token's lifetime before if that is shorter, so that a short-lived token is not told at
+/// once, and after every refresh, that it is about to expire.
+fn notice_at_ms(claims: &TokenClaims, notice_ms: u64) -> u64 {
+    let lifetime_ms = claims.exp.saturating_sub(claims.iat).saturating_mul(1000);
+    let exp_ms = claims.exp.saturating_mul(1000);
+    exp_ms.saturating_sub(notice_ms.min(lifetime_ms / 4))
+}
+
 /// Timing of a stream's control messages.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamTiming {
@@ -56,6 +65,8 @@ pub(crate) struct SubscriberStream {
     opened_with: Arc<TokenClaims>,
     claims: watch::Receiver<Arc<TokenClaims>>,
     expires_at_ms: u64,
+    /// When `TokenExpiring` is due (see [`notice_at_ms`]).
+    notice_at_ms: u64,
     notice_sent: bool,
     last_sent_ms: u64,
     timing: StreamTiming,
@@ -99,6 +110,7 @@ impl SubscriberStream {
             batch_stamped: false,
             last_seq: head,
             expires_at_ms: current.exp.saturating_mul(1000),
+            notice_at_ms: notice_at_ms(&current, timing.expiry_notice_ms),
             opened_with: current,
             claims,
             notice_sent: false,
@@ -275,9 +287,7 @@ impl SubscriberStream {
             if now >= self.expires_at_ms {
                 return self.end(token::TokenError::Expired.into());
             }
-            let notice_at = self
-                .expires_at_ms
-                .saturating_sub(self.timing.expiry_notice_ms);
+            let notice_at = self.notice_at_ms;
             if !self.notice_sent && now >= notice_at {
                 self.notice_sent = true;
                 let notice = pb::SubscribeResponse {
@@ -348,6 +358,7 @@ impl SubscriberStream {
             self.notice_sent = false;
         }
         self.expires_at_ms = expires_at_ms;
+        self.notice_at_ms = notice_at_ms(&claims, self.timing.expiry_notice_ms);
     }
 
     fn queue_ended(&mut self, end: QueueEnd) -> Option<Result<Bytes, Status>> {
@@ -363,6 +374,17 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
+
+    #[test]
+    fn the_expiry_notice_comes_at_most_a_quarter_of_the_lifetime_early() {
+        let token = |iat: u64, exp: u64| TokenClaims::new("c", iat, exp - iat);
+        // A long token: the configured 30 s.
+        assert_eq!(notice_at_ms(&token(1_000, 4_600), 30_000), 4_570_000);
+        // A 20 s token: 5 s before it expires, not at once.
+        assert_eq!(notice_at_ms(&token(1_000, 1_020), 30_000), 1_015_000);
+        // A token that expires as it is issued: no earlier than its expiry.
+        assert_eq!(notice_at_ms(&token(1_000, 1_000), 30_000), 1_000_000);
+    }
     use crate::{
         channel::{Channels, HubLimits},
         clock::ManualClock,

@@ -173,7 +173,7 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
 }
 
 /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, for local development:
-/// written to `cert.pem` and `key.pem` in `dir` unless both are there already. Returns the
+/// written to `dev-tls-cert.pem` and `dev-tls-key.pem` in `dir` unless both are there already. Returns the
 /// paths and the certificate's SHA-256 fingerprint (hex, colon separated).
 pub fn dev_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, String), TlsError> {
     let cert_path = dir.join("dev-tls-cert.pem");

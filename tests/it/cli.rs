@@ -228,15 +228,15 @@ fn token_refuses_bad_arguments_with_a_message() {
 }
 
 #[test]
-fn serve_refuses_a_method_proxy_that_is_not_http() {
+fn serve_refuses_a_method_proxy_that_is_not_http_or_https() {
     let output = binary()
         .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
         .args(["--signing-key", "k", "--api-key", "a"])
-        .args(["--method-proxy", "https://app.example/invoke"])
+        .args(["--method-proxy", "ftp://app.example/invoke"])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("only http://"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("give an http:// or https:// URL"));
 }
 
 /// The README's configuration table says what `serve --help` says: every flag it lists with a
