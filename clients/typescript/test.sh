@@ -5,8 +5,9 @@
 # The integration and browser tests need the server binaries; point at them with
 #   DURABLE_ITERATOR_BIN       (default <repo>/target/debug/durable-iterator)
 #   DURABLE_ITERATOR_CHAT_BIN  (default <repo>/target/debug/examples/chat)
-# (cargo build --examples in the repository builds both). Tests whose binary is missing are
-# skipped, and say why.
+# (cargo build --bin durable-iterator --example chat in the repository builds both). Tests whose
+# binary (or Chromium, or a server with `serve --dev-tls`) is missing are skipped, and say why;
+# with CI=true each missing one fails the run instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -563,8 +563,8 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
     live.read ??= track(live.messages.next());
     const read = live.read;
     let fired = [false, false];
-    // Messages already received come before any deadline: a consumer that was busy must not
-    // take its own slowness for a dead stream. Only when nothing is at hand do we wait.
+    // Messages already received come before the liveness deadline: a consumer that was busy
+    // must not take its own slowness for a dead stream. Only when nothing is at hand do we wait.
     if (!read.outcome && !live.refresh?.outcome) {
       const livenessAt =
         this.#liveness !== null && live.heartbeatMs > 0
@@ -576,16 +576,22 @@ export class Subscription implements AsyncIterableIterator<SubscriptionItem> {
     }
     if (this.#closing.signal.aborted) return this.#shutDown();
     const now = this.#clock.nowMs();
-    if (read.outcome) {
-      live.read = undefined;
-      return this.#onMessage(live, read.outcome, now);
-    }
+    // A refresh goes before waiting messages: a stream that never pauses must not ride its
+    // token into expiry.
     if (live.refresh?.outcome) {
       const refreshed = live.refresh.outcome;
       live.refresh = undefined;
       // #refreshTask never rejects; a rejection would be a bug, and counts as a failure.
       this.#onRefreshed(live, refreshed.ok ? refreshed.value : { kind: "failed" }, now);
       return undefined;
+    }
+    if (!live.refresh && live.refreshAtMs !== undefined && live.refreshAtMs <= now) {
+      live.refresh = track(this.#refreshTask(live));
+      return undefined;
+    }
+    if (read.outcome) {
+      live.read = undefined;
+      return this.#onMessage(live, read.outcome, now);
     }
     if (fired[0]) {
       this.#log("debug", "no event or heartbeat in time: reconnecting");

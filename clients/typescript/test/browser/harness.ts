@@ -1,8 +1,8 @@
 /**
  * The browser side of the tests: Debian's Chromium (never a downloaded browser) driven by
  * playwright-core, and a tiny page server on another origin that serves the bundled client and
- * mints tokens like an app server. The target server is a parameter (`baseUrl`, and whether to
- * ignore certificate errors), so the same tests run over https once the server speaks TLS.
+ * mints tokens like an app server. The target server is a parameter (`baseUrl`, and the
+ * certificates to trust), so the same tests run over http and https.
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -10,16 +10,29 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { build } from "esbuild";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { chromium, type BrowserContext, type CDPSession, type Page } from "playwright-core";
 
 import { signToken } from "../../src/sign.js";
-import { bounded, PACKAGE_ROOT, SIGNING_KEY } from "../helpers/server.js";
+import { skipUnlessCi } from "../helpers/prerequisites.js";
+import { bounded, PACKAGE_ROOT, SIGNING_KEY, spkiSha256 } from "../helpers/server.js";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
-/** Why the browser tests cannot run here, if they cannot. */
+/** Why the browser tests cannot run here, if they cannot (under `CI=true` also a failing test). */
 export function missingChromium(): string | undefined {
-  return existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is missing: apt-get install -y chromium (test.sh does)`;
+  return skipUnlessCi(existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is missing: apt-get install -y chromium (test.sh does)`);
+}
+
+/** A response as Chromium's network stack saw it (DevTools `Network.responseReceived`). */
+export interface SeenResponse {
+  url: string;
+  /** DevTools' resource type: `Fetch`, `Preflight` (CORS), `Document`, … */
+  type: string;
+  status: number;
+  /** The protocol Chromium spoke: `h2`, `http/1.1`. */
+  protocol: string | undefined;
+  /** Chromium's id of the connection it came on. */
+  connectionId: number;
 }
 
 /** The page's script, bundled from test/browser/page.ts (and through it src/). */
@@ -87,19 +100,27 @@ export class PageServer {
 export class Browser {
   readonly context: BrowserContext;
   readonly page: Page;
+  /** With `recordResponses`: every response the page received, in order. */
+  readonly responses: SeenResponse[];
   readonly #profile: string;
 
-  private constructor(context: BrowserContext, page: Page, profile: string) {
+  private constructor(context: BrowserContext, page: Page, profile: string, responses: SeenResponse[]) {
     this.context = context;
     this.page = page;
+    this.responses = responses;
     this.#profile = profile;
   }
 
   /**
    * Opens `pageUrl`, and waits until the page is ready: the test page sets its title to
    * "ready"; another page names a selector in `options.ready`.
+   *
+   * `trust`: certificate files (PEM) Chromium accepts although no CA it knows signed them: by
+   * their public key's SHA-256 (`--ignore-certificate-errors-spki-list`), so any other bad
+   * certificate is still refused. `recordResponses`: keep what Chromium says of each response
+   * (protocol, connection) in `responses`, through DevTools.
    */
-  static async open(pageUrl: string, options: { ignoreCertificateErrors?: boolean; ready?: string } = {}): Promise<Browser> {
+  static async open(pageUrl: string, options: { trust?: string[]; recordResponses?: boolean; ready?: string } = {}): Promise<Browser> {
     const profile = mkdtempSync(join(tmpdir(), "di-ts-chromium-"));
     const args = [
       "--headless",
@@ -110,19 +131,23 @@ export class Browser {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      ...(options.ignoreCertificateErrors ? ["--ignore-certificate-errors"] : []),
+      // Honoured only with a --user-data-dir, which launchPersistentContext gives.
+      ...(options.trust?.length ? [`--ignore-certificate-errors-spki-list=${options.trust.map(spkiSha256).join(",")}`] : []),
     ];
     // launchPersistentContext: the fresh --user-data-dir is its first argument.
     const context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
       args,
-      ignoreHTTPSErrors: options.ignoreCertificateErrors ?? false,
+      // Never playwright's blanket acceptance: only the certificates in `trust`.
+      ignoreHTTPSErrors: false,
       timeout: 60_000,
     });
     try {
       const page = context.pages()[0] ?? (await context.newPage());
       page.setDefaultTimeout(30_000);
+      const responses: SeenResponse[] = [];
+      if (options.recordResponses) await record(await context.newCDPSession(page), responses);
       const errors: string[] = [];
       page.on("pageerror", (error) => errors.push(String(error)));
       await page.goto(pageUrl);
@@ -132,7 +157,7 @@ export class Browser {
       await ready.catch((error: unknown) => {
         throw new Error(`the page did not load: ${String(error)} ${errors.join("; ")}`);
       });
-      return new Browser(context, page, profile);
+      return new Browser(context, page, profile, responses);
     } catch (error) {
       await context.close();
       rmSync(profile, { recursive: true, force: true });
@@ -144,4 +169,12 @@ export class Browser {
     await bounded(this.context.close(), 30_000, "Chromium to close").catch(() => {});
     rmSync(this.#profile, { recursive: true, force: true });
   }
+}
+
+/** Appends each response of the page's DevTools session to `into`. */
+async function record(cdp: CDPSession, into: SeenResponse[]): Promise<void> {
+  cdp.on("Network.responseReceived", ({ type, response }) => {
+    into.push({ url: response.url, type, status: response.status, protocol: response.protocol, connectionId: response.connectionId });
+  });
+  await cdp.send("Network.enable");
 }

@@ -26,7 +26,11 @@ const harness = {
   },
 
   /** Starts subscription `name` with tokens from `/token?<query>`. */
-  start(name: string, query: string, options: { backoffCapMs?: number; lastEventId?: string } = {}): void {
+  start(
+    name: string,
+    query: string,
+    options: { backoffCapMs?: number; lastEventId?: string; refreshBeforeExpirySeconds?: number } = {},
+  ): void {
     if (!client) throw new Error("connect() first");
     const controller = new AbortController();
     const sub = client.subscribe({
@@ -34,6 +38,7 @@ const harness = {
       signal: controller.signal,
       backoff: options.backoffCapMs ? { baseMs: 100, capMs: options.backoffCapMs } : undefined,
       lastEventId: options.lastEventId,
+      refreshBeforeExpirySeconds: options.refreshBeforeExpirySeconds,
     });
     const entry: Running = { sub, controller, events: [], reports: [], error: undefined, done: false };
     running.set(name, entry);
@@ -61,6 +66,7 @@ const harness = {
       error: entry.error,
       done: entry.done,
       progress: entry.sub.progress,
+      credentials: entry.sub.credentials,
     };
   },
 

@@ -4,10 +4,13 @@
  * Every wait is bounded.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { createHash, X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { skipUnlessCi } from "./prerequisites.js";
 
 /** clients/typescript (this file is dist/test/helpers/server.js once built). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -27,9 +30,12 @@ export function chatBin(): string {
   return process.env.DURABLE_ITERATOR_CHAT_BIN ?? join(REPO_ROOT, "target/debug/examples/chat");
 }
 
-/** Why the tests of `bin` cannot run, if they cannot (for `skip`). */
+/**
+ * Why the tests of `bin` cannot run, if they cannot (for `skip`; under `CI=true` also a failing
+ * test, see prerequisites.ts).
+ */
 export function missingBinary(bin: string, variable: string): string | undefined {
-  return existsSync(bin) ? undefined : `${bin} does not exist: build it or set ${variable}`;
+  return skipUnlessCi(existsSync(bin) ? undefined : `${bin} does not exist: build it or set ${variable}`);
 }
 
 export interface ServerOptions {
@@ -39,8 +45,20 @@ export interface ServerOptions {
   port?: number;
   /** The data directory (a restart on the same data); default a new temp dir. */
   dataDir?: string;
-  /** Serve https with this certificate and key (PEM files): `serve --tls-cert/--tls-key`. */
-  tls?: { cert: string; key: string };
+  /**
+   * Serve https: `"dev"` is `serve --dev-tls` (the server makes a self-signed certificate for
+   * localhost and 127.0.0.1 in the data dir, once, and prints its path); `{ cert, key }` (PEM
+   * files) is `serve --tls-cert/--tls-key`.
+   */
+  tls?: "dev" | { cert: string; key: string };
+}
+
+/** What `serve --dev-tls` printed about its certificate. */
+export interface DevCertificate {
+  /** The certificate's path, from the server's stdout. */
+  cert: string;
+  /** Its SHA-256 fingerprint as printed (`AB:CD:…`). */
+  fingerprint: string;
 }
 
 /** A running server process. */
@@ -50,15 +68,28 @@ export class RunningServer {
   readonly baseUrl: string;
   readonly dataDir: string;
   readonly args: string[];
+  /** The options it was started with (a restart keeps them). */
+  readonly options: ServerOptions;
+  /** With `tls: "dev"`: the certificate the server made and printed. */
+  readonly devCertificate: DevCertificate | undefined;
   readonly #ownsDataDir: boolean;
   #stderr = "";
 
-  constructor(child: ChildProcess, port: number, dataDir: string, ownsDataDir: boolean, args: string[], scheme = "http") {
+  constructor(
+    child: ChildProcess,
+    port: number,
+    dataDir: string,
+    ownsDataDir: boolean,
+    options: ServerOptions,
+    devCertificate?: DevCertificate,
+  ) {
     this.child = child;
     this.port = port;
-    this.baseUrl = `${scheme}://127.0.0.1:${port}`;
+    this.baseUrl = `${options.tls ? "https" : "http"}://127.0.0.1:${port}`;
     this.dataDir = dataDir;
-    this.args = args;
+    this.args = options.args ?? [];
+    this.options = options;
+    this.devCertificate = devCertificate;
     this.#ownsDataDir = ownsDataDir;
     child.stderr?.on("data", (chunk: Buffer) => {
       // Kept (bounded) for failure messages.
@@ -68,6 +99,13 @@ export class RunningServer {
 
   get stderr(): string {
     return this.#stderr;
+  }
+
+  /** The certificate file a client trusts to reach this https server (`--ca-cert`). */
+  get caCert(): string {
+    const tls = this.options.tls;
+    if (tls === undefined) throw new Error(`${this.baseUrl} serves no TLS`);
+    return tls === "dev" ? this.devCertificate!.cert : tls.cert;
   }
 
   /** kill -9, and wait (bounded) until the process is gone. */
@@ -111,18 +149,28 @@ export async function bounded<T>(promise: Promise<T>, ms: number, what: string):
   }
 }
 
-/** Waits (bounded) for the child's first stdout line matching `pattern`. */
-function firstLine(child: ChildProcess, pattern: RegExp, timeoutMs: number, what: string): Promise<RegExpMatchArray> {
+/**
+ * Waits (bounded) for stdout lines matching `patterns`, in that order (other lines in between
+ * are passed over); resolves with their matches. Only whole lines count: a line still being
+ * written is not matched by its beginning.
+ */
+function lines(child: ChildProcess, patterns: RegExp[], timeoutMs: number, what: string): Promise<RegExpMatchArray[]> {
   return bounded(
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      let buffer = "";
+    new Promise<RegExpMatchArray[]>((resolve, reject) => {
+      const matches: RegExpMatchArray[] = [];
+      let partial = "";
       const onData = (chunk: Buffer) => {
-        buffer += chunk.toString();
-        for (const line of buffer.split("\n")) {
-          const match = line.match(pattern);
-          if (match) {
+        const complete = (partial + chunk.toString()).split("\n");
+        partial = complete.pop() ?? "";
+        for (const line of complete) {
+          const match = line.match(patterns[matches.length]!);
+          if (!match) continue;
+          matches.push(match);
+          if (matches.length === patterns.length) {
             child.stdout?.off("data", onData);
-            resolve(match);
+            // Keep draining stdout: a full pipe must never block the server.
+            child.stdout?.resume();
+            resolve(matches);
             return;
           }
         }
@@ -139,6 +187,7 @@ function firstLine(child: ChildProcess, pattern: RegExp, timeoutMs: number, what
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "di-ts-"));
+  const tls = options.tls;
   const args = [
     "serve",
     "--listen",
@@ -153,7 +202,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     "3600",
     "--shutdown-grace-seconds",
     "5",
-    ...(options.tls ? ["--tls-cert", options.tls.cert, "--tls-key", options.tls.key] : []),
+    ...(tls === "dev" ? ["--dev-tls"] : tls ? ["--tls-cert", tls.cert, "--tls-key", tls.key] : []),
     ...(options.args ?? []),
   ];
   const child = spawn(serverBin(), args, {
@@ -161,10 +210,17 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
   });
   try {
-    const match = await firstLine(child, /^durable-iterator listening on 127\.0\.0\.1:(\d+)/, 20_000, "the server");
-    return new RunningServer(child, Number(match[1]), dataDir, ownsDataDir, options.args ?? [], options.tls ? "https" : "http");
+    // `--dev-tls` prints the certificate's path and fingerprint after the listening line.
+    const patterns = [/^durable-iterator listening on 127\.0\.0\.1:(\d+)$/];
+    if (tls === "dev") {
+      patterns.push(/^TLS with a self-signed development certificate: (.+)$/, /SHA-256 fingerprint ([0-9A-F]{2}(?::[0-9A-F]{2}){31})\b/);
+    }
+    const [listening, certLine, fingerprintLine] = await lines(child, patterns, 20_000, "the server");
+    const devCertificate = tls === "dev" ? { cert: certLine![1]!, fingerprint: fingerprintLine![1]! } : undefined;
+    return new RunningServer(child, Number(listening![1]), dataDir, ownsDataDir, options, devCertificate);
   } catch (error) {
     await killChild(child, "SIGKILL");
+    if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
     throw error;
   }
 }
@@ -176,7 +232,7 @@ export async function restart(server: RunningServer): Promise<RunningServer> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
-      return await startServer({ port: server.port, dataDir: server.dataDir, args: server.args });
+      return await startServer({ ...server.options, port: server.port, dataDir: server.dataDir });
     } catch (error) {
       lastError = error;
       await new Promise((r) => setTimeout(r, 100));
@@ -197,32 +253,44 @@ export async function startChat(): Promise<RunningServer> {
     },
   });
   try {
-    const match = await firstLine(child, /chat server listening on 127\.0\.0\.1:(\d+)/, 20_000, "the chat server");
-    return new RunningServer(child, Number(match[1]), "", false, []);
+    const [match] = await lines(child, [/chat server listening on 127\.0\.0\.1:(\d+)/], 20_000, "the chat server");
+    return new RunningServer(child, Number(match![1]), "", false, {});
   } catch (error) {
     await killChild(child, "SIGKILL");
     throw error;
   }
 }
 
-/** Whether the server binary has `serve --tls-cert` (TLS, HTTP/2 for browsers). */
-export function serverHasTls(): boolean {
+/**
+ * Why the https tests cannot run, if they cannot: the server binary has no `serve --dev-tls`
+ * (for `skip`; under `CI=true` also a failing test).
+ */
+export function missingTls(): string | undefined {
   const help = spawnSync(serverBin(), ["serve", "--help"], { encoding: "utf8", timeout: 10_000 });
-  return (help.stdout ?? "").includes("--tls-cert");
+  const has = (help.stdout ?? "").includes("--dev-tls");
+  return skipUnlessCi(has ? undefined : `${serverBin()} has no \`serve --dev-tls\`: the https tests need a server with TLS`);
 }
 
 /**
- * A self-signed certificate for 127.0.0.1 (openssl), in `dir`; undefined without openssl.
- * For the https tests, which trust it by ignoring certificate errors.
+ * The server's development certificate and key, made by `serve --dev-tls` in `dir` (the server
+ * is started, read and killed): for a test that needs a certificate for 127.0.0.1 of its own.
  */
-export function makeCertificate(dir: string): { cert: string; key: string } | undefined {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  const made = spawnSync(
-    "openssl",
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-      "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-    { encoding: "utf8", timeout: 30_000 },
-  );
-  return made.status === 0 ? { cert, key } : undefined;
+export async function devCertificate(dir: string): Promise<{ cert: string; key: string; fingerprint: string }> {
+  const server = await startServer({ tls: "dev", dataDir: dir });
+  try {
+    const { cert, fingerprint } = server.devCertificate!;
+    return { cert, key: join(dirname(cert), "dev-tls-key.pem"), fingerprint };
+  } finally {
+    await server.kill();
+  }
+}
+
+/**
+ * The base64 SHA-256 of the certificate's SubjectPublicKeyInfo: what Chromium's
+ * `--ignore-certificate-errors-spki-list` takes to trust that one certificate.
+ */
+export function spkiSha256(certPath: string): string {
+  const certificate = new X509Certificate(readFileSync(certPath));
+  const spki = certificate.publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
 }

@@ -14,6 +14,7 @@ import {
   bounded,
   killChild,
   missingBinary,
+  missingTls,
   PACKAGE_ROOT,
   serverBin,
   SIGNING_KEY,
@@ -103,8 +104,8 @@ afterEach(async () => {
   await Promise.all(httpServers.splice(0).map((s) => new Promise((r) => s.close(r))));
 });
 
-async function serve(): Promise<RunningServer> {
-  const server = await startServer();
+async function serve(options: Parameters<typeof startServer>[0] = {}): Promise<RunningServer> {
+  const server = await startServer(options);
   servers.push(server);
   return server;
 }
@@ -234,6 +235,34 @@ describe("the subscribe command", { skip }, () => {
     assert.deepEqual(sub.events.map((e) => [e.id, e.payload]), [[id, "tag a"]]);
     sub.child.kill("SIGTERM");
     assert.equal(await sub.exit(), 0);
+  });
+});
+
+describe("the commands over https", { skip: skip ?? missingTls() }, () => {
+  it("subscribe and publish reach a serve --dev-tls server with --ca-cert, and fail without it", async () => {
+    const server = await serve({ tls: "dev" });
+    const ca = server.caCert;
+    const sub = command(["subscribe", "--server", server.baseUrl, "--channel", "lobby", "--ca-cert", ca], {
+      DURABLE_ITERATOR_SIGNING_KEY: SIGNING_KEY,
+    });
+    await sub.until(() => sub.notices.some((n) => n.connected), "the connected line");
+    const published = command(["publish", "--server", server.baseUrl, "--channel", "lobby", "--json", '{"n":1}', "--ca-cert", ca], {
+      DURABLE_ITERATOR_API_KEY: API_KEY,
+    });
+    assert.equal(await published.exit(), 0, published.stderr.join("\n"));
+    const id = published.stdout[0]!;
+    await sub.until(() => sub.events.length === 1, "the event");
+    assert.deepEqual(sub.events.map((e) => [e.id, e.payload]), [[id, { n: 1 }]]);
+
+    // Without the CA file the certificate is refused: an error, not a hang.
+    const refused = command(["publish", "--server", server.baseUrl, "--channel", "lobby", "--json", "2"], {
+      DURABLE_ITERATOR_API_KEY: API_KEY,
+    });
+    assert.equal(await refused.exit(), 1, refused.stderr.join("\n"));
+    assert.equal(refused.stdout.filter((l) => l !== "").length, 0);
+    sub.child.kill("SIGTERM");
+    assert.equal(await sub.exit(), 0);
+    assert.equal(sub.events.length, 1);
   });
 });
 

@@ -447,6 +447,20 @@ describe("subscription: refresh", () => {
     await settle(next, "done");
   });
 
+  it("starts a due refresh before handing out events that are waiting", async () => {
+    // A stream that never pauses must not ride its token into expiry.
+    const { sub, clock, provider, next, c0 } = await liveWithRefresh();
+    c0.event("e-1").event("e-2").event("e-3");
+    assert.equal((await item(next)).kind, "event");
+    await turns();
+    assert.equal(provider.calls, 1);
+    provider.answers.push(() => token(1, { exp: EXP + 60 }));
+    clock.set(EXP * 1000 - 60_000);
+    assert.equal((await item(sub.next())).kind, "event");
+    assert.equal(provider.calls, 2, "the provider is asked before the waiting event is handed out");
+    sub.close();
+  });
+
   it("counts an expiry no later than the old one as a failure, and tries again patiently", async () => {
     const { sub, clock, provider, server, next } = await liveWithRefresh();
     clock.set(EXP * 1000 - 60_000);
