@@ -102,5 +102,28 @@ impl TlsArgs {
     }
 }
 
+/// Completes on Ctrl-C or SIGTERM: `serve` then shuts down gracefully, `subscribe` closes its
+/// stream; both exit 0.
+pub(crate) async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
 /// The error of a command: printed as `error: ...`, exit status 1.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

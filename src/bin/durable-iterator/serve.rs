@@ -233,7 +233,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
     tokio::spawn({
         let stopping = stopping.clone();
         async move {
-            shutdown_signal().await;
+            crate::stop_signal().await;
+            tracing::info!("shutting down: streams are told to reconnect");
             stopping.cancel();
         }
     });
@@ -291,26 +292,4 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
     file.write_all(contents.as_bytes())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down: streams are told to reconnect");
 }

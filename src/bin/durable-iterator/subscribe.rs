@@ -115,7 +115,7 @@ pub(crate) async fn run(args: SubscribeArgs) -> Result<(), BoxError> {
     let subscription = client.subscribe(provider, options);
     let stop = subscription.handle().cancellation_token();
     tokio::spawn(async move {
-        stop_signal().await;
+        crate::stop_signal().await;
         stop.cancel();
     });
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
@@ -228,25 +228,5 @@ fn canonical_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM: the subscription is then closed and the command exits 0.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
     }
 }
