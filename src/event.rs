@@ -154,7 +154,7 @@ impl StoredEvent {
             events,
             wire,
             bounds,
-            gzip: OnceLock::new(),
+            compressed: Default::default(),
         }
     }
 }
@@ -168,9 +168,10 @@ pub struct StoredBatch {
     wire: Bytes,
     /// Where each event starts in `wire`, and where the last one ends: `events.len() + 1`.
     bounds: Vec<usize>,
-    /// The same layout for gzip streams, made by the first subscriber that needs it and shared
-    /// by the rest: each large event compressed once per batch, not once per subscriber.
-    gzip: OnceLock<Layout>,
+    /// The same layout for compressed streams (gzip, zstd), each made by the first subscriber
+    /// that needs it and shared by the rest: a large event is compressed once per batch, not
+    /// once per subscriber.
+    compressed: [OnceLock<Layout>; 2],
 }
 
 /// Events as gRPC messages back to back, and where each starts (and the last ends).
@@ -196,8 +197,12 @@ impl StoredBatch {
                 .any(|event| event.frame.bytes().len() >= wire::COMPRESS_AT_LEAST)
         };
         match encoding {
-            Some(Encoding::Gzip) if needs_compression(&self.events[range.clone()]) => {
-                let layout = self.gzip.get_or_init(|| self.compressed(Encoding::Gzip));
+            Some(encoding) if needs_compression(&self.events[range.clone()]) => {
+                let slot = match encoding {
+                    Encoding::Gzip => 0,
+                    Encoding::Zstd => 1,
+                };
+                let layout = self.compressed[slot].get_or_init(|| self.compressed(encoding));
                 layout
                     .wire
                     .slice(layout.bounds[range.start]..layout.bounds[range.end])
@@ -344,7 +349,11 @@ mod tests {
         let first = batch.wire_with(0..3, gzip);
         let again = batch.wire_with(1..2, gzip);
         assert!(first.len() < batch.wire(0..3).len());
-        let layout = batch.gzip.get().expect("made on first use");
+        let layout = batch.compressed[0].get().expect("made on first use");
+        assert!(
+            batch.compressed[1].get().is_none(),
+            "no zstd stream asked for it"
+        );
         assert_eq!(first.as_ptr(), layout.wire.as_ptr());
         assert_eq!(again.as_ptr(), layout.wire[layout.bounds[1]..].as_ptr());
         let flags: Vec<bool> = (0..3)

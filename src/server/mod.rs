@@ -216,9 +216,11 @@ impl Server {
                 generated::durable_iterator_admin_server::DurableIteratorAdminServer::new(
                     AdminApi::new(shared.clone()),
                 )
-                // gzip both ways (answers are compressed only for a client that accepts it).
+                // gzip and zstd both ways (answers are compressed only for a client that accepts it).
                 .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip),
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
             )
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -51,11 +51,13 @@ impl ClientService {
     pub(crate) fn new(api: ClientApi) -> Self {
         let api = Arc::new(api);
         Self {
-            // gzip both ways, as `Subscribe` (answers compressed only for a client that
+            // gzip and zstd both ways, as `Subscribe` (answers compressed only for a client that
             // accepts it).
             generated: DurableIteratorServer::from_arc(api.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip),
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
             api,
         }
     }

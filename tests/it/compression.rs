@@ -1,25 +1,34 @@
-//! gzip: compressed requests are accepted by every call, `Subscribe` included, and a client that
-//! accepts gzip gets compressed answers; large events are compressed, small ones sent as they
-//! are (each message says which).
+//! gzip and zstd: compressed requests are accepted by every call, `Subscribe` included, and a
+//! client that accepts one gets compressed answers; large events are compressed, small ones
+//! sent as they are (each message says which).
 
 use durable_iterator::pb::{
     self, durable_iterator_admin_client::DurableIteratorAdminClient,
     durable_iterator_client::DurableIteratorClient, subscribe_response::Kind,
 };
 use serde_json::json;
-use tonic::codec::CompressionEncoding::Gzip;
+use tonic::codec::CompressionEncoding::{self, Gzip, Zstd};
 
 use crate::common::*;
 
 #[tokio::test]
 async fn every_call_accepts_gzip_and_answers_with_it() {
+    every_call_accepts_and_answers_with(Gzip, "gzip").await;
+}
+
+#[tokio::test]
+async fn every_call_accepts_zstd_and_answers_with_it() {
+    every_call_accepts_and_answers_with(Zstd, "zstd").await;
+}
+
+async fn every_call_accepts_and_answers_with(encoding: CompressionEncoding, name: &str) {
     let server = TestServer::start().await;
     let mut client = DurableIteratorClient::new(server.channel())
-        .send_compressed(Gzip)
-        .accept_compressed(Gzip);
+        .send_compressed(encoding)
+        .accept_compressed(encoding);
     let mut admin = DurableIteratorAdminClient::new(server.channel())
-        .send_compressed(Gzip)
-        .accept_compressed(Gzip);
+        .send_compressed(encoding)
+        .accept_compressed(encoding);
 
     let response = client
         .subscribe(subscribe_request(server.token("zipped")))
@@ -30,7 +39,7 @@ async fn every_call_accepts_gzip_and_answers_with_it() {
             .metadata()
             .get("grpc-encoding")
             .map(|v| v.to_str().unwrap()),
-        Some("gzip")
+        Some(name)
     );
     let mut stream = response.into_inner();
     let subscribed = match next(&mut stream).await.unwrap() {
