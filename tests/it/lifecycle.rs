@@ -225,8 +225,10 @@ async fn refresh_to_an_earlier_expiry_reaches_an_idle_stream_at_once() {
     .await;
     let old = claims(&server, "room", &["a"], 3_600);
     let (subscribed, mut stream) = subscribe(&server, &old).await;
-    // Expiring in 20 s: its notice (30 s ahead) is due now.
-    let new = claims(&server, "room", &["a"], 20);
+    // Issued 100 s ago and expiring in 20 s: its notice (30 s ahead, a quarter of its 120 s
+    // lifetime) is due now.
+    let mut new = claims(&server, "room", &["a"], 20);
+    new.iat -= 100;
     server
         .refresh_token(&subscribed.session_ticket, server.sign(&new))
         .await

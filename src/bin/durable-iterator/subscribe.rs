@@ -119,7 +119,14 @@ pub(crate) async fn run(args: SubscribeArgs) -> Result<(), BoxError> {
         stop.cancel();
     });
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-    match print_subscription(subscription, &mut stdout, &mut stderr).await {
+    let printed = print_subscription(subscription, &mut stdout, &mut stderr).await;
+    // The subscription is dropped: its stream's RST_STREAM is queued on the connection task
+    // (and, with the client dropped, the connection's GOAWAY). The task gets a moment to write
+    // them before the runtime goes with the process, so the server sees the stream closed, not
+    // a bare end of the connection as after a crash.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    match printed {
         Ok(()) => Ok(()),
         Err(Printed::Subscription(error)) => {
             let code = error.code().map(canonical_name);

@@ -1,8 +1,9 @@
 /**
  * Real browser tests: headless Chromium (Debian's) loads a page from one origin and subscribes
  * over grpc-web to the server on another (CORS), with the client bundled from src/. The server
- * target is a parameter: over plain HTTP/1.1 now; the ten-subscription test runs over https
- * (HTTP/2) once the server binary has `serve --tls-cert`.
+ * target is a parameter: plain HTTP/1.1, or https (`serve --dev-tls`, and the chat example with
+ * `DURABLE_ITERATOR_DEV_TLS=1`) where Chromium speaks HTTP/2, which the https tests assert from
+ * Chromium's own account of each response (DevTools).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -23,6 +24,7 @@ import {
   bounded,
   chatBin,
   missingBinary,
+  missingChatTls,
   missingTls,
   PACKAGE_ROOT,
   restart,
@@ -32,7 +34,7 @@ import {
   startServer,
   type RunningServer,
 } from "../helpers/server.js";
-import { Browser, bundle, missingChromium, PageServer } from "./harness.js";
+import { Browser, bundle, missingChromium, PageServer, type SeenResponse } from "./harness.js";
 
 // Both asked, so that under CI=true each missing one is a failure of its own.
 const skip = [missingChromium(), missingBinary(serverBin(), "DURABLE_ITERATOR_BIN")].find((reason) => reason !== undefined);
@@ -99,9 +101,90 @@ describe("in Chromium", { skip }, () => {
     return server;
   }
 
-  async function publish(server: RunningServer, from: number, to: number) {
-    const admin = createAdmin({ baseUrl: server.baseUrl, apiKey: API_KEY });
+  /** Publishes `{ n }` for `n` in `from..to` to lobby (`fetch`: one that trusts an https server). */
+  async function publish(server: RunningServer, from: number, to: number, fetch?: typeof globalThis.fetch) {
+    const admin = createAdmin({ baseUrl: server.baseUrl, apiKey: API_KEY, fetch });
     for (let n = from; n < to; n++) await admin.publish({ channel: "lobby", payload: { n } });
+  }
+
+  /**
+   * kill -9 and a restart mid-stream (same port, same data dir, same options: with `--dev-tls`
+   * the certificate in the data dir is reused, so Chromium's pin of its key still holds): every
+   * event exactly once, in order, on the same session. Returns what the page saw.
+   */
+  async function survivesKillAndRestart(first: RunningServer, trust: string[] = []) {
+    let server = first;
+    const fetch = trust.length ? await fetchWithCa(server.caCert) : undefined;
+    const { browser, start, until, state } = await open(server.baseUrl, { trust, recordResponses: true });
+    await start("a", "chn=lobby", { backoffCapMs: 500 });
+    await until("a", `s.progress.state.kind === "live"`, "live");
+    const sessionId = (await state("a")).progress.sessionId;
+    await publish(server, 0, 30, fetch);
+    await until("a", "s.events.length >= 10", "events before the kill");
+    await server.kill();
+    server = await restart(server);
+    servers.push(server);
+    await publish(server, 30, 60, fetch);
+    await until("a", "s.events.length >= 60", "every event");
+    await until("a", "s.progress.connections >= 2", "the reconnect");
+    const s = await state("a");
+    assert.deepEqual(s.events.map((e) => e.payload.n), Array.from({ length: 60 }, (_, i) => i));
+    assert.equal(new Set(s.events.map((e) => e.id)).size, 60, "no event twice");
+    assert.equal(s.progress.sessionId, sessionId, "the same session");
+    assert.equal(s.error, undefined);
+    return { browser, restarted: server, subscribes: await untilResponses(browser, server, "Subscribe", 2) };
+  }
+
+  /**
+   * Typed calls of the chat contract from the page, as a subscription's session, and the
+   * refusals with their codes. Returns what the page saw.
+   */
+  async function callsTypedMethods(chat: RunningServer, trust: string[] = []) {
+    const { browser, page, start, until } = await open(chat.baseUrl, { trust, recordResponses: true });
+    await start("bob", `chn=chat:1&rpc=routerClient,sendMessage&att=${encodeURIComponent('{"userId":"bob"}')}`);
+    await until("bob", `s.progress.state.kind === "live"`, "live");
+    const answers = await page.evaluate(() => window.harness.chat("bob", "hi from Chromium"));
+    assert.deepEqual(answers, { echoed: "Echo: hi from Chromium", pong: "pong" });
+    // Refusals reach the page with their codes (grpc-status readable across origins).
+    const notAllowed = await page.evaluate(() => window.harness.invokeOutcome("bob", ["forbidden", "x"]));
+    assert.match(notAllowed, /^code 7: /, "PERMISSION_DENIED");
+    const unknown = await page.evaluate(() => window.harness.invokeOutcome("bob", ["routerClient", "nope"]));
+    assert.match(unknown, /^code 5: /, "NOT_FOUND");
+    // DevTools reports a response to Node on its own channel, which may trail the page's answer.
+    const invokes = await untilResponses(browser, chat, "Invoke", 4);
+    return { browser, subscribes: responsesTo(browser, chat, "Subscribe"), invokes };
+  }
+
+  /**
+   * The chat demo (examples/chat/serve.mjs, its page on another origin) against `chat`: what
+   * alice sends, bob's page shows. Returns bob's browser.
+   */
+  async function chatDemo(chat: RunningServer, trust: string[] = []) {
+    const { startDemo } = (await import(pathToFileURL(join(PACKAGE_ROOT, "examples/chat/serve.mjs")).href)) as {
+      startDemo: (o: object) => Promise<{ url: string; close: () => Promise<void> }>;
+    };
+    const demo = await startDemo({ listen: "127.0.0.1:0", serverUrl: chat.baseUrl, signingKey: SIGNING_KEY });
+    try {
+      const browser = await Browser.open(`${demo.url}?user=bob&room=test`, { ready: "#status.live", trust, recordResponses: true });
+      browsers.push(browser);
+      const bob = browser.page;
+      const alice = await browser.context.newPage();
+      await alice.goto(`${demo.url}?user=alice&room=test`);
+      await alice.waitForSelector("#status.live", { timeout: 30_000 });
+      await alice.fill("#text", "hello bob");
+      await alice.press("#text", "Enter");
+      await bob.waitForFunction(() => document.querySelector("#messages")?.textContent?.includes("alice:hello bob"), undefined, {
+        timeout: 30_000,
+      });
+      // Alice sees her own copy once: the room does not send it back to her.
+      await alice.waitForSelector("#messages li.mine");
+      const aliceLines = await alice.$$eval("#messages li", (items) => items.map((i) => i.textContent));
+      assert.deepEqual(aliceLines, ["alice:hello bob"]);
+      if (process.env.DEMO_SCREENSHOT) await bob.screenshot({ path: process.env.DEMO_SCREENSHOT });
+      return browser;
+    } finally {
+      await demo.close();
+    }
   }
 
   it("a subscription in the page receives published events (cross-origin grpc-web)", async () => {
@@ -148,39 +231,15 @@ describe("in Chromium", { skip }, () => {
   });
 
   it("survives kill -9 and a restart mid-stream: every event exactly once, in order", async () => {
-    let server = await serve(["--heartbeat-seconds", "1"]);
-    const { start, until, state } = await open(server.baseUrl);
-    await start("a", "chn=lobby", { backoffCapMs: 500 });
-    await until("a", `s.progress.state.kind === "live"`, "live");
-    const sessionId = (await state("a")).progress.sessionId;
-    await publish(server, 0, 30);
-    await until("a", "s.events.length >= 10", "events before the kill");
-    await server.kill();
-    server = await restart(server);
-    servers.push(server);
-    await publish(server, 30, 60);
-    await until("a", "s.events.length >= 60", "every event");
-    await until("a", "s.progress.connections >= 2", "the reconnect");
-    const s = await state("a");
-    assert.deepEqual(s.events.map((e) => e.payload.n), Array.from({ length: 60 }, (_, i) => i));
-    assert.equal(new Set(s.events.map((e) => e.id)).size, 60, "no event twice");
-    assert.equal(s.progress.sessionId, sessionId, "the same session");
-    assert.equal(s.error, undefined);
+    const { subscribes } = await survivesKillAndRestart(await serve(["--heartbeat-seconds", "1"]));
+    assert.deepEqual([...new Set(subscribes.map((r) => r.protocol))], ["http/1.1"], JSON.stringify(subscribes));
   });
 
   it("calls typed methods of the chat server", { skip: missingBinary(chatBin(), "DURABLE_ITERATOR_CHAT_BIN") }, async () => {
     const chat = await startChat();
     servers.push(chat);
-    const { page, start, until } = await open(chat.baseUrl);
-    await start("bob", `chn=chat:1&rpc=routerClient,sendMessage&att=${encodeURIComponent('{"userId":"bob"}')}`);
-    await until("bob", `s.progress.state.kind === "live"`, "live");
-    const answers = await page.evaluate(() => window.harness.chat("bob", "hi from Chromium"));
-    assert.deepEqual(answers, { echoed: "Echo: hi from Chromium", pong: "pong" });
-    // Refusals reach the page with their codes (grpc-status readable across origins).
-    const notAllowed = await page.evaluate(() => window.harness.invokeOutcome("bob", ["forbidden", "x"]));
-    assert.match(notAllowed, /^code 7: /, "PERMISSION_DENIED");
-    const unknown = await page.evaluate(() => window.harness.invokeOutcome("bob", ["routerClient", "nope"]));
-    assert.match(unknown, /^code 5: /, "NOT_FOUND");
+    const { subscribes, invokes } = await callsTypedMethods(chat);
+    assert.deepEqual([...new Set([...subscribes, ...invokes].map((r) => r.protocol))], ["http/1.1"], JSON.stringify({ subscribes, invokes }));
   });
 
   it("abort closes the streams: six aborted, six more go live on the same HTTP/1.1 host", async () => {
@@ -206,30 +265,7 @@ describe("in Chromium", { skip }, () => {
   it("the chat demo: what alice sends, bob's page shows", { skip: missingBinary(chatBin(), "DURABLE_ITERATOR_CHAT_BIN") }, async () => {
     const chat = await startChat();
     servers.push(chat);
-    const { startDemo } = (await import(pathToFileURL(join(PACKAGE_ROOT, "examples/chat/serve.mjs")).href)) as {
-      startDemo: (o: object) => Promise<{ url: string; close: () => Promise<void> }>;
-    };
-    const demo = await startDemo({ listen: "127.0.0.1:0", serverUrl: chat.baseUrl, signingKey: SIGNING_KEY });
-    try {
-      const browser = await Browser.open(`${demo.url}?user=bob&room=test`, { ready: "#status.live" });
-      browsers.push(browser);
-      const bob = browser.page;
-      const alice = await browser.context.newPage();
-      await alice.goto(`${demo.url}?user=alice&room=test`);
-      await alice.waitForSelector("#status.live", { timeout: 30_000 });
-      await alice.fill("#text", "hello bob");
-      await alice.press("#text", "Enter");
-      await bob.waitForFunction(() => document.querySelector("#messages")?.textContent?.includes("alice:hello bob"), undefined, {
-        timeout: 30_000,
-      });
-      // Alice sees her own copy once: the room does not send it back to her.
-      await alice.waitForSelector("#messages li.mine");
-      const aliceLines = await alice.$$eval("#messages li", (items) => items.map((i) => i.textContent));
-      assert.deepEqual(aliceLines, ["alice:hello bob"]);
-      if (process.env.DEMO_SCREENSHOT) await bob.screenshot({ path: process.env.DEMO_SCREENSHOT });
-    } finally {
-      await demo.close();
-    }
+    await chatDemo(chat);
   });
 
   describe("over https (HTTP/2)", () => {
@@ -247,11 +283,20 @@ describe("in Chromium", { skip }, () => {
       return { server, admin, rpc };
     }
 
-    /** The Subscribe responses Chromium received from `server` (preflights left out). */
-    function subscribeResponses(browser: Browser, server: RunningServer) {
-      return browser.responses.filter(
-        (r) => r.type !== "Preflight" && r.url === `${server.baseUrl}/durable_iterator.v1.DurableIterator/Subscribe`,
-      );
+    /** A chat example serving https (`DURABLE_ITERATOR_DEV_TLS=1`). */
+    async function chatTls() {
+      const chat = await startChat({ tls: true });
+      servers.push(chat);
+      return chat;
+    }
+
+    const chatTlsSkip = missingChatTls();
+
+    /** Every response in `seen` came over HTTP/2, with status 200, and there is at least one. */
+    function allHttp2(seen: SeenResponse[], what: string) {
+      assert.ok(seen.length >= 1, `${what}: none seen`);
+      assert.deepEqual([...new Set(seen.map((r) => r.protocol))], ["h2"], `${what}: ${JSON.stringify(seen)}`);
+      assert.ok(seen.every((r) => r.status === 200), `${what}: ${JSON.stringify(seen)}`);
     }
 
     it("ten subscriptions on one page, each receiving every event", { skip: tlsSkip }, async () => {
@@ -267,7 +312,7 @@ describe("in Chromium", { skip }, () => {
       }
       // Chromium's own account of the ten streams (DevTools): HTTP/2, all on one connection.
       // (Over HTTP/1.1 it holds six streams per host at most: the seventh would never go live.)
-      const seen = subscribeResponses(browser, server);
+      const seen = responsesTo(browser, server, "Subscribe");
       assert.equal(seen.length, 10, JSON.stringify(seen));
       assert.deepEqual([...new Set(seen.map((r) => r.protocol))], ["h2"], JSON.stringify(seen));
       assert.equal(new Set(seen.map((r) => r.connectionId)).size, 1, `one connection for all ten: ${JSON.stringify(seen)}`);
@@ -308,7 +353,7 @@ describe("in Chromium", { skip }, () => {
       assert.equal(s.credentials.sessionTicket, first.credentials.sessionTicket, "the same session");
       assert.ok(pages.tokensIssued - tokensBefore >= 1 + s.progress.refreshes, "every token from the page's origin");
       // One Subscribe in all (the refreshes are RefreshToken calls beside it), over HTTP/2.
-      const seen = subscribeResponses(browser, server);
+      const seen = responsesTo(browser, server, "Subscribe");
       assert.equal(seen.length, 1, JSON.stringify(seen));
       assert.equal(seen[0]!.protocol, "h2");
     });
@@ -347,13 +392,67 @@ describe("in Chromium", { skip }, () => {
       assert.equal((await state("keep")).progress.connections, 1, "keep's stream was never cut");
       await start("again", "chn=lobby");
       await until("again", `s.progress.state.kind === "live"`, "a new stream after the aborts");
-      const seen = subscribeResponses(browser, server);
+      const seen = responsesTo(browser, server, "Subscribe");
       assert.equal(seen.length, 8, JSON.stringify(seen));
       assert.deepEqual([...new Set(seen.map((r) => r.protocol))], ["h2"], JSON.stringify(seen));
       assert.equal(new Set(seen.map((r) => r.connectionId)).size, 1, `one connection before and after the aborts: ${JSON.stringify(seen)}`);
     });
+
+    it("survives kill -9 and a restart mid-stream with --dev-tls: every event exactly once, in order, the certificate reused", { skip: tlsSkip }, async () => {
+      const { server } = await serveTls(["--heartbeat-seconds", "1"]);
+      const certificate = server.devCertificate!;
+      const { restarted, subscribes } = await survivesKillAndRestart(server, [server.caCert]);
+      // The restarted server took the certificate from the data dir rather than making one:
+      // the page trusts only the first one's key, and reconnected.
+      assert.deepEqual(restarted.devCertificate, certificate, "the same certificate after the restart");
+      allHttp2(subscribes, "the Subscribe responses");
+      assert.ok(subscribes.length >= 2, `a stream before and after the restart: ${JSON.stringify(subscribes)}`);
+      assert.ok(new Set(subscribes.map((r) => r.connectionId)).size >= 2, `a new connection to the restarted server: ${JSON.stringify(subscribes)}`);
+    });
+
+    it("calls typed methods of the chat server over https", { skip: chatTlsSkip }, async () => {
+      const chat = await chatTls();
+      assert.match(chat.baseUrl, /^https:/);
+      const { subscribes, invokes } = await callsTypedMethods(chat, [chat.caCert]);
+      // Chromium's account (DevTools): the stream and the four calls (echo, ping, and the two
+      // refused) over HTTP/2, all on the one connection.
+      allHttp2(subscribes, "the Subscribe responses");
+      assert.equal(subscribes.length, 1, JSON.stringify(subscribes));
+      allHttp2(invokes, "the Invoke responses");
+      assert.equal(invokes.length, 4, JSON.stringify(invokes));
+      const all = [...subscribes, ...invokes];
+      assert.equal(new Set(all.map((r) => r.connectionId)).size, 1, `one connection for the stream and the calls: ${JSON.stringify(all)}`);
+    });
+
+    it("the chat demo over https: what alice sends, bob's page shows", { skip: chatTlsSkip }, async () => {
+      const chat = await chatTls();
+      const browser = await chatDemo(chat, [chat.caCert]);
+      allHttp2(responsesTo(browser, chat, "Subscribe"), "bob's Subscribe responses");
+    });
   });
 });
+
+/** The responses Chromium received from `server` to `method` of DurableIterator (preflights left out). */
+function responsesTo(browser: Browser, server: RunningServer, method: "Subscribe" | "Invoke"): SeenResponse[] {
+  return browser.responses.filter((r) => r.type !== "Preflight" && r.url === `${server.baseUrl}/durable_iterator.v1.DurableIterator/${method}`);
+}
+
+/**
+ * The responses to `method` from `server`, once Chromium has reported at least `count` of them
+ * (bounded, 10 s; the DevTools events reach Node on their own channel, which may trail the
+ * page's own answer).
+ */
+async function untilResponses(browser: Browser, server: RunningServer, method: "Subscribe" | "Invoke", count: number): Promise<SeenResponse[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const seen = responsesTo(browser, server, method);
+    if (seen.length >= count) return seen;
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after 10000 ms waiting for Chromium to report ${count} ${method} responses: ${JSON.stringify(seen)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 /**
  * Whether a stream of the session `ticket` names is open on the server, asked with

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -151,10 +151,17 @@ export async function bounded<T>(promise: Promise<T>, ms: number, what: string):
 
 /**
  * Waits (bounded) for stdout lines matching `patterns`, in that order (other lines in between
- * are passed over); resolves with their matches. Only whole lines count: a line still being
+ * are passed over); resolves with their matches, or rejects with `failOn.message` at a line
+ * matching `failOn.line` that is not the one awaited. Only whole lines count: a line still being
  * written is not matched by its beginning.
  */
-function lines(child: ChildProcess, patterns: RegExp[], timeoutMs: number, what: string): Promise<RegExpMatchArray[]> {
+function lines(
+  child: ChildProcess,
+  patterns: RegExp[],
+  timeoutMs: number,
+  what: string,
+  failOn?: { line: RegExp; message: string },
+): Promise<RegExpMatchArray[]> {
   return bounded(
     new Promise<RegExpMatchArray[]>((resolve, reject) => {
       const matches: RegExpMatchArray[] = [];
@@ -164,6 +171,12 @@ function lines(child: ChildProcess, patterns: RegExp[], timeoutMs: number, what:
         partial = complete.pop() ?? "";
         for (const line of complete) {
           const match = line.match(patterns[matches.length]!);
+          if (!match && failOn?.line.test(line)) {
+            child.stdout?.off("data", onData);
+            child.stdout?.resume();
+            reject(new Error(failOn.message));
+            return;
+          }
           if (!match) continue;
           matches.push(match);
           if (matches.length === patterns.length) {
@@ -241,23 +254,102 @@ export async function restart(server: RunningServer): Promise<RunningServer> {
   throw lastError;
 }
 
-/** Starts the chat example (memory store, `chat:*` channels). */
-export async function startChat(): Promise<RunningServer> {
+export interface ChatOptions {
+  /**
+   * Serve https: `DURABLE_ITERATOR_DEV_TLS=1`, the chat example's `serve --dev-tls` (a
+   * self-signed certificate for localhost and 127.0.0.1, made once in the data dir and reused,
+   * whose path and fingerprint it prints before its listening line).
+   */
+  tls?: boolean;
+  /**
+   * `DURABLE_ITERATOR_DATA_DIR`: the history on disk, and the TLS certificate. Default: with
+   * `tls`, a new temp dir (removed by `stop`); without, none (the history in memory).
+   */
+  dataDir?: string;
+}
+
+/**
+ * Starts the chat example (`chat:*` channels; the history in memory, or on disk in `dataDir`;
+ * over https with `tls`).
+ */
+export async function startChat(options: ChatOptions = {}): Promise<RunningServer> {
+  const tls = options.tls === true;
+  const ownsDataDir = tls && options.dataDir === undefined;
+  const dataDir = options.dataDir ?? (tls ? mkdtempSync(join(tmpdir(), "di-ts-chat-")) : undefined);
+  // Only what this call asks for: none of the chat example's settings from the environment.
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.DURABLE_ITERATOR_DEV_TLS;
+  delete env.DURABLE_ITERATOR_DATA_DIR;
   const child = spawn(chatBin(), [], {
     stdio: ["ignore", "pipe", "pipe"],
     env: {
-      ...process.env,
+      ...env,
       DURABLE_ITERATOR_SIGNING_KEY: SIGNING_KEY,
       DURABLE_ITERATOR_API_KEY: API_KEY,
       DURABLE_ITERATOR_LISTEN: "127.0.0.1:0",
+      ...(dataDir !== undefined ? { DURABLE_ITERATOR_DATA_DIR: dataDir } : {}),
+      ...(tls ? { DURABLE_ITERATOR_DEV_TLS: "1" } : {}),
     },
   });
   try {
-    const [match] = await lines(child, [/chat server listening on 127\.0\.0\.1:(\d+)/], 20_000, "the chat server");
-    return new RunningServer(child, Number(match![1]), "", false, {});
+    const listening = /chat server listening on 127\.0\.0\.1:(\d+)/;
+    let port: number;
+    let devCertificate: DevCertificate | undefined;
+    if (tls) {
+      // The certificate line comes before the listening one; a chat binary that serves no TLS
+      // prints only the listening line: fail at once rather than at the timeout.
+      const [certLine, match] = await lines(
+        child,
+        [/^TLS with a self-signed development certificate: (.+) \(SHA-256 ([0-9A-F]{2}(?::[0-9A-F]{2}){31})\)$/, listening],
+        20_000,
+        "the chat server (TLS)",
+        { line: listening, message: `${chatBin()} started without TLS: it predates DURABLE_ITERATOR_DEV_TLS, rebuild it` },
+      );
+      port = Number(match![1]);
+      devCertificate = { cert: certLine![1]!, fingerprint: certLine![2]! };
+    } else {
+      const [match] = await lines(child, [listening], 20_000, "the chat server");
+      port = Number(match![1]);
+    }
+    return new RunningServer(child, port, dataDir ?? "", ownsDataDir, tls ? { tls: "dev" } : {}, devCertificate);
   } catch (error) {
     await killChild(child, "SIGKILL");
+    if (ownsDataDir) rmSync(dataDir!, { recursive: true, force: true });
     throw error;
+  }
+}
+
+/**
+ * Why the chat tests over https cannot run, if they cannot: the chat binary does not know
+ * `DURABLE_ITERATOR_DEV_TLS` (an older build; for `skip`, under `CI=true` also a failing test).
+ * Read from the binary itself (the variable's name is in it), so nothing is started.
+ */
+export function missingChatTls(): string | undefined {
+  const bin = chatBin();
+  if (!existsSync(bin)) return missingBinary(bin, "DURABLE_ITERATOR_CHAT_BIN");
+  return skipUnlessCi(
+    fileContains(bin, "DURABLE_ITERATOR_DEV_TLS")
+      ? undefined
+      : `${bin} knows no DURABLE_ITERATOR_DEV_TLS: the chat tests over https need a chat example that serves TLS (rebuild it)`,
+  );
+}
+
+/** Whether the file holds `text` (read in chunks: binaries are large). */
+function fileContains(path: string, text: string): boolean {
+  const needle = Buffer.from(text);
+  const chunk = Buffer.alloc(8 << 20);
+  const fd = openSync(path, "r");
+  try {
+    let carry = Buffer.alloc(0);
+    for (;;) {
+      const read = readSync(fd, chunk, 0, chunk.length, null);
+      if (read === 0) return false;
+      const window = Buffer.concat([carry, chunk.subarray(0, read)]);
+      if (window.includes(needle)) return true;
+      carry = window.subarray(Math.max(0, window.length - needle.length + 1));
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 

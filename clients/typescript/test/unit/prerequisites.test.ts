@@ -4,19 +4,22 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 
 const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "prerequisites.js");
+const CHAT_TLS_FIXTURE = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "chat-tls.js");
 
-function run(ci: string | undefined): { status: number | null; output: string } {
-  const env: NodeJS.ProcessEnv = { ...process.env };
+function run(ci: string | undefined, fixture = FIXTURE, extraEnv: NodeJS.ProcessEnv = {}): { status: number | null; output: string } {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv };
   // Not a subtest of this runner: the child reports on its own.
   delete env.NODE_TEST_CONTEXT;
   if (ci === undefined) delete env.CI;
   else env.CI = ci;
-  const child = spawnSync(process.execPath, ["--test", "--test-reporter=tap", FIXTURE], { env, encoding: "utf8", timeout: 60_000 });
+  const child = spawnSync(process.execPath, ["--test", "--test-reporter=tap", fixture], { env, encoding: "utf8", timeout: 60_000 });
   return { status: child.status, output: `${child.stdout}${child.stderr}` };
 }
 
@@ -41,6 +44,29 @@ describe("a missing prerequisite", () => {
       assert.match(output, /CI=true: a missing prerequisite fails the run instead of skipping its tests/);
       assert.match(output, /^# fail 2$/m);
       assert.match(output, /^\s+ok \d+ - runs$/m);
+    }
+  });
+});
+
+describe("a chat example that serves no TLS", () => {
+  it("skips the chat tests over https, saying why, and fails them under CI=true", () => {
+    const dir = mkdtempSync(join(tmpdir(), "di-ts-prereq-"));
+    try {
+      // What a chat binary built before DURABLE_ITERATOR_DEV_TLS holds of it: nothing.
+      const bin = join(dir, "chat");
+      writeFileSync(bin, "an old chat example\n".repeat(1000));
+      const reason = `${bin} knows no DURABLE_ITERATOR_DEV_TLS`;
+      const local = run(undefined, CHAT_TLS_FIXTURE, { DURABLE_ITERATOR_CHAT_BIN: bin });
+      assert.equal(local.status, 0, local.output);
+      assert.ok(local.output.includes(`# SKIP ${reason}`), local.output);
+      assert.match(local.output, /^# fail 0$/m);
+      const ci = run("true", CHAT_TLS_FIXTURE, { DURABLE_ITERATOR_CHAT_BIN: bin });
+      assert.equal(ci.status, 1, ci.output);
+      assert.ok(ci.output.includes(`prerequisite: ${reason}`), ci.output);
+      assert.match(ci.output, /^# fail 1$/m);
+      assert.match(ci.output, /^\s+ok \d+ - runs$/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
