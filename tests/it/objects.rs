@@ -474,6 +474,14 @@ async fn predicates_pick_live_sessions_by_their_token() {
 /// A one-endpoint HTTP server standing in for the application behind the method proxy: it
 /// answers by path[1] of the call, and records the bodies it was sent.
 async fn upstream(bodies: Arc<Mutex<Vec<Value>>>) -> std::net::SocketAddr {
+    upstream_over(bodies, None).await
+}
+
+/// [`upstream`], over TLS when `tls` is given.
+async fn upstream_over(
+    bodies: Arc<Mutex<Vec<Value>>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::net::SocketAddr {
     use http_body_util::{BodyExt, Full};
     use hyper::{Response, StatusCode, server::conn::http1, service::service_fn};
 
@@ -485,6 +493,7 @@ async fn upstream(bodies: Arc<Mutex<Vec<Value>>>) -> std::net::SocketAddr {
                 return;
             };
             let bodies = bodies.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let bodies = bodies.clone();
@@ -508,9 +517,20 @@ async fn upstream(bodies: Arc<Mutex<Vec<Value>>>) -> std::net::SocketAddr {
                         )
                     }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                    .await;
+                let builder = http1::Builder::new();
+                match tls {
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(socket);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                    Some(tls) => {
+                        let Ok(stream) = tls.accept(socket).await else {
+                            return;
+                        };
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                }
             });
         }
     });
@@ -581,6 +601,66 @@ async fn the_method_proxy_forwards_calls_and_maps_upstream_errors() {
             .unwrap(),
         "pong"
     );
+}
+
+/// `serve --method-proxy https://...`: the server trusts the system's roots, here the test's
+/// certificate through `SSL_CERT_FILE`, and forwards over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_method_proxy_forwards_over_https_trusting_the_system_roots() {
+    use crate::common::process::{CHILD_SIGNING_KEY, ServerProcess};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = durable_iterator::dev_certificate(dir.path()).unwrap();
+    let chain: Vec<_> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, PrivateKeyDer::from_pem_file(&key).unwrap())
+    .unwrap();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let upstream = upstream_over(bodies.clone(), Some(Arc::new(config).into())).await;
+
+    let mut command = ServerProcess::command(&dir.path().join("data"), "127.0.0.1:0");
+    command
+        .args(["--method-proxy"])
+        .arg(format!("https://localhost:{}/invoke", upstream.port()))
+        .env("SSL_CERT_FILE", &cert);
+    let server = ServerProcess::spawn(command);
+    let mut claims = TokenClaims::new("app:1", real_now_secs(), 600);
+    claims.rpc = Some(vec!["api".into()]);
+    let keyring = durable_iterator::Keyring::new([CHILD_SIGNING_KEY]).unwrap();
+    let mut request = invoke_request(
+        &durable_iterator::token::sign(&keyring, &claims),
+        None,
+        &["api", "ok"],
+    );
+    request.input = Some(json::to_proto(&json!({"over": "https"})));
+    let output = pb::durable_iterator_client::DurableIteratorClient::new(server.channel().await)
+        .invoke(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .output
+        .unwrap_or_default();
+    assert_eq!(
+        json::from_proto(&output),
+        json!({"echo": {"over": "https"}})
+    );
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+}
+
+fn real_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[tokio::test]

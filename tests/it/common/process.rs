@@ -52,7 +52,13 @@ impl ServerProcess {
 
     /// Starts the server and waits for the line that names its address.
     pub(crate) fn start(data_dir: &Path, listen: &str) -> Self {
-        let mut child = Self::command(data_dir, listen)
+        Self::spawn(Self::command(data_dir, listen))
+    }
+
+    /// Starts `command` (from [`ServerProcess::command`], with more arguments or environment)
+    /// and waits for the line that names its address.
+    pub(crate) fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
