@@ -297,3 +297,81 @@ fn the_readme_configuration_table_matches_serve_help() {
         );
     }
 }
+
+/// `publish` and `subscribe` speak https with `--ca-cert`: against `serve --dev-tls`, trusting
+/// the certificate it made; without `--ca-cert` the certificate is not trusted.
+#[test]
+fn the_commands_speak_https_with_a_ca_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = binary()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--dev-tls",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["--signing-key", "k", "--api-key", "a"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("durable-iterator listening on ")
+        .expect("the address first")
+        .to_owned();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}");
+    let cert = dir.path().join("dev-tls-cert.pem");
+    let publish = |trust: bool| {
+        let mut command = binary();
+        command
+            .args(["publish", "--server", &url, "--api-key", "a"])
+            .args(["--channel", "secure", "--json", "{\"n\":1}"]);
+        if trust {
+            command.arg("--ca-cert").arg(&cert);
+        }
+        command.output().unwrap()
+    };
+    let trusted = publish(true);
+    let stderr = String::from_utf8_lossy(&trusted.stderr);
+    assert!(trusted.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&trusted.stdout).trim().is_empty());
+    let untrusted = publish(false);
+    assert!(!untrusted.status.success());
+
+    // A subscriber over https prints the event published after it connected.
+    let mut subscriber = binary()
+        .args(["subscribe", "--server", &url, "--channel", "secure"])
+        .args(["--signing-key", "k", "--ca-cert"])
+        .arg(&cert)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notices = BufReader::new(subscriber.stderr.take().unwrap()).lines();
+    let connected = notices.next().unwrap().unwrap();
+    assert!(connected.starts_with("{\"connected\""), "{connected}");
+    let published = publish(true);
+    let id = String::from_utf8_lossy(&published.stdout).trim().to_owned();
+    // Read on a thread of its own, so a missing event fails the test instead of hanging it.
+    let stdout = subscriber.stdout.take().unwrap();
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = BufReader::new(stdout).lines().next();
+        let _ = sender.send(line);
+    });
+    let line = received
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the event within 30 s");
+    let event: Value = serde_json::from_str(&line.unwrap().unwrap()).unwrap();
+    assert_eq!(event["id"], json!(id));
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}
