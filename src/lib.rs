@@ -82,5 +82,7 @@ pub use object::{
     Call, Caller, ChannelHandle, ChannelObject, ChannelPattern, MethodError, ObjectRegistry,
     PublishFilter, Router, SessionInfo, proxy::ProxyConfig, relay,
 };
-pub use server::{Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate};
+pub use server::{
+    Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate, write_private_file,
+};
 pub use store::{EventStore, MemoryStore, RedbStore, StoreError};

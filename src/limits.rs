@@ -40,10 +40,6 @@ impl Default for Limits {
     }
 }
 
-/// Characters a channel name may use besides ASCII letters and digits. `*` is kept for
-/// channel patterns.
-pub(crate) const CHANNEL_PUNCTUATION: &str = "_-:.@/=+~";
-
 impl Limits {
     /// Checks everything a publish carries, whoever publishes (the admin API or a channel
     /// object): the channel name, the encoded payload's size, the filter's tags and session
@@ -65,8 +61,8 @@ impl Limits {
         self.check_session_list("exclude", &filter.exclude)
     }
 
-    /// A channel name: 1 to `max_channel_bytes` of ASCII letters, digits and
-    /// `_-:.@/=+~`.
+    /// A channel name: any UTF-8 string of 1 to `max_channel_bytes` bytes without control
+    /// characters, as oRPC allows (so a token oRPC minted for `café` or `a b` works here).
     pub fn check_channel(&self, channel: &str) -> Result<(), Error> {
         if channel.is_empty() {
             return Err(invalid("channel name is empty"));
@@ -78,12 +74,9 @@ impl Limits {
                 self.max_channel_bytes
             )));
         }
-        if let Some(bad) = channel
-            .chars()
-            .find(|c| !c.is_ascii_alphanumeric() && !CHANNEL_PUNCTUATION.contains(*c))
-        {
+        if let Some(bad) = channel.chars().find(|c| c.is_control()) {
             return Err(invalid(format!(
-                "channel name has {bad:?}: use ASCII letters, digits and {CHANNEL_PUNCTUATION}"
+                "channel name has the control character {bad:?}"
             )));
         }
         Ok(())
@@ -169,11 +162,31 @@ mod tests {
     #[test]
     fn channel_names() {
         let limits = Limits::default();
-        for good in ["lobby", "chat:room-42", "a.b_c/d@e=f+g~h", &"x".repeat(255)] {
+        let good = [
+            "lobby",
+            "chat:room-42",
+            "a.b_c/d@e=f+g~h",
+            "a b",
+            "café",
+            "chat:*",
+            "房间 🙂",
+            &"x".repeat(255),
+            &"é".repeat(127),
+        ];
+        for good in good {
             assert!(limits.check_channel(good).is_ok(), "{good}");
         }
-        for bad in ["", "a b", "chat:*", "é", "a\nb", &"x".repeat(256)] {
-            assert!(limits.check_channel(bad).is_err(), "{bad}");
+        let bad = [
+            "",
+            "a\nb",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            &"x".repeat(256),
+            &"é".repeat(128),
+        ];
+        for bad in bad {
+            assert!(limits.check_channel(bad).is_err(), "{bad:?}");
         }
     }
 

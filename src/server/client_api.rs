@@ -22,6 +22,12 @@ use crate::{
     wire::Frame,
 };
 
+/// An optional string of a request, empty meaning absent: clients in several languages cannot
+/// send an empty string apart from no string.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|value| !value.is_empty())
+}
+
 /// A subscription opened and its replay read, not yet started: what the interceptors decide on.
 struct PendingStream {
     backlog: VecDeque<Frame>,
@@ -48,13 +54,11 @@ impl ClientApi {
     ) -> Result<SubscriberStream, Status> {
         let shared = &self.shared;
         let claims = shared.verify_token(&request.token)?;
-        let last_event_id = request
-            .last_event_id
-            .as_deref()
+        let last_event_id = given(&request.last_event_id)
             .map(str::parse::<EventId>)
             .transpose()
             .map_err(Error::from)?;
-        let session_id = match request.session_ticket.as_deref() {
+        let session_id = match given(&request.session_ticket) {
             Some(ticket) => session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)
                 .map_err(Error::from)?,
             None => session::new_session_id(),
@@ -63,7 +67,7 @@ impl ClientApi {
             channel: claims.chn.clone(),
             session_id,
             claims: Arc::new(claims),
-            last_event_id: request.last_event_id,
+            last_event_id: given(&request.last_event_id).map(str::to_owned),
         };
         let mut opened = None;
         let (slot, opening) = (&mut opened, &call);
@@ -260,8 +264,7 @@ impl DurableIterator for ClientApi {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let request = request.into_inner();
-        let (claims, session_id) =
-            self.caller(&request.token, request.session_ticket.as_deref())?;
+        let (claims, session_id) = self.caller(&request.token, given(&request.session_ticket))?;
         let Some(method) = request.path.first() else {
             return Err(Error::InvalidArgument("path is empty".into()).into());
         };

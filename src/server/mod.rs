@@ -21,7 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use admin::AdminApi;
 use client_api::ClientApi;
 pub(crate) use subscriber_stream::StreamTiming;
-pub use tls::{TlsConfig, TlsError, dev_certificate};
+pub use tls::{TlsConfig, TlsError, dev_certificate, write_private_file};
 
 use crate::{
     channel::{Channels, HubLimits},

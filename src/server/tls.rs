@@ -188,7 +188,7 @@ pub fn dev_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, String), TlsErro
         let certified = rcgen::generate_simple_self_signed(names)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         std::fs::write(&cert_path, certified.cert.pem()).map_err(|e| file_error(&cert_path, &e))?;
-        write_private(&key_path, &certified.signing_key.serialize_pem())
+        write_private_file(&key_path, &certified.signing_key.serialize_pem())
             .map_err(|e| file_error(&key_path, &e))?;
     }
     let der = read_certificates(&cert_path)?.remove(0);
@@ -201,8 +201,9 @@ pub fn dev_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, String), TlsErro
     Ok((cert_path, key_path, fingerprint))
 }
 
-/// Writes `contents` to `path`, readable by this user only.
-fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+/// Writes `contents` to `path`, readable by this user only (mode 600, also when the file was
+/// there already): generated keys and development secrets.
+pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -211,5 +212,11 @@ fn write_private(path: &Path, contents: &str) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(contents.as_bytes())
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents.as_bytes())
 }

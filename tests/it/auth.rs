@@ -449,7 +449,7 @@ async fn too_many_or_bad_tags_are_invalid_on_publish_issue_token_and_in_tokens()
 }
 
 fn bad_channels() -> Vec<String> {
-    let mut channels: Vec<String> = ["", "a b", "chat:*", "é", "a\nb"]
+    let mut channels: Vec<String> = ["", "a\nb", "tab\there", "del\u{7f}"]
         .iter()
         .map(|c| c.to_string())
         .collect();
@@ -531,7 +531,8 @@ async fn malformed_last_event_ids_are_invalid() {
     let server = TestServer::start().await;
     let valid = server.publish("room", json!(1)).await;
     let too_long = format!("{valid}{}", "0".repeat(1_000));
-    for last_event_id in ["", "xyz", "3f9a12c4-9", too_long.as_str()] {
+    // (An empty one is no id at all: `empty_last_event_id_and_ticket_mean_none`.)
+    for last_event_id in ["xyz", "3f9a12c4-9", too_long.as_str()] {
         let request = pb::SubscribeRequest {
             token: server.token("room"),
             last_event_id: Some(last_event_id.into()),

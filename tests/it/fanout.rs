@@ -612,7 +612,7 @@ async fn an_invalid_event_refuses_the_whole_batch_and_stores_nothing() {
             vec![
                 batch_event("a", json!(1)),
                 batch_event("a", json!(2)),
-                batch_event("bad channel", json!(3)),
+                batch_event("bad\nchannel", json!(3)),
             ],
         )
         .await,

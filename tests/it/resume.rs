@@ -265,3 +265,38 @@ async fn replay_and_live_meet_under_concurrent_publishes(
         before = marker;
     }
 }
+
+/// An empty `last_event_id` or `session_ticket` is no id and no ticket: clients in several
+/// languages cannot send an empty string apart from none.
+#[tokio::test]
+async fn empty_last_event_id_and_ticket_mean_none() {
+    let server = TestServer::start().await;
+    let request = durable_iterator::pb::SubscribeRequest {
+        token: server.token("lobby"),
+        last_event_id: Some(String::new()),
+        session_ticket: Some(String::new()),
+    };
+    let (subscribed, mut stream) = server.subscribe(request).await.unwrap();
+    let resume = subscribed.resume.unwrap();
+    assert!(!resume.requested && !resume.recovered, "{resume:?}");
+    assert_eq!(subscribed.session_id.len(), 22, "a new session");
+    let id = server.publish("lobby", json!("live")).await;
+    assert_eq!(next_event(&mut stream).await.id, id);
+}
+
+/// Channel names are any UTF-8 without control characters, as oRPC allows: a token minted for
+/// `salle de café 🙂` subscribes, and events published to it arrive.
+#[tokio::test]
+async fn a_channel_named_in_any_script_with_spaces_works() {
+    let server = TestServer::start().await;
+    let channel = "salle de café 🙂";
+    let (subscribed, mut stream) = server
+        .subscribe(subscribe_request(server.token(channel)))
+        .await
+        .unwrap();
+    assert_eq!(subscribed.channel, channel);
+    let id = server.publish(channel, json!({"bonjour": true})).await;
+    let event = next_event(&mut stream).await;
+    assert_eq!(event.id, id);
+    assert_eq!(payload(&event), json!({"bonjour": true}));
+}

@@ -104,7 +104,8 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     cors_allow_origin: Vec<http::HeaderValue>,
-    /// Where to write a generated admin API key when none is configured.
+    /// Where to write a generated admin API key when none is configured (readable by this user
+    /// only). Default: `dev-api-key` in --data-dir.
     #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
     dev_key_file: Option<PathBuf>,
 }
@@ -138,10 +139,22 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         None => {
             // Written to a file readable by this user only, never to the log.
             let key = random_key();
-            let path = args
-                .dev_key_file
-                .unwrap_or_else(|| std::env::temp_dir().join("durable-iterator-api-key"));
-            write_private(&path, &key)?;
+            // In the data directory, this server's own (a fixed path in /tmp would be shared
+            // by every server on the host).
+            let path = match args.dev_key_file {
+                Some(path) => path,
+                None => {
+                    std::fs::create_dir_all(&args.data_dir)
+                        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+                    args.data_dir.join("dev-api-key")
+                }
+            };
+            durable_iterator::write_private_file(&path, &key).map_err(|e| {
+                format!(
+                    "cannot write the generated API key to {}: {e}",
+                    path.display()
+                )
+            })?;
             tracing::warn!(
                 path = %path.display(),
                 "no admin API key configured (--api-key / DURABLE_ITERATOR_API_KEY): generated one for this run"
@@ -274,22 +287,4 @@ fn print_walkthrough(
          # publish (another terminal)\n\
          grpcurl {transport} -H {auth} -d '{{\"channel\":\"lobby\",\"json\":{{\"text\":\"hello\"}}}}' {addr} durable_iterator.v1.DurableIteratorAdmin/Publish\n"
     );
-}
-
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents.as_bytes())
 }
