@@ -22,6 +22,8 @@ fn main() -> io::Result<()> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(false)
+        // A request that does not decode is INVALID_ARGUMENT, not INTERNAL (server/codec.rs).
+        .codec_path("crate::server::codec::RequestCodec")
         .extern_path(".durable_iterator.v1", "::durable_iterator_contract::pb")
         .compile_fds(fds)?;
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_api;
+mod codec;
 pub mod defaults;
 mod health;
 mod subscribe_service;

@@ -133,7 +133,7 @@ async fn subscribe(
         .to_bytes();
     let message = wire::single_message(body, request_encoding, MAX_REQUEST_BYTES)?;
     let request = <pb::SubscribeRequest as prost::Message>::decode(message)
-        .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
+        .map_err(super::codec::invalid_request)?;
     let stream = api.open(request).await?;
     Ok((
         stream.compressed_with(response_encoding).into_chunks(),

@@ -377,13 +377,64 @@ async fn grpc_web_text_that_does_not_decode_gets_the_same_status_from_every_call
         garbage,
         None,
     );
-    // `Subscribe` is served apart from the generated handlers (server/wire.rs): it reports a
+    // `Subscribe` is served apart from the generated handlers (server/subscribe_service.rs): it reports a
     // body it cannot read as they do.
     assert_eq!(
         (code, message),
         grpc_web_status(refresh.await, Mode::Text).await
     );
     assert_ne!(code, Code::Ok);
+}
+
+/// One gRPC message of raw bytes (which need not be valid protobuf).
+fn raw_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// A request that does not decode is the caller's fault, on every call alike: INVALID_ARGUMENT
+/// naming the message and field, never INTERNAL (which tells a client to retry).
+#[tokio::test]
+async fn requests_that_do_not_decode_are_invalid_argument_naming_the_field() {
+    let server = TestServer::start().await;
+    // PublishRequest.tags (field 4, a StringList) holding one value (field 1) that is not UTF-8.
+    let bad_tag = [0x22, 0x03, 0x0a, 0x01, 0xff];
+    // PublishRequest.json (field 2): a google.protobuf.Value of 10,000 nested lists.
+    let mut nested = vec![0x1a, 0x00]; // Value.list_value, empty
+    for _ in 0..10_000 {
+        // ListValue.values (field 1) holding the Value so far, wrapped as Value.list_value.
+        let mut list = vec![0x0a];
+        prost::encoding::encode_varint(nested.len() as u64, &mut list);
+        list.extend_from_slice(&nested);
+        let mut value = vec![0x32];
+        prost::encoding::encode_varint(list.len() as u64, &mut value);
+        value.extend_from_slice(&list);
+        nested = value;
+    }
+    let mut deep = vec![0x12];
+    prost::encoding::encode_varint(nested.len() as u64, &mut deep);
+    deep.extend_from_slice(&nested);
+    let truncated = [0x0a, 0x10, b'x'];
+    let publish = "/durable_iterator.v1.DurableIteratorAdmin/Publish";
+    let cases: [(&str, &[u8], &str); 4] = [
+        (publish, &bad_tag, "tags"),
+        (publish, &deep, "recursion limit"),
+        (SUBSCRIBE_PATH, &truncated, "SubscribeRequest"),
+        (
+            "/durable_iterator.v1.DurableIterator/Invoke",
+            &truncated,
+            "InvokeRequest",
+        ),
+    ];
+    for (path, body, names) in cases {
+        let response = grpc_web_post(&server, Mode::Binary, path, raw_frame(body), None).await;
+        let (code, message) = grpc_web_status(response, Mode::Binary).await;
+        assert_eq!(code, Code::InvalidArgument, "{path}: {message}");
+        assert!(message.contains("does not decode"), "{path}: {message}");
+        assert!(message.contains(names), "{path}: {message}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
