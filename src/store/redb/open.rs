@@ -98,7 +98,9 @@ impl Reopenable {
                 self.location
             )));
         }
-        tracing::warn!(location = %self.location, "event store reopened after an I/O failure");
+        // Reported by the writer when commits succeed again, not per reopen (a full disk
+        // reopens once per refused commit).
+        tracing::debug!(location = %self.location, "event store reopened after an I/O failure");
         let db = Arc::new(db);
         *current = Some(db.clone());
         Ok(db)

@@ -22,6 +22,28 @@ pub(super) struct Append {
     pub(super) reply: oneshot::Sender<Result<StoredBatch, StoreError>>,
 }
 
+/// Whether commits are failing, so that a failure (a full disk, say) is reported once when it
+/// starts and once when it ends, not once per refused commit.
+#[derive(Debug, Default)]
+pub(super) struct CommitHealth {
+    /// Failed commits in a row; `None` while commits succeed.
+    failing: Option<u64>,
+}
+
+impl CommitHealth {
+    /// Counts a failed commit; true for the first of a run (the one to report).
+    pub(super) fn failed(&mut self) -> bool {
+        let first = self.failing.is_none();
+        *self.failing.get_or_insert(0) += 1;
+        first
+    }
+
+    /// Counts a commit that went through; the number of failures it ends, if it ends a run.
+    pub(super) fn succeeded(&mut self) -> Option<u64> {
+        self.failing.take()
+    }
+}
+
 /// The writer thread: one transaction for everything queued, then the answers.
 pub(super) fn write_loop(
     db: &Reopenable,
@@ -29,6 +51,7 @@ pub(super) fn write_loop(
     mut queue: mpsc::UnboundedReceiver<Append>,
     commits: &AtomicU64,
 ) {
+    let mut health = CommitHealth::default();
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_APPENDS_PER_COMMIT {
@@ -42,20 +65,32 @@ pub(super) fn write_loop(
             if result.as_ref().is_err_and(needs_reopen) {
                 // Nothing of this batch is acknowledged; the next one gets a fresh database.
                 if let Err(error) = db.reopen(Some(current)) {
-                    tracing::error!(%error, "reopening the event store failed; retrying on next use");
+                    tracing::debug!(%error, "reopening the event store failed; retrying on next use");
                 }
             }
             result
         });
         match committed {
             Ok(stored) => {
+                if let Some(failed) = health.succeeded() {
+                    tracing::warn!(failed_commits = failed, "event store commits succeed again");
+                }
                 commits.fetch_add(1, Ordering::Relaxed);
                 for (append, stored) in batch.into_iter().zip(stored) {
                     let _ = append.reply.send(Ok(stored));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, appends = batch.len(), "commit failed; nothing acknowledged");
+                if health.failed() {
+                    tracing::error!(
+                        %error,
+                        appends = batch.len(),
+                        "event store commits fail: nothing is acknowledged until one succeeds \
+                         (reported again when they do)"
+                    );
+                } else {
+                    tracing::debug!(%error, appends = batch.len(), "commit failed again");
+                }
                 for append in batch {
                     let _ = append.reply.send(Err(error.clone()));
                 }
@@ -116,4 +151,29 @@ pub(super) fn commit(
     }
     txn.commit().map_err(storage)?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_failures_is_reported_once_when_it_starts_and_once_when_it_ends() {
+        let mut health = CommitHealth::default();
+        assert_eq!(
+            health.succeeded(),
+            None,
+            "nothing to report while commits succeed"
+        );
+        assert!(health.failed(), "the first failure is reported");
+        assert!(!health.failed());
+        assert!(!health.failed());
+        assert_eq!(
+            health.succeeded(),
+            Some(3),
+            "the recovery says how many failed"
+        );
+        assert_eq!(health.succeeded(), None);
+        assert!(health.failed(), "a new run is reported again");
+    }
 }
