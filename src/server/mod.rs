@@ -6,6 +6,7 @@ mod client_api;
 mod codec;
 pub mod defaults;
 mod health;
+mod landing;
 mod subscribe_service;
 mod subscriber_stream;
 mod tls;
@@ -208,6 +209,7 @@ impl Server {
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(shared.config.max_concurrent_streams)
+            .layer(landing::LandingLayer)
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(subscribe_service::ClientService::new(ClientApi::new(

@@ -437,6 +437,29 @@ async fn requests_that_do_not_decode_are_invalid_argument_naming_the_field() {
     }
 }
 
+/// A browser opening the port (to accept a development certificate, say) gets a line of text,
+/// not an empty download of an `application/grpc` answer.
+#[tokio::test]
+async fn a_get_of_the_port_answers_in_plain_text() {
+    let server = TestServer::start().await;
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{}/", server.addr))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(20), http1_client().request(request))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header_str(response.headers(), "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).starts_with("durable-iterator"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // CORS
 // ---------------------------------------------------------------------------------------------
