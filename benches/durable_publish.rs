@@ -50,6 +50,7 @@ async fn measure(publishers: usize, in_flight: usize) -> (f64, f64) {
         HubLimits {
             subscriber_queue: 4_096,
             max_batch: 1_024,
+            replay: Default::default(),
         },
     ));
     // A JSON string value encoded as `Event.json`: what a 100-byte payload costs on the wire.

@@ -66,7 +66,7 @@ pub use durable_iterator_contract::{
     token::{self, TokenClaims},
 };
 
-pub use channel::{ResumeFailure, ResumeOutcome};
+pub use channel::{ReplayLimits, ResumeFailure, ResumeOutcome};
 pub use error::Error;
 pub use event::{EventId, MalformedEventId};
 

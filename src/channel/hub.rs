@@ -36,6 +36,8 @@ pub struct HubLimits {
     pub subscriber_queue: usize,
     /// Publishes appended to the store in one call at most.
     pub max_batch: usize,
+    /// How resumes read their gap from the store.
+    pub replay: super::ReplayLimits,
 }
 
 /// Why a publish did not go through. `Retired`: the hub was retired (no subscribers, nothing

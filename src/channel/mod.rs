@@ -4,6 +4,7 @@
 //! subscription with its resume outcome. It knows nothing of gRPC.
 
 mod hub;
+mod replay;
 mod resume;
 
 use std::{
@@ -15,11 +16,13 @@ use bytes::Bytes;
 
 pub use hub::HubLimits;
 pub(crate) use hub::{Batch, Hub, QueueEnd, SubscriberQueue};
+pub use replay::ReplayLimits;
+pub(crate) use replay::{Admits, Replay};
 pub use resume::{ResumeFailure, ResumeOutcome};
 
 use crate::{
     clock::SharedClock,
-    event::{EventId, StoredEvent},
+    event::EventId,
     filter::Filter,
     session::Sessions,
     store::{EventStore, StoreError},
@@ -32,14 +35,17 @@ pub struct Channels {
     limits: HubLimits,
     hubs: Mutex<HashMap<Arc<str>, Arc<Hub>>>,
     live: Arc<Sessions>,
+    /// Replays in progress (see [`ReplayLimits::concurrent`]).
+    replay_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A subscription opened with its replay: what a `Subscribe` stream starts from.
 pub(crate) struct Opened {
     /// The live queue: events after `head`.
     pub subscription: SubscriberQueue,
-    /// Replayed events that pass the session's filter, in order, all with `seq <= head`.
-    pub replay: Vec<StoredEvent>,
+    /// The replay: events that pass the session's filter, in order, all with `seq <= head`,
+    /// read from the store in pages as they are sent.
+    pub replay: Replay,
     /// The last sequence number covered by the replay; live events up to it are duplicates.
     pub head: u64,
     pub outcome: ResumeOutcome,
@@ -55,6 +61,7 @@ impl Channels {
             limits,
             hubs: Mutex::default(),
             live,
+            replay_slots: replay::replay_slots(limits.replay),
         }
     }
 
@@ -133,14 +140,26 @@ impl Channels {
         }
     }
 
-    /// Opens a live subscription on `channel` and reads what `last_event_id` asks to replay,
-    /// keeping only events that `admits` lets through.
+    /// Opens a live subscription on `channel` and counts what `last_event_id` asks to replay,
+    /// keeping only events that `admits` lets through; the replay is read in pages as it is
+    /// sent. A resume waits for one of the replay slots first (before subscribing, so that
+    /// live events do not pile up while it waits).
     pub(crate) async fn open(
         &self,
         channel: &str,
         last_event_id: Option<EventId>,
-        admits: impl Fn(&Filter) -> bool,
+        admits: Admits,
     ) -> Result<Opened, StoreError> {
+        let permit = match last_event_id {
+            Some(_) => Some(
+                self.replay_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?,
+            ),
+            None => None,
+        };
         let (subscription, head) = loop {
             match self.hub(channel).subscribe().await {
                 Ok(opened) => break opened,
@@ -155,28 +174,33 @@ impl Channels {
             resume::ResumeStart::Live { requested, failure } => (head, requested, failure),
             resume::ResumeStart::Replay { after } => (after, true, None),
         };
-        let history = self.store.read(channel, after, head, now_ms).await?;
+        let counted = replay::count(
+            self.store.clone(),
+            channel.into(),
+            after,
+            head,
+            now_ms,
+            admits,
+            self.limits.replay,
+            permit,
+        )
+        .await?;
         let failure = match start {
             resume::ResumeStart::Replay { after } => {
-                resume::replay_failure(after, history.oldest_retained)
+                resume::replay_failure(after, counted.oldest_retained)
             }
             resume::ResumeStart::Live { .. } => failure,
         };
-        let replay: Vec<StoredEvent> = history
-            .events
-            .into_iter()
-            .filter(|event| admits(&event.filter))
-            .collect();
         let outcome = ResumeOutcome {
             requested,
             recovered: requested && failure.is_none(),
             failure,
-            replayed: replay.len() as u64,
-            oldest_retained: history.oldest_retained.map(|seq| EventId { epoch, seq }),
+            replayed: counted.events,
+            oldest_retained: counted.oldest_retained.map(|seq| EventId { epoch, seq }),
         };
         Ok(Opened {
             subscription,
-            replay,
+            replay: counted.replay,
             head,
             outcome,
         })

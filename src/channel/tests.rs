@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use prost::Message;
 use serde_json::{Value, json};
 
-use super::{Batch, Channels, HubLimits, SubscriberQueue};
+use super::{Admits, Batch, Channels, HubLimits, ReplayLimits, SubscriberQueue};
 use crate::{
     clock::ManualClock,
     filter::Filter,
@@ -18,6 +18,11 @@ use crate::{
 };
 
 const START_MS: u64 = 1_764_000_000_000;
+
+/// A session every event reaches.
+fn everyone() -> Admits {
+    Arc::new(|_: &Filter| true)
+}
 
 fn payload(event: &pb::Event) -> Value {
     match &event.payload {
@@ -34,6 +39,7 @@ fn library_channels() -> (Channels, Arc<MemoryStore>) {
         HubLimits {
             subscriber_queue: 64,
             max_batch: 64,
+            replay: ReplayLimits::default(),
         },
     );
     (channels, store)
@@ -64,8 +70,8 @@ fn decoded_event(frame: &Frame) -> pb::Event {
 #[tokio::test]
 async fn every_subscriber_is_sent_the_same_encoded_bytes() {
     let (channels, _store) = library_channels();
-    let mut a = channels.open("shared", None, |_| true).await.unwrap();
-    let mut b = channels.open("shared", None, |_| true).await.unwrap();
+    let mut a = channels.open("shared", None, everyone()).await.unwrap();
+    let mut b = channels.open("shared", None, everyone()).await.unwrap();
     let id = channels
         .publish(
             "shared",
@@ -92,7 +98,7 @@ async fn every_subscriber_is_sent_the_same_encoded_bytes() {
 #[tokio::test]
 async fn a_replayed_event_is_sent_as_the_bytes_encoded_when_it_was_stored() {
     let (channels, store) = library_channels();
-    let mut live = channels.open("kept", None, |_| true).await.unwrap();
+    let mut live = channels.open("kept", None, everyone()).await.unwrap();
     let first = channels
         .publish("kept", json_payload(json!(1)), Filter::everyone())
         .await
@@ -107,11 +113,18 @@ async fn a_replayed_event_is_sent_as_the_bytes_encoded_when_it_was_stored() {
         live_events.extend(next_batch(&mut live.subscription).await.iter().cloned());
     }
 
-    let resumed = channels.open("kept", Some(first), |_| true).await.unwrap();
+    let resumed = channels
+        .open("kept", Some(first), everyone())
+        .await
+        .unwrap();
     assert!(resumed.outcome.recovered, "{:?}", resumed.outcome);
     assert_eq!(resumed.outcome.replayed, 1);
-    assert_eq!(resumed.replay.len(), 1);
-    let replayed = &resumed.replay[0];
+    let mut replay = resumed.replay;
+    let replayed = replay
+        .take_ready()
+        .expect("the replayed event, read with the first page");
+    assert!(replay.take_ready().is_none() && replay.is_done());
+    let replayed = &replayed;
     assert_eq!(replayed.seq, second.seq);
     assert_eq!(live_events[1].seq, second.seq);
     assert_eq!(
@@ -132,9 +145,10 @@ async fn a_subscriber_that_keeps_up_survives_a_burst_larger_than_its_queue() {
         HubLimits {
             subscriber_queue: 4,
             max_batch: 64,
+            replay: ReplayLimits::default(),
         },
     );
-    let mut opened = channels.open("burst", None, |_| true).await.unwrap();
+    let mut opened = channels.open("burst", None, everyone()).await.unwrap();
     // Polled together on this single-threaded runtime, all 16 publishes are queued before the
     // flush task first runs: they are stored and handed out as one batch of 16, four times
     // the queue. The subscriber has nothing unread, so it is not slow and must not be dropped.

@@ -1,6 +1,6 @@
 //! `durable_iterator.v1.DurableIterator`: the calls clients make.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
@@ -10,9 +10,10 @@ use super::{
     subscriber_stream::SubscriberStream,
 };
 use crate::{
-    channel::{ResumeFailure, ResumeOutcome, SubscriberQueue},
+    channel::{Admits, Replay, ResumeFailure, ResumeOutcome, SubscriberQueue},
     error::Error,
     event::EventId,
+    filter::Filter,
     interceptor::{InvokeCall, RefreshCall, SubscribeCall},
     json,
     object::{Caller, SessionInfo},
@@ -30,7 +31,9 @@ fn given(value: &Option<String>) -> Option<&str> {
 
 /// A subscription opened and its replay read, not yet started: what the interceptors decide on.
 struct PendingStream {
-    backlog: VecDeque<Frame>,
+    /// The stream's first message.
+    subscribed: Frame,
+    replay: Replay,
     subscription: SubscriberQueue,
     head: u64,
     outcome: ResumeOutcome,
@@ -100,12 +103,13 @@ impl ClientApi {
         let claims = &call.claims;
         let session_id = &call.session_id;
         let ticket = session::issue_ticket(&shared.config.keyring, &claims.chn, session_id);
-        let tags = claims.tags();
+        let admits: Admits = {
+            let (session_id, claims) = (session_id.clone(), claims.clone());
+            Arc::new(move |filter: &Filter| filter.admits(&session_id, claims.tags()))
+        };
         let opened = shared
             .channels
-            .open(&claims.chn, last_event_id, |filter| {
-                filter.admits(session_id, tags)
-            })
+            .open(&claims.chn, last_event_id, admits)
             .await?;
         let subscribed = pb::SubscribeResponse {
             kind: Some(pb::subscribe_response::Kind::Subscribed(pb::Subscribed {
@@ -123,11 +127,9 @@ impl ClientApi {
                 .to_string(),
             })),
         };
-        let mut backlog = VecDeque::with_capacity(1 + opened.replay.len());
-        backlog.push_back(Frame::message(&subscribed));
-        backlog.extend(opened.replay.into_iter().map(|event| event.frame));
         Ok(PendingStream {
-            backlog,
+            subscribed: Frame::message(&subscribed),
+            replay: opened.replay,
             subscription: opened.subscription,
             head: opened.head,
             outcome: opened.outcome,
@@ -150,7 +152,8 @@ impl ClientApi {
             .objects
             .subscribed(&claims.chn, session, pending.outcome);
         SubscriberStream::new(
-            pending.backlog,
+            Some(pending.subscribed),
+            pending.replay,
             pending.subscription,
             pending.head,
             registration,

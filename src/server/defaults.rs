@@ -18,6 +18,11 @@ pub const EXPIRY_NOTICE: Duration = Duration::from_secs(30);
 pub const SUBSCRIBER_QUEUE: usize = 4_096;
 /// Most events a channel appends to the store in one batch (concurrent publishes share it).
 pub const MAX_BATCH: usize = 1_024;
+/// Bytes of events a resume reads from the store at once (it holds one page at a time).
+pub const REPLAY_PAGE_BYTES: usize = 1 << 20;
+/// Resumes replaying at once; more wait their turn. With [`REPLAY_PAGE_BYTES`], it bounds the
+/// server's replay memory (64 × at most 4 MiB).
+pub const MAX_CONCURRENT_REPLAYS: usize = 64;
 /// HTTP/2 streams per connection (many sessions can share one connection).
 pub const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// Longest a call forwarded to the HTTP method proxy may take.

@@ -26,7 +26,7 @@ pub(crate) use subscriber_stream::StreamTiming;
 pub use tls::{TlsConfig, TlsError, dev_certificate, write_private_file};
 
 use crate::{
-    channel::{Channels, HubLimits},
+    channel::{Channels, HubLimits, ReplayLimits},
     clock::SharedClock,
     error::Error,
     interceptor::Interceptors,
@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub objects: ObjectRegistry,
     /// Code run around every Subscribe, Invoke and RefreshToken, in order.
     pub interceptors: Interceptors,
+    /// How resumes read their gap: in pages, a bounded number at once.
+    pub replay: ReplayLimits,
     /// Serve TLS (HTTP/2 and HTTP/1.1 by ALPN) instead of plaintext.
     pub tls: Option<TlsConfig>,
     /// Origins a browser may call from (CORS); empty: any origin.
@@ -87,6 +89,7 @@ impl ServerConfig {
             max_concurrent_streams: defaults::MAX_CONCURRENT_STREAMS,
             objects: ObjectRegistry::new(),
             interceptors: Interceptors::default(),
+            replay: ReplayLimits::default(),
             tls: None,
             cors_allowed_origins: Vec::new(),
         }
@@ -148,6 +151,7 @@ impl Server {
         let hub_limits = HubLimits {
             subscriber_queue: config.subscriber_queue,
             max_batch: defaults::MAX_BATCH,
+            replay: config.replay,
         };
         let timing = StreamTiming {
             heartbeat_ms: config.heartbeat.as_millis() as u64,

@@ -5,7 +5,7 @@
 //! HTTP/2 stream as they are (see `subscribe_service.rs`). Live events go out as slices of their batch's
 //! shared wire buffer, a run of consecutive events per chunk.
 
-use std::{collections::VecDeque, future::Future, pin::Pin, sync::Arc, task::Poll};
+use std::{future::Future, pin::Pin, sync::Arc, task::Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
-    channel::{Batch, QueueEnd, SubscriberQueue},
+    channel::{Batch, QueueEnd, Replay, SubscriberQueue},
     clock::{SharedClock, Sleep},
     error::Error,
     pb,
@@ -52,8 +52,10 @@ pub(crate) struct StreamTiming {
 
 /// Everything a stream needs once the subscription is open.
 pub(crate) struct SubscriberStream {
-    /// `Subscribed` and the replay, sent before anything live.
-    backlog: VecDeque<Frame>,
+    /// `Subscribed`, until sent: the first message.
+    subscribed: Option<Frame>,
+    /// The replay, sent before anything live; `None` once done (its slot given back).
+    replay: Option<Replay>,
     subscription: SubscriberQueue,
     batch: Option<(Batch, usize)>,
     /// An event of the current batch was sent and `last_sent_ms` says when.
@@ -85,7 +87,8 @@ pub(crate) struct SubscriberStream {
 impl SubscriberStream {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        backlog: VecDeque<Frame>,
+        subscribed: Option<Frame>,
+        replay: Replay,
         subscription: SubscriberQueue,
         head: u64,
         registration: LiveRegistration,
@@ -104,7 +107,8 @@ impl SubscriberStream {
         let claims = session.watch_claims();
         let current = claims.borrow().clone();
         Self {
-            backlog,
+            subscribed,
+            replay: Some(replay),
             subscription,
             batch: None,
             batch_stamped: false,
@@ -231,37 +235,46 @@ impl SubscriberStream {
         }
     }
 
-    /// Replayed events, as many as fit a chunk, copied into it with their headers.
+    /// `Subscribed`, then the replay's events read so far, as many as fit a chunk, copied into
+    /// it with their headers.
     fn next_backlog_chunk(&mut self) -> Option<Bytes> {
-        let (mut count, mut size) = (0, 0);
-        for frame in &self.backlog {
-            let len = wire::message_len(frame.bytes().len());
-            if count > 0 && size + len > BACKLOG_CHUNK_BYTES {
-                break;
+        let mut chunk = BytesMut::new();
+        if let Some(subscribed) = self.subscribed.take() {
+            wire::put_message_with(&mut chunk, subscribed.bytes(), self.encoding);
+        }
+        if let Some(replay) = &mut self.replay {
+            while let Some(len) = replay.peek_ready_len() {
+                if !chunk.is_empty() && chunk.len() + wire::message_len(len) > BACKLOG_CHUNK_BYTES {
+                    break;
+                }
+                let Some(event) = replay.take_ready() else {
+                    break;
+                };
+                wire::put_message_with(&mut chunk, event.frame.bytes(), self.encoding);
             }
-            (count, size) = (count + 1, size + len);
         }
-        if count == 0 {
-            return None;
-        }
-        let mut chunk = BytesMut::with_capacity(size);
-        for frame in self.backlog.drain(..count) {
-            wire::put_message_with(&mut chunk, frame.bytes(), self.encoding);
-        }
-        if self.backlog.is_empty() {
-            // The replay's buffer would otherwise stay allocated for the life of the stream: a
-            // long replay's worth for every resumed session.
-            self.backlog = VecDeque::new();
-        }
-        Some(chunk.freeze())
+        (!chunk.is_empty()).then(|| chunk.freeze())
     }
 
     async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         if self.done {
             return None;
         }
-        if let Some(chunk) = self.next_backlog_chunk() {
-            return self.sent(chunk);
+        loop {
+            if let Some(chunk) = self.next_backlog_chunk() {
+                return self.sent(chunk);
+            }
+            // The replay's next page, read once the last is sent; done, it gives back its slot.
+            let Some(replay) = &mut self.replay else {
+                break;
+            };
+            if replay.is_done() {
+                self.replay = None;
+                break;
+            }
+            if let Err(error) = replay.load().await {
+                return self.end(Error::Store(error));
+            }
         }
         loop {
             // The clock is read for the first run of a batch only: the rest go out in the
@@ -398,6 +411,7 @@ mod tests {
         let limits = HubLimits {
             subscriber_queue: 100_000,
             max_batch: 1_024,
+            replay: crate::channel::ReplayLimits::default(),
         };
         Arc::new(Channels::new(
             Arc::new(MemoryStore::new(3_600_000)),
@@ -413,7 +427,8 @@ mod tests {
         session: &str,
         shutdown: &CancellationToken,
     ) -> ChunkStream {
-        let opened = channels.open("c", None, |_| true).await.ok().unwrap();
+        let everyone: crate::channel::Admits = Arc::new(|_: &Filter| true);
+        let opened = channels.open("c", None, everyone).await.ok().unwrap();
         let claims = Arc::new(TokenClaims::new("c", NOW_MS / 1000, 3_600));
         let registration = channels.sessions().register(session.into(), claims);
         let timing = StreamTiming {
@@ -421,7 +436,8 @@ mod tests {
             expiry_notice_ms: 1,
         };
         SubscriberStream::new(
-            VecDeque::new(),
+            None,
+            opened.replay,
             opened.subscription,
             opened.head,
             registration,

@@ -204,9 +204,17 @@ async fn replay_and_live_meet_on_the_on_disk_store() {
 async fn replay_and_live_meet_under_concurrent_publishes(
     store: Arc<dyn durable_iterator::store::EventStore>,
 ) {
+    // Pages as small as they go (16 events; the first, 64), so a replay crosses many of them
+    // while the publishers race it; one replay at a time.
     let server = Arc::new(
         TestServer::start_with(Options {
             store: Some(store),
+            config: Box::new(|config| {
+                config.replay = durable_iterator::ReplayLimits {
+                    page_bytes: 1,
+                    concurrent: 1,
+                }
+            }),
             ..Options::default()
         })
         .await,
@@ -243,7 +251,8 @@ async fn replay_and_live_meet_under_concurrent_publishes(
             ))
             .await
             .unwrap();
-        assert!(resubscribed.resume.unwrap().recovered);
+        let resume = resubscribed.resume.unwrap();
+        assert!(resume.recovered);
         let mut published = Vec::new();
         for publisher in publishers {
             published.extend(publisher.await.unwrap());
@@ -258,6 +267,12 @@ async fn replay_and_live_meet_under_concurrent_publishes(
             received, published,
             "round {round}: every event once, in order"
         );
+        // `replayed` counted exactly the events up to the stream's position, across pages.
+        let replayed = received
+            .iter()
+            .filter(|id| id.as_str() <= resubscribed.position.as_str())
+            .count() as u64;
+        assert_eq!(resume.replayed, replayed, "round {round}");
         // And nothing after them.
         let marker = server.publish("race", json!("marker")).await;
         assert_eq!(next_event(&mut stream).await.id, marker);
@@ -299,4 +314,60 @@ async fn a_channel_named_in_any_script_with_spaces_works() {
     let event = next_event(&mut stream).await;
     assert_eq!(event.id, id);
     assert_eq!(payload(&event), json!({"bonjour": true}));
+}
+
+/// A long gap is replayed in many pages: every retained event the session may see, once, in
+/// order, `replayed` counting exactly them; a session whose tags admit half of them gets half.
+#[tokio::test]
+async fn a_long_gap_is_replayed_in_pages_exactly() {
+    let server = TestServer::start_with(Options {
+        config: Box::new(|config| {
+            config.replay = durable_iterator::ReplayLimits {
+                page_bytes: 1,
+                concurrent: 1,
+            }
+        }),
+        ..Options::default()
+    })
+    .await;
+    let (subscribed, stream) = server
+        .subscribe(subscribe_request(server.token_with_tags("pages", &["a"])))
+        .await
+        .unwrap();
+    drop(stream);
+    let start = server.publish("pages", json!("start")).await;
+    let mut expected = Vec::new();
+    let events: Vec<_> = (0..2_000)
+        .map(|n| {
+            let mut request = publish_request("pages", json!(n));
+            // Every other event is for tag `b`, which the session does not hold.
+            let tag = if n % 2 == 0 { "a" } else { "b" };
+            request.tags = Some(durable_iterator::pb::StringList {
+                values: vec![tag.into()],
+            });
+            request
+        })
+        .collect();
+    for (n, request) in events.into_iter().enumerate() {
+        let id = server.publish_with(request).await.unwrap();
+        if n % 2 == 0 {
+            expected.push(id);
+        }
+    }
+    let request = resume_request(
+        server.token_with_tags("pages", &["a"]),
+        &start,
+        &subscribed.session_ticket,
+    );
+    let (resubscribed, mut stream) = server.subscribe(request).await.unwrap();
+    let resume = resubscribed.resume.unwrap();
+    assert!(resume.recovered);
+    assert_eq!(resume.replayed, 1_000);
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        received.push(next_event(&mut stream).await.id);
+    }
+    assert_eq!(received, expected);
+    let marker = server.publish("pages", json!("marker")).await;
+    assert_eq!(next_event(&mut stream).await.id, marker, "then live");
 }
