@@ -114,9 +114,11 @@ pub(crate) async fn count(
         next_page_events: FIRST_PAGE_EVENTS,
         _permit: permit,
     };
-    // The first page is kept; the rest is only counted, and read again when it is sent.
+    // Pages are kept while they fit in one page's bytes (a short gap is read once); the rest
+    // is only counted, and read again when it is sent.
     let (first, oldest_retained) = replay.read_page(after).await?;
     let mut events = first.len() as u64;
+    let mut kept_bytes = page_bytes(&first.events);
     replay.read_until = first.end;
     replay.page = first.events;
     let mut counted_until = replay.read_until;
@@ -128,11 +130,21 @@ pub(crate) async fn count(
             .read(&replay.channel, counted_until, page_end, now_ms)
             .await?;
         next_page_events = replay.page_events_after(&history.events);
-        events += history
+        let admitted = history
             .events
-            .iter()
-            .filter(|event| (replay.admits)(&event.filter))
-            .count() as u64;
+            .into_iter()
+            .filter(|event| (replay.admits)(&event.filter));
+        if replay.read_until == counted_until {
+            let admitted: VecDeque<StoredEvent> = admitted.collect();
+            events += admitted.len() as u64;
+            kept_bytes += page_bytes(&admitted);
+            if kept_bytes <= replay.page_bytes {
+                replay.page.extend(admitted);
+                replay.read_until = page_end;
+            }
+        } else {
+            events += admitted.count() as u64;
+        }
         counted_until = page_end;
     }
     Ok(Counted {
@@ -140,6 +152,14 @@ pub(crate) async fn count(
         events,
         oldest_retained,
     })
+}
+
+/// The encoded size of `events`.
+fn page_bytes<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> usize {
+    events
+        .into_iter()
+        .map(|event| event.frame.bytes().len())
+        .sum()
 }
 
 /// A page read: the admitted events, and the last sequence number it covers.
@@ -202,8 +222,7 @@ impl Replay {
         if events.is_empty() {
             return self.next_page_events;
         }
-        let bytes: usize = events.iter().map(|e| e.frame.bytes().len()).sum();
-        let average = (bytes / events.len()).max(1);
+        let average = (page_bytes(events) / events.len()).max(1);
         ((self.page_bytes / average) as u64).clamp(MIN_PAGE_EVENTS, MAX_PAGE_EVENTS)
     }
 }
