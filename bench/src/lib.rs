@@ -47,6 +47,8 @@ pub struct Config {
     pub publish_duration: Duration,
     pub publish_max_events: u64,
     pub storm_sessions: usize,
+    /// (sessions, events of the gap each resumes) of the resume-memory scenario.
+    pub resume_memory: (usize, u64),
     pub storm_missed: u64,
     /// `tls`: fan-out subscriber counts, each over the shared connections and with one
     /// connection per session; idle memory uses `idle_sessions`.
@@ -84,6 +86,7 @@ impl Config {
             publish_duration: Duration::from_secs(3),
             publish_max_events: u64::MAX,
             storm_sessions: 10_000,
+            resume_memory: (20, 300_000),
             storm_missed: 100,
             tls_fan_out: vec![1_000],
             gzip: vec![(1_000, 100), (1_000, 4_096), (100, 4_096)],
@@ -108,6 +111,7 @@ impl Config {
             publish_duration: Duration::from_secs(20),
             publish_max_events: 50,
             storm_sessions: 10,
+            resume_memory: (2, 200),
             storm_missed: 5,
             tls_fan_out: vec![2],
             gzip: vec![(2, 100), (2, 4_096)],
@@ -497,9 +501,12 @@ pub async fn run(config: &Config) -> Report {
         rows.push(row);
     }
 
-    // Resume storm.
+    // Resume storm, and the memory of long resumes.
     if config.runs("storm") {
         rows.push(storm_row(config).await);
+    }
+    if config.runs("resume-memory") {
+        rows.extend(resume_memory_rows(config).await);
     }
 
     // The product against itself: TLS, gzip.
@@ -719,6 +726,47 @@ async fn storm_row(config: &Config) -> Row {
         Err(e) => row.errors.push(format!("product: {e}")),
     }
     row
+}
+
+async fn resume_memory_rows(config: &Config) -> Vec<Row> {
+    let (sessions, gap) = config.resume_memory;
+    let case = format!("{sessions} sessions x {gap} events at once");
+    eprintln!("resume memory: {case}");
+    let mut peak = Row::new("resume memory", format!("{case}, peak"), "MiB above before");
+    let mut after = Row::new(
+        "resume memory",
+        format!("{case}, closed"),
+        "MiB above before",
+    );
+    let mut time = Row::new("resume memory", case, "s until all caught up");
+    let result = match start(config, System::Product, None) {
+        Ok(server) => scenarios::resume_memory(&server, sessions, gap).await,
+        Err(e) => Err(e),
+    };
+    let mib = |bytes: u64, base: u64| bytes.saturating_sub(base) as f64 / (1 << 20) as f64;
+    match result {
+        Ok(memory) => {
+            peak.product = Some(mib(memory.rss_peak, memory.rss_before));
+            after.product = Some(mib(memory.rss_after, memory.rss_before));
+            time.product = Some(memory.seconds);
+            for row in [&mut peak, &mut after, &mut time] {
+                row.expected = memory.sessions * memory.gap;
+                row.counted = memory.delivered;
+            }
+            peak.note(format!(
+                "server RSS {:.0} MiB before, {:.0} MiB at the peak (sampled every 50 ms), {:.1} MiB per resuming session",
+                mib(memory.rss_before, 0),
+                mib(memory.rss_peak, 0),
+                mib(memory.rss_peak, memory.rss_before) / memory.sessions.max(1) as f64
+            ));
+        }
+        Err(e) => {
+            for row in [&mut peak, &mut after, &mut time] {
+                row.errors.push(format!("product: {e}"));
+            }
+        }
+    }
+    vec![peak, after, time]
 }
 
 fn systems(config: &Config, nats: bool) -> Vec<System> {

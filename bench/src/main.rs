@@ -55,7 +55,8 @@ struct Cli {
     /// Idle sessions of the `idle` and `tls` memory cases (overrides the size's).
     #[arg(long)]
     idle_sessions: Option<usize>,
-    /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm, tls
+    /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm,
+    /// resume-memory (long resumes at once, server RSS), tls
     /// (the product plaintext and over TLS), gzip (subscribers without and with gzip).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -801,3 +801,102 @@ pub async fn resume_storm(
         seconds,
     })
 }
+
+/// Server memory while `sessions` sessions resume a gap of `gap` events at once.
+#[derive(Debug, Clone)]
+pub struct ResumeMemory {
+    pub sessions: u64,
+    pub gap: u64,
+    /// Server RSS before the resumes, at their peak (sampled every 50 ms), and a second after
+    /// the streams closed.
+    pub rss_before: u64,
+    pub rss_peak: u64,
+    pub rss_after: u64,
+    pub delivered: u64,
+    pub seconds: f64,
+}
+
+/// `gap` events are published (in batches of 1,000); then `sessions` sessions resume from
+/// before the first of them, all at once, and read until each has all of them.
+pub async fn resume_memory(
+    server: &Server,
+    sessions: usize,
+    gap: u64,
+) -> Result<ResumeMemory, String> {
+    let target = server.target();
+    let connection = load::connect(&target).await?;
+    let mut publisher = Publisher::new(connection, CHANNEL, Some(vec![TAG.to_owned()]));
+    let before_gap = publisher
+        .publish(load::payload(0))
+        .await
+        .map_err(|e| format!("publish: {e}"))?;
+    let mut published = 0;
+    while published < gap {
+        let count = (gap - published).min(1_000);
+        publisher
+            .publish_many(load::payload(0), count as usize)
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        published += count;
+    }
+    let rss = || server.rss_bytes().unwrap_or(0);
+    let rss_before = rss();
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling, pid) = (peak.clone(), sampling.clone(), server.pid());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(now) = crate::servers::process_rss_bytes(pid) {
+                    peak.fetch_max(now, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let channels = load::connect_many(&target, 4).await?;
+    let token = product_token();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..sessions)
+        .map(|i| {
+            let request = pb::SubscribeRequest {
+                token: token.clone(),
+                last_event_id: Some(before_gap.clone()),
+                session_ticket: None,
+            };
+            let channel: Channel = channels[i % channels.len()].clone();
+            tokio::spawn(async move {
+                let mut opened = load::subscribe(channel, request, false).await?;
+                let mut received = 0;
+                while received < gap {
+                    let events = opened.stream.next_messages(|message| {
+                        received += u64::from(message.is_event());
+                    });
+                    match tokio::time::timeout(Duration::from_secs(60), events).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) | Err(_) => break,
+                    }
+                }
+                Ok::<_, String>(received)
+            })
+        })
+        .collect();
+    let mut delivered = 0;
+    for task in tasks {
+        delivered += task.await.map_err(|e| e.to_string())??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(channels);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.await;
+    Ok(ResumeMemory {
+        sessions: sessions as u64,
+        gap,
+        rss_before,
+        rss_peak: peak.load(Ordering::Relaxed),
+        rss_after: rss(),
+        delivered,
+        seconds,
+    })
+}

@@ -126,6 +126,17 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
         .find(|r| r.scenario == "resume storm")
         .unwrap();
     assert_eq!(storm.expected, 50);
+    // Long resumes: every session received its whole gap, read in pages.
+    let resumes: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.scenario == "resume memory")
+        .collect();
+    assert_eq!(resumes.len(), 3);
+    for row in resumes {
+        assert!(row.errors.is_empty(), "{row:?}");
+        assert_eq!((row.expected, row.counted), (400, 400), "{row:?}");
+    }
     // gzip: 4 KiB events reach gzip subscribers compressed, 100-byte ones as they are.
     let wire = |size: &str| {
         report
