@@ -114,38 +114,24 @@ pub(crate) async fn count(
         next_page_events: FIRST_PAGE_EVENTS,
         _permit: permit,
     };
-    // Pages are kept while they fit in one page's bytes (a short gap is read once); the rest
-    // is only counted, and read again when it is sent.
-    let (first, oldest_retained) = replay.read_page(after).await?;
-    let mut events = first.len() as u64;
-    let mut kept_bytes = page_bytes(&first.events);
-    replay.read_until = first.end;
-    replay.page = first.events;
-    let mut counted_until = replay.read_until;
-    let mut next_page_events = replay.next_page_events;
-    while counted_until < until {
-        let page_end = until.min(counted_until + next_page_events);
-        let history = replay
-            .store
-            .read(&replay.channel, counted_until, page_end, now_ms)
-            .await?;
-        next_page_events = replay.page_events_after(&history.events);
-        let admitted = history
-            .events
-            .into_iter()
-            .filter(|event| (replay.admits)(&event.filter));
-        if replay.read_until == counted_until {
-            let admitted: VecDeque<StoredEvent> = admitted.collect();
-            events += admitted.len() as u64;
-            kept_bytes += page_bytes(&admitted);
-            if kept_bytes <= replay.page_bytes {
-                replay.page.extend(admitted);
-                replay.read_until = page_end;
-            }
+    // The first page is kept, and the ones after it while they fit in one page's bytes (a
+    // short gap is read once); the rest is only counted, and read again when it is sent.
+    let (mut page, oldest_retained) = replay.read_page(after).await?;
+    let (mut events, mut kept_bytes, mut keeping) = (0, 0, true);
+    loop {
+        events += page.len() as u64;
+        kept_bytes += page_bytes(&page.events);
+        let first = replay.read_until == after;
+        if keeping && (first || kept_bytes <= replay.page_bytes) {
+            replay.read_until = page.end;
+            replay.page.extend(page.events);
         } else {
-            events += admitted.count() as u64;
+            keeping = false;
         }
-        counted_until = page_end;
+        if page.end >= until {
+            break;
+        }
+        page = replay.read_page(page.end).await?.0;
     }
     Ok(Counted {
         replay,
