@@ -217,6 +217,15 @@ impl Channels {
         }
     }
 
+    /// Replays holding a slot now.
+    pub(crate) fn replays_in_progress(&self) -> usize {
+        self.limits
+            .replay
+            .concurrent
+            .max(1)
+            .saturating_sub(self.replay_slots.available_permits())
+    }
+
     /// Forgets hubs with no subscribers and nothing in flight; returns how many remain.
     pub(crate) fn sweep_idle(&self) -> usize {
         let mut hubs = self.hubs();

@@ -10,6 +10,7 @@ mod landing;
 mod subscribe_service;
 mod subscriber_stream;
 mod tls;
+mod upkeep;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -207,7 +208,7 @@ impl Server {
             .expose_headers(GRPC_WEB_EXPOSED_HEADERS.map(HeaderName::from_static))
             .max_age(Duration::from_secs(24 * 60 * 60));
 
-        let maintenance = tokio::spawn(maintain(shared.clone()));
+        let maintenance = tokio::spawn(upkeep::maintain(shared.clone()));
         let reaper = tokio::spawn(end_sessions(shared.clone()));
         let stopping = shared.clone();
         let router = tonic::transport::Server::builder()
@@ -280,21 +281,5 @@ async fn end_sessions(shared: Arc<Shared>) {
             .objects
             .session_ended(&ended.channel, &ended.session_id)
             .await;
-    }
-}
-
-/// Background upkeep: drops expired events and forgets idle channels.
-async fn maintain(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(error) = shared.channels.store().expire(shared.clock.now_ms()).await {
-            tracing::warn!(%error, "expiring events failed");
-        }
-        shared.channels.sweep_idle();
     }
 }

@@ -25,10 +25,11 @@
 mod open;
 mod query;
 mod record;
+mod space;
 mod writer;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -43,6 +44,7 @@ use super::StoreError;
 use crate::event::Epoch;
 
 use open::{Opener, Reopenable, init_meta, open_error};
+use space::Space;
 use writer::{Append, write_loop};
 
 /// The file inside the data directory.
@@ -69,6 +71,7 @@ pub struct RedbStore {
     appends: Option<mpsc::UnboundedSender<Append>>,
     writer: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    space: Arc<Space>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -101,9 +104,11 @@ impl RedbStore {
         })?;
         let path = data_dir.join(FILE_NAME);
         let location = path.display().to_string();
+        let file = path.clone();
         Self::start(
             Box::new(move || Database::builder().create(&path)),
             location,
+            Some(file),
             retention_ms,
         )
     }
@@ -118,11 +123,17 @@ impl RedbStore {
         Self::start(
             Box::new(move || Database::builder().create_with_backend(backend()?)),
             "custom storage backend".to_owned(),
+            None,
             retention_ms,
         )
     }
 
-    fn start(open: Opener, location: String, retention_ms: u64) -> Result<Self, StoreError> {
+    fn start(
+        open: Opener,
+        location: String,
+        file: Option<PathBuf>,
+        retention_ms: u64,
+    ) -> Result<Self, StoreError> {
         let db = open().map_err(|e| open_error(&location, e))?;
         let epoch = init_meta(&db).map_err(|e| match e {
             StoreError::Corrupt(why) => StoreError::Corrupt(format!("{location}: {why}")),
@@ -151,6 +162,7 @@ impl RedbStore {
             appends: Some(appends),
             writer: Some(writer),
             commits,
+            space: Arc::new(Space::new(file)),
         })
     }
 
@@ -190,8 +202,8 @@ impl Drop for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EventStore;
     use crate::store::contract::{self, event};
+    use crate::store::{EventStore, NewEvent};
     use open::IO_FAILURE;
 
     fn open(dir: &tempfile::TempDir, retention_ms: u64) -> RedbStore {
@@ -262,6 +274,41 @@ mod tests {
         let read = store.read("c", 0, last, 1_100).await.unwrap();
         assert_eq!(read.oldest_retained, Some(last));
         assert_eq!(read.events.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_space_of_expired_events_goes_back_while_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 1_000);
+        let file_bytes = || std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        let payload = bytes::Bytes::from(vec![b'x'; 4_096]);
+        let batch: Vec<NewEvent> = (0..64)
+            .map(|_| NewEvent {
+                payload: payload.clone(),
+                ..event(0)
+            })
+            .collect();
+        // 32 MiB of events, then one that stays: the file is mostly free once the rest expire.
+        for n in 0..128 {
+            store.append(&format!("c{}", n % 4), &batch).await.unwrap();
+        }
+        store.append("kept", &[event(900)]).await.unwrap();
+        let full = file_bytes();
+        assert!(full > 32 << 20, "{full} bytes");
+        // No publish comes after the purge: the upkeep alone gives the space back.
+        assert_eq!(store.expire(1_100).await.unwrap(), 128 * 64);
+        let after = file_bytes();
+        assert!(
+            after * 4 < full,
+            "the file went from {full} to only {after} bytes"
+        );
+        let read = store.read("kept", 0, 1, 1_100).await.unwrap();
+        assert_eq!(
+            read.events.len(),
+            1,
+            "the live event survives the compaction"
+        );
+        assert_eq!(store.append("kept", &[event(901)]).await.unwrap()[0].seq, 2);
     }
 
     #[test]

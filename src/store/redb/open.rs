@@ -78,16 +78,12 @@ impl Reopenable {
         }
         if let Some(db) = current.take() {
             // The file lock goes with the last handle: readers hold one for a transaction.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while Arc::strong_count(&db) > 1 {
-                if std::time::Instant::now() > deadline {
-                    *current = Some(db);
-                    return Err(StoreError::Unavailable(format!(
-                        "{IO_FAILURE}: {} cannot be reopened while in use",
-                        self.location
-                    )));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
+            if let Err(db) = sole_handle(db) {
+                *current = Some(db);
+                return Err(StoreError::Unavailable(format!(
+                    "{IO_FAILURE}: {} cannot be reopened while in use",
+                    self.location
+                )));
             }
         }
         let db = (self.open)().map_err(|e| open_error(&self.location, e))?;
@@ -105,6 +101,38 @@ impl Reopenable {
         *current = Some(db.clone());
         Ok(db)
     }
+
+    /// Runs `work` on the database with no transaction open: new ones wait until it is done.
+    /// `None` when transactions begun before stay open too long (the next call tries again).
+    pub(super) fn exclusive<T>(&self, work: impl FnOnce(&mut Database) -> T) -> Option<T> {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let db = current.take()?;
+        match sole_handle(db) {
+            Ok(mut db) => {
+                let result = Arc::get_mut(&mut db).map(work);
+                *current = Some(db);
+                result
+            }
+            Err(db) => {
+                *current = Some(db);
+                None
+            }
+        }
+    }
+}
+
+/// Waits until `db` is the last handle, i.e. every transaction begun with another has ended
+/// (new ones cannot begin: the caller holds the lock they take a handle under). Gives `db`
+/// back as the error after 10 s.
+fn sole_handle(db: Arc<Database>) -> Result<Arc<Database>, Arc<Database>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Arc::strong_count(&db) > 1 {
+        if std::time::Instant::now() > deadline {
+            return Err(db);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(db)
 }
 
 /// Reads the epoch, or draws and stores one in a new file.

@@ -8,6 +8,7 @@ use super::{
     EVENTS, EXPIRY, EXPIRY_CHUNK, HEADS, RedbStore,
     open::storage,
     record::{RawEvent, raw_events},
+    space::Reclaimed,
     writer::Append,
 };
 use crate::store::{Epoch, EventStore, History, NewEvent, StoreError, StoredBatch, is_retained};
@@ -113,6 +114,20 @@ impl EventStore for RedbStore {
     }
 
     async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let removed = self.purge(now_ms).await?;
+        if removed > 0 {
+            self.space.purged();
+        }
+        if self.space.is_due() {
+            self.reclaim_space().await?;
+        }
+        Ok(removed)
+    }
+}
+
+impl RedbStore {
+    /// Deletes the events no longer retained at `now_ms`; how many.
+    async fn purge(&self, now_ms: u64) -> Result<usize, StoreError> {
         let retention_ms = self.retention_ms;
         if retention_ms == 0 {
             return Ok(0);
@@ -139,6 +154,29 @@ impl EventStore for RedbStore {
             }
         })
         .await
+    }
+
+    /// Lets redb reuse the pages purges freed, and compacts the file when it is mostly free.
+    async fn reclaim_space(&self) -> Result<(), StoreError> {
+        let (db, space) = (self.db.clone(), self.space.clone());
+        let started = std::time::Instant::now();
+        let reclaimed = tokio::task::spawn_blocking(move || space.reclaim(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
+        if let Some(Reclaimed {
+            live_bytes,
+            compacted: Some((before, after)),
+        }) = reclaimed
+        {
+            tracing::info!(
+                file_bytes_before = before,
+                file_bytes_after = after,
+                live_bytes,
+                millis = started.elapsed().as_millis() as u64,
+                "compacted the event store"
+            );
+        }
+        Ok(())
     }
 }
 
