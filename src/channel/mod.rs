@@ -150,14 +150,16 @@ impl Channels {
         last_event_id: Option<EventId>,
         admits: Admits,
     ) -> Result<Opened, StoreError> {
-        let permit = match last_event_id {
-            Some(_) => Some(
-                self.replay_slots
+        let grant = match last_event_id {
+            Some(_) => Some(replay::SlotGrant {
+                slots: self.replay_slots.clone(),
+                permit: self
+                    .replay_slots
                     .clone()
                     .acquire_owned()
                     .await
                     .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?,
-            ),
+            }),
             None => None,
         };
         let (subscription, head) = loop {
@@ -182,7 +184,7 @@ impl Channels {
             now_ms,
             admits,
             self.limits.replay,
-            permit,
+            grant,
         )
         .await?;
         let failure = match start {

@@ -7,7 +7,14 @@
 //! so they see the same events (an event the store's upkeep deletes in between, being that old,
 //! is the one exception, and is then missing from the replay).
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -28,6 +35,9 @@ pub struct ReplayLimits {
     pub page_bytes: usize,
     /// Replays in progress at once; a session over it waits its turn (it is not refused).
     pub concurrent: usize,
+    /// A replay whose client reads nothing for this long gives its slot to the next in line;
+    /// it waits for one again when its client reads on.
+    pub stall: Duration,
 }
 
 impl Default for ReplayLimits {
@@ -35,6 +45,7 @@ impl Default for ReplayLimits {
         Self {
             page_bytes: crate::server::defaults::REPLAY_PAGE_BYTES,
             concurrent: crate::server::defaults::MAX_CONCURRENT_REPLAYS,
+            stall: crate::server::defaults::REPLAY_STALL,
         }
     }
 }
@@ -59,8 +70,85 @@ pub(crate) struct Replay {
     /// The end of the replay (the head when the subscription opened).
     until: u64,
     next_page_events: u64,
-    /// Held for as long as the replay runs.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// The replay's slot (none for a subscription that resumes nothing).
+    slot: Option<Slot>,
+}
+
+/// A replay's hold on one of the replay slots. Without it a replay that stalls (a client that
+/// stops reading mid-replay) would keep its slot for as long as its connection lives, and
+/// [`ReplayLimits::concurrent`] such clients would stop every other resume.
+struct Slot {
+    slots: Arc<Semaphore>,
+    hold: Arc<SlotHold>,
+    stall: Duration,
+}
+
+/// What the replay and its stall watch share.
+#[derive(Default)]
+struct SlotHold {
+    /// `None` once the watch took the permit back.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Counts the chunks the replay sent: the watch sees whether it moved.
+    progress: AtomicU64,
+}
+
+impl SlotHold {
+    fn permit(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Slot {
+    fn new(slots: Arc<Semaphore>, permit: OwnedSemaphorePermit, stall: Duration) -> Self {
+        let slot = Self {
+            slots,
+            hold: Arc::default(),
+            stall,
+        };
+        slot.hold_with(permit);
+        slot
+    }
+
+    /// Holds `permit` and watches the replay's progress until it stalls or ends.
+    fn hold_with(&self, permit: OwnedSemaphorePermit) {
+        *self.hold.permit() = Some(permit);
+        tokio::spawn(watch_for_stall(Arc::downgrade(&self.hold), self.stall));
+    }
+
+    /// Waits for a slot again if the watch took this one back.
+    async fn reacquire(&self) -> Result<(), StoreError> {
+        if self.hold.permit().is_some() {
+            return Ok(());
+        }
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?;
+        self.hold_with(permit);
+        Ok(())
+    }
+}
+
+/// Takes the permit back when `hold`'s progress stays the same for a whole `stall` (so after
+/// `stall` to twice that without a read); ends with the replay.
+async fn watch_for_stall(hold: Weak<SlotHold>, stall: Duration) {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(stall).await;
+        let Some(hold) = hold.upgrade() else {
+            return;
+        };
+        let progress = hold.progress.load(Ordering::Relaxed);
+        if seen == Some(progress) {
+            if hold.permit().take().is_some() {
+                tracing::debug!("a replay's client stopped reading: its slot goes to the next");
+            }
+            return;
+        }
+        seen = Some(progress);
+    }
 }
 
 impl std::fmt::Debug for Replay {
@@ -89,6 +177,13 @@ pub(crate) fn replay_slots(limits: ReplayLimits) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(limits.concurrent.max(1)))
 }
 
+/// A slot of `slots` for a replay, held with `permit` (acquired by the caller before the
+/// replay opens).
+pub(crate) struct SlotGrant {
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
 /// Counts the events of `channel` with `after < seq <= until` retained at `now_ms` that
 /// `admits` lets through, and keeps the first page of them for sending.
 #[allow(clippy::too_many_arguments)]
@@ -100,7 +195,7 @@ pub(crate) async fn count(
     now_ms: u64,
     admits: Admits,
     limits: ReplayLimits,
-    permit: Option<OwnedSemaphorePermit>,
+    grant: Option<SlotGrant>,
 ) -> Result<Counted, StoreError> {
     let mut replay = Replay {
         store,
@@ -112,7 +207,7 @@ pub(crate) async fn count(
         read_until: after,
         until,
         next_page_events: FIRST_PAGE_EVENTS,
-        _permit: permit,
+        slot: grant.map(|grant| Slot::new(grant.slots, grant.permit, limits.stall)),
     };
     // The first page is kept, and the ones after it while they fit in one page's bytes (a
     // short gap is read once); the rest is only counted, and read again when it is sent.
@@ -171,9 +266,22 @@ impl Replay {
         self.page.front().map(|event| event.frame.bytes().len())
     }
 
+    /// Notes that a chunk of the replay was sent: the replay is not stalled.
+    pub(crate) fn progressed(&self) {
+        if let Some(slot) = &self.slot {
+            slot.hold.progress.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Reads pages until one has an event for this session or the replay is done; call it
-    /// once the page read is taken.
+    /// once the page read is taken. A replay whose slot was taken back waits for one first.
     pub(crate) async fn load(&mut self) -> Result<(), StoreError> {
+        if self.page.is_empty()
+            && self.read_until < self.until
+            && let Some(slot) = &self.slot
+        {
+            slot.reacquire().await?;
+        }
         while self.page.is_empty() && self.read_until < self.until {
             let (page, _) = self.read_page(self.read_until).await?;
             self.read_until = page.end;

@@ -23,6 +23,8 @@ pub const REPLAY_PAGE_BYTES: usize = 256 << 10;
 /// Resumes replaying at once; more wait their turn. With [`REPLAY_PAGE_BYTES`], it bounds the
 /// server's replay memory (64 × at most 4 MiB).
 pub const MAX_CONCURRENT_REPLAYS: usize = 64;
+/// A replay whose client reads nothing for this long gives its slot to the next resume.
+pub const REPLAY_STALL: Duration = Duration::from_secs(10);
 /// HTTP/2 streams per connection (many sessions can share one connection).
 pub const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// Longest a call forwarded to the HTTP method proxy may take.

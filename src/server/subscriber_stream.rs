@@ -252,6 +252,7 @@ impl SubscriberStream {
                 };
                 wire::put_message_with(&mut chunk, event.frame.bytes(), self.encoding);
             }
+            replay.progressed();
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
     }

@@ -213,6 +213,7 @@ async fn replay_and_live_meet_under_concurrent_publishes(
                 config.replay = durable_iterator::ReplayLimits {
                     page_bytes: 1,
                     concurrent: 1,
+                    ..Default::default()
                 }
             }),
             ..Options::default()
@@ -325,6 +326,7 @@ async fn a_long_gap_is_replayed_in_pages_exactly() {
             config.replay = durable_iterator::ReplayLimits {
                 page_bytes: 1,
                 concurrent: 1,
+                ..Default::default()
             }
         }),
         ..Options::default()
@@ -370,4 +372,75 @@ async fn a_long_gap_is_replayed_in_pages_exactly() {
     assert_eq!(received, expected);
     let marker = server.publish("pages", json!("marker")).await;
     assert_eq!(next_event(&mut stream).await.id, marker, "then live");
+}
+
+/// A client that stops reading mid-replay gives its replay slot to the next resume: with one
+/// slot, a second session's replay still runs to its end, and the first, reading again, gets
+/// all of its events too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replay_gives_its_slot_to_the_next() {
+    let server = TestServer::start_with(Options {
+        config: Box::new(|config| {
+            config.replay = durable_iterator::ReplayLimits {
+                page_bytes: 64 << 10,
+                concurrent: 1,
+                stall: Duration::from_millis(200),
+            }
+        }),
+        ..Options::default()
+    })
+    .await;
+    let channel = "stall";
+    let (first, stream) = server
+        .subscribe(subscribe_request(server.token(channel)))
+        .await
+        .unwrap();
+    drop(stream);
+    let (second, stream) = server
+        .subscribe(subscribe_request(server.token(channel)))
+        .await
+        .unwrap();
+    drop(stream);
+    let start = server.publish(channel, json!("start")).await;
+    // 32 MiB of events: more than HTTP/2's windows and the sockets' buffers hold, so the
+    // replay to a client that reads nothing stops mid-way.
+    let big = "x".repeat(16 << 10);
+    const EVENTS: usize = 2_048;
+    for _ in 0..EVENTS / 128 {
+        let events = (0..128)
+            .map(|_| publish_request(channel, json!(big)))
+            .collect();
+        server
+            .admin()
+            .publish_batch(authorized(durable_iterator::pb::PublishBatchRequest {
+                events,
+            }))
+            .await
+            .unwrap();
+    }
+    // Each on a connection of its own: the stalled one's windows must not stop the other's.
+    let mut stalled_client = server.client_on_new_connection().await;
+    let (_, mut stalled) = subscribe_on(
+        &mut stalled_client,
+        resume_request(server.token(channel), &start, &first.session_ticket),
+    )
+    .await
+    .unwrap();
+    let mut reading_client = server.client_on_new_connection().await;
+    let resume = subscribe_on(
+        &mut reading_client,
+        resume_request(server.token(channel), &start, &second.session_ticket),
+    );
+    // Without the slot given back, this waits for as long as the stalled stream lives.
+    let (resumed, mut reading) = tokio::time::timeout(Duration::from_secs(60), resume)
+        .await
+        .expect("the second resume still waits for the stalled one's slot")
+        .unwrap();
+    assert_eq!(resumed.resume.unwrap().replayed, EVENTS as u64);
+    for _ in 0..EVENTS {
+        next_event(&mut reading).await;
+    }
+    for _ in 0..EVENTS {
+        next_event(&mut stalled).await;
+    }
 }
