@@ -85,4 +85,4 @@ pub use object::{
 pub use server::{
     Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate, write_private_file,
 };
-pub use store::{EventStore, MemoryStore, RedbStore, StoreError};
+pub use store::{EventStore, MemoryStore, RedbStore, RedisStore, StoreError};

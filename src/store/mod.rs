@@ -2,7 +2,7 @@
 //!
 //! One trait, [`EventStore`], for every backend: [`redb::RedbStore`], the embedded on-disk log
 //! the server uses by default; [`memory::MemoryStore`] for tests and servers that need no history
-//! across restarts; a shared broker later. The store assigns sequence
+//! across restarts; [`redis::RedisStore`], history in Redis Streams that several nodes share. The store assigns sequence
 //! numbers and is the only source of truth for replay; the channel hub on top of it orders
 //! fan-out and resume (see `crate::channel`).
 
@@ -10,12 +10,14 @@
 pub(crate) mod contract;
 pub(crate) mod memory;
 pub(crate) mod redb;
+pub(crate) mod redis;
 
 use async_trait::async_trait;
 
 pub use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
 
 pub use self::redb::{FILE_NAME as REDB_FILE_NAME, RedbStore};
+pub use self::redis::{DEFAULT_KEY_PREFIX as REDIS_DEFAULT_KEY_PREFIX, RedisStore};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.

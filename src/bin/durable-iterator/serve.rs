@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, ValueEnum};
 use durable_iterator::{
-    EventStore, Keyring, Limits, MemoryStore, ProxyConfig, RedbStore, Server, ServerConfig,
-    TlsConfig, TokenClaims,
+    EventStore, Keyring, Limits, MemoryStore, ProxyConfig, RedbStore, RedisStore, Server,
+    ServerConfig, TlsConfig, TokenClaims,
     clock::{Clock, SharedClock, SystemClock},
     defaults, token,
 };
@@ -29,9 +29,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Where events are kept: `redb`, an embedded on-disk log in --data-dir that survives
-    /// restarts; or `memory`, lost at exit.
+    /// restarts; `redis`, Redis Streams at --redis-url; or `memory`, lost at exit.
     #[arg(long, env = "DURABLE_ITERATOR_STORE", value_enum, default_value_t = StoreKind::Redb)]
     store: StoreKind,
+    /// The Redis of the `redis` store: `redis://[:PASSWORD@]HOST:PORT/DB`.
+    #[arg(long, env = "DURABLE_ITERATOR_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Prefix of the `redis` store's keys: deployments with different prefixes share a Redis
+    /// without seeing each other's channels.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_REDIS_KEY_PREFIX",
+        default_value = durable_iterator::store::REDIS_DEFAULT_KEY_PREFIX
+    )]
+    redis_key_prefix: String,
     /// Data directory of the `redb` store (created if missing; one server at a time).
     #[arg(
         long,
@@ -113,6 +124,7 @@ pub(crate) struct ServeArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum StoreKind {
     Redb,
+    Redis,
     Memory,
 }
 
@@ -202,12 +214,30 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
     let tls = config.tls.is_some();
     let clock: SharedClock = Arc::new(SystemClock);
     let retention_ms = args.retention_seconds.saturating_mul(1000);
+    if args.redis_url.is_some() && !matches!(args.store, StoreKind::Redis) {
+        return Err("--redis-url is for --store redis".into());
+    }
     let (store, store_name): (Arc<dyn EventStore>, String) = match args.store {
         StoreKind::Memory => (Arc::new(MemoryStore::new(retention_ms)), "memory".into()),
         StoreKind::Redb => {
             let store = RedbStore::open(&args.data_dir, retention_ms)
                 .map_err(|e| format!("cannot open the event store: {e}"))?;
             let name = format!("redb at {}", store.location());
+            (Arc::new(store), name)
+        }
+        StoreKind::Redis => {
+            let url = args
+                .redis_url
+                .as_deref()
+                .ok_or("--store redis needs --redis-url (or DURABLE_ITERATOR_REDIS_URL)")?;
+            let store = RedisStore::open(url, &args.redis_key_prefix, retention_ms)
+                .await
+                .map_err(|e| format!("cannot open the event store: {e}"))?;
+            let name = format!(
+                "redis at {} (keys {}:*)",
+                store.location(),
+                args.redis_key_prefix
+            );
             (Arc::new(store), name)
         }
     };

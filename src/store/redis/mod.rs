@@ -1,0 +1,414 @@
+//! The Redis store: history in Redis Streams, one per channel, so that several nodes can share
+//! one set of channels (the engine Centrifugo's users run for the same job).
+//!
+//! - **Atomic appends.** One Lua script per append assigns the sequence numbers, stores the
+//!   events, trims the channel to its retention window and publishes the stored batch on the
+//!   channel's topic (see `scripts.rs`).
+//! - **Acknowledged means what Redis promises.** An append answers once the script ran: with
+//!   `appendonly yes` and `appendfsync always` the events are on Redis's disk, with `everysec`
+//!   up to a second of them can be lost in a Redis crash, with neither only what the next RDB
+//!   snapshot holds survives one.
+//! - **Epochs.** The history's epoch is a key in Redis, drawn by the first node that finds none.
+//!   A flushed or replaced Redis has a new one, so ids of the old history read as `store
+//!   reset`; a node that finds the epoch changed under it refuses appends until restarted.
+//! - **Every call is bounded.** Each command has a response timeout; a Redis that is down
+//!   fails calls with `UNAVAILABLE` at once instead of hanging them.
+//!
+//! Keys, under a prefix (`durable-iterator` unless configured, so deployments can share a
+//! Redis): `{prefix}:epoch`, `{prefix}:heads` (hash: channel → last sequence number),
+//! `{prefix}:channels` (set of channels with retained events), `{prefix}:stream:{channel}`,
+//! and the pub/sub topic `{prefix}:topic:{channel}`.
+
+mod scripts;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::{AsyncCommands, aio::ConnectionManager, streams::StreamRangeReply};
+
+use super::{
+    Epoch, EventStore, History, NewEvent, StoreError, StoredBatch, StoredEvent, is_retained,
+};
+use crate::filter::Filter;
+use scripts::Scripts;
+
+/// The key prefix when none is configured.
+pub const DEFAULT_KEY_PREFIX: &str = "durable-iterator";
+
+/// How long one Redis command may take before it fails as `UNAVAILABLE`.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries a trim deletes per script run, so that a large purge does not hold Redis (which
+/// runs one script at a time) for long.
+const TRIM_CHUNK: u64 = 1_024;
+/// Entries read per command while looking for a channel's oldest retained event.
+const SCAN_CHUNK: usize = 256;
+
+/// Events in Redis, shared by every node connected to it.
+pub struct RedisStore {
+    connection: ConnectionManager,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+    epoch: AtomicU32,
+    /// The epoch in Redis is no longer ours (Redis was flushed or replaced while we ran).
+    reset: AtomicBool,
+    retention_ms: u64,
+    location: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("location", &self.location)
+            .field("epoch", &self.epoch())
+            .field("retention_ms", &self.retention_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The names of the store's keys.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+    fn heads(&self) -> String {
+        format!("{}:heads", self.prefix)
+    }
+    fn channels(&self) -> String {
+        format!("{}:channels", self.prefix)
+    }
+    fn stream(&self, channel: &str) -> String {
+        format!("{}:stream:{channel}", self.prefix)
+    }
+    fn topic(&self, channel: &str) -> String {
+        format!("{}:topic:{channel}", self.prefix)
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`), keeping events for
+    /// `retention_ms` under keys starting with `prefix`.
+    ///
+    /// Fails when Redis cannot be reached or its history has a malformed epoch.
+    pub async fn open(url: &str, prefix: &str, retention_ms: u64) -> Result<Self, StoreError> {
+        let location = redacted(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL {location}: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1);
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot reach Redis at {location}: {e}"))
+            })?;
+        let keys = Keys {
+            prefix: prefix.to_owned(),
+        };
+        let epoch = init_epoch(&mut connection.clone(), &keys).await?;
+        Ok(Self {
+            connection,
+            keys,
+            scripts: Arc::default(),
+            epoch: AtomicU32::new(epoch),
+            reset: AtomicBool::new(false),
+            retention_ms,
+            location,
+        })
+    }
+
+    /// Where the events are: the Redis URL without its password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn reset_error() -> StoreError {
+        StoreError::Unavailable(
+            "the history in Redis was flushed or replaced while this node ran: restart it to \
+             take the new history (old event ids then read as a store reset)"
+                .into(),
+        )
+    }
+
+    /// Deletes what `channel` holds past retention at `now_ms`, in chunks; how many entries.
+    async fn trim(&self, channel: &str, now_ms: u64) -> Result<usize, StoreError> {
+        let before = expired_before(now_ms, self.retention_ms);
+        let mut removed = 0;
+        loop {
+            let (deleted, more): (u64, u64) = self
+                .scripts
+                .trim
+                .key(self.keys.stream(channel))
+                .key(self.keys.channels())
+                .arg(before)
+                .arg(TRIM_CHUNK)
+                .arg(channel)
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(unavailable)?;
+            removed += deleted as usize;
+            if more == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+/// Reads the history's epoch, or draws one if Redis has none (a new or flushed Redis).
+async fn init_epoch(connection: &mut ConnectionManager, keys: &Keys) -> Result<Epoch, StoreError> {
+    let drawn: Epoch = rand::random();
+    // Whoever comes first draws it: the others read the same one.
+    let _: Option<String> = redis::cmd("SET")
+        .arg(keys.epoch())
+        .arg(drawn)
+        .arg("NX")
+        .query_async(connection)
+        .await
+        .map_err(unavailable)?;
+    let stored: String = connection.get(keys.epoch()).await.map_err(unavailable)?;
+    stored
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("the epoch in Redis, {stored:?}, is malformed")))
+}
+
+/// Events published before this are expired at `now_ms` (see [`is_retained`]).
+fn expired_before(now_ms: u64, retention_ms: u64) -> u64 {
+    (now_ms + 1).saturating_sub(retention_ms)
+}
+
+/// A Redis error, as a store error: nothing was acknowledged.
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("Redis: {error}"))
+}
+
+/// `url` without its password, for messages and logs.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// A filter as stored: JSON, empty for everyone.
+fn encode_filter(filter: &Filter) -> Vec<u8> {
+    if filter.is_everyone() {
+        Vec::new()
+    } else {
+        // A filter is strings and lists of strings: serializing it cannot fail.
+        serde_json::to_vec(filter).unwrap_or_default()
+    }
+}
+
+fn decode_filter(seq: u64, json: &[u8]) -> Result<Filter, StoreError> {
+    if json.is_empty() {
+        return Ok(Filter::everyone());
+    }
+    serde_json::from_slice(json).map_err(|_| malformed(seq))
+}
+
+fn malformed(seq: u64) -> StoreError {
+    StoreError::Corrupt(format!("the stream entry of event {seq} is malformed"))
+}
+
+/// The sequence number of a stream entry id `0-<seq>`.
+fn entry_seq(id: &str) -> Option<u64> {
+    id.strip_prefix("0-")?.parse().ok()
+}
+
+/// An event read from a stream entry.
+fn entry_event(
+    id: &str,
+    fields: &std::collections::HashMap<String, redis::Value>,
+) -> Result<(u64, NewEvent), StoreError> {
+    let seq = entry_seq(id).ok_or_else(|| {
+        StoreError::Corrupt(format!("a stream entry has the id {id}, not 0-<seq>"))
+    })?;
+    let bytes = |name: &str| match fields.get(name) {
+        Some(redis::Value::BulkString(bytes)) => Ok(bytes.as_slice()),
+        _ => Err(malformed(seq)),
+    };
+    let published_at_ms = std::str::from_utf8(bytes("t")?)
+        .ok()
+        .and_then(|at| at.parse().ok())
+        .ok_or_else(|| malformed(seq))?;
+    let filter = decode_filter(seq, bytes("f")?)?;
+    Ok((
+        seq,
+        NewEvent {
+            payload: Bytes::copy_from_slice(bytes("p")?),
+            filter: Arc::new(filter),
+            published_at_ms,
+        },
+    ))
+}
+
+#[async_trait]
+impl EventStore for RedisStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+
+    async fn append(&self, channel: &str, events: &[NewEvent]) -> Result<StoredBatch, StoreError> {
+        if self.reset.load(Ordering::Relaxed) {
+            return Err(Self::reset_error());
+        }
+        let epoch = self.epoch();
+        if events.is_empty() {
+            let last = self.last_seq(channel).await?;
+            return Ok(StoredEvent::batch(epoch, last + 1, &[]));
+        }
+        let newest = events.iter().map(|e| e.published_at_ms).max().unwrap_or(0);
+        let mut invocation = self.scripts.append.prepare_invoke();
+        invocation
+            .key(self.keys.epoch())
+            .key(self.keys.heads())
+            .key(self.keys.stream(channel))
+            .key(self.keys.channels())
+            .key(self.keys.topic(channel))
+            .arg(epoch.to_string())
+            .arg(channel)
+            .arg(self.retention_ms)
+            .arg(expired_before(newest, self.retention_ms));
+        // Events of one publish share their filter: it is serialized once for a run of them.
+        let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
+        for event in events {
+            let json = match &filter {
+                Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
+                _ => {
+                    &filter
+                        .insert((&event.filter, encode_filter(&event.filter)))
+                        .1
+                }
+            };
+            invocation
+                .arg(event.published_at_ms)
+                .arg(json.as_slice())
+                .arg(event.payload.as_ref());
+        }
+        let first: Result<String, _> = invocation.invoke_async(&mut self.connection.clone()).await;
+        let first = match first {
+            Ok(first) => first,
+            Err(error) if error.code() == Some("EPOCH") => {
+                if !self.reset.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        location = %self.location,
+                        "the history in Redis changed its epoch under this node (flushed or \
+                         replaced?): appends are refused until the node restarts"
+                    );
+                }
+                return Err(Self::reset_error());
+            }
+            Err(error) => return Err(unavailable(error)),
+        };
+        let first: u64 = first.parse().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "the append script answered {first:?}, not a number"
+            ))
+        })?;
+        Ok(StoredEvent::batch(epoch, first, events))
+    }
+
+    async fn last_seq(&self, channel: &str) -> Result<u64, StoreError> {
+        let last: Option<u64> = self
+            .connection
+            .clone()
+            .hget(self.keys.heads(), channel)
+            .await
+            .map_err(unavailable)?;
+        Ok(last.unwrap_or(0))
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        after: u64,
+        until: u64,
+        now_ms: u64,
+    ) -> Result<History, StoreError> {
+        let stream = self.keys.stream(channel);
+        let mut connection = self.connection.clone();
+        let retained =
+            |event: &NewEvent| is_retained(event.published_at_ms, self.retention_ms, now_ms);
+        // Entries not yet trimmed may still sit before the oldest retained one.
+        let mut oldest_retained = None;
+        let mut from = "-".to_owned();
+        'scan: loop {
+            let reply: StreamRangeReply = connection
+                .xrange_count(&stream, &from, "+", SCAN_CHUNK)
+                .await
+                .map_err(unavailable)?;
+            for entry in &reply.ids {
+                let (seq, event) = entry_event(&entry.id, &entry.map)?;
+                if retained(&event) {
+                    oldest_retained = Some(seq);
+                    break 'scan;
+                }
+                from = format!("0-{}", seq + 1);
+            }
+            if reply.ids.len() < SCAN_CHUNK {
+                break;
+            }
+        }
+        let mut events = Vec::new();
+        if after < until {
+            let start = oldest_retained.map_or(after + 1, |oldest| oldest.max(after + 1));
+            let reply: StreamRangeReply = connection
+                .xrange(&stream, format!("0-{start}"), format!("0-{until}"))
+                .await
+                .map_err(unavailable)?;
+            let epoch = self.epoch();
+            for entry in &reply.ids {
+                let (seq, event) = entry_event(&entry.id, &entry.map)?;
+                if retained(&event) {
+                    events.push(StoredEvent::new(epoch, seq, &event));
+                }
+            }
+        }
+        Ok(History {
+            events,
+            oldest_retained,
+        })
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        if self.retention_ms == 0 {
+            return Ok(0);
+        }
+        let channels: Vec<String> = self
+            .connection
+            .clone()
+            .smembers(self.keys.channels())
+            .await
+            .map_err(unavailable)?;
+        let mut removed = 0;
+        for channel in channels {
+            removed += self.trim(&channel, now_ms).await?;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The Lua scripts that make each append one atomic step in Redis, and the announcement an
+//! append publishes.
+//!
+//! An append assigns the channel's next sequence numbers, adds the events to the channel's
+//! stream, trims what is past retention and publishes the stored batch to the channel's topic
+//! in one script: Redis runs a script alone, so an event is never stored without being
+//! announced, nor announced without being stored, and two nodes appending to one channel get
+//! consecutive, distinct sequence numbers.
+
+use redis::Script;
+
+/// Stream entries are `0-<seq>`: the id is the sequence number, so a range of sequence
+/// numbers is a range of ids. Fields: `t` published_at_ms, `f` filter JSON (empty: everyone),
+/// `p` the encoded payload.
+///
+/// KEYS: epoch, heads (hash channel → last seq), stream, channels (set), topic.
+/// ARGV: expected epoch, channel, retention_ms, trim_before_ms (events published before it
+/// are expired), then `published_at, filter, payload` per event.
+/// Returns the first sequence number assigned, or an error `EPOCH <found>` when the history in
+/// Redis is not the one this node opened (flushed or replaced).
+const APPEND: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then
+  return redis.error_reply('EPOCH ' .. tostring(epoch))
+end
+local channel = ARGV[2]
+local retention = tonumber(ARGV[3])
+local last = tonumber(redis.call('HGET', KEYS[2], channel) or '0')
+local n = (#ARGV - 4) / 3
+local first = last + 1
+local announcement = { string.format('%.0f %d\n', first, n) }
+for i = 0, n - 1 do
+  local at, filter, payload = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  if retention > 0 then
+    redis.call('XADD', KEYS[3], string.format('0-%.0f', first + i),
+      't', at, 'f', filter, 'p', payload)
+  end
+  announcement[#announcement + 1] = struct.pack('>I4', #at) .. at
+    .. struct.pack('>I4', #filter) .. filter .. struct.pack('>I4', #payload) .. payload
+end
+redis.call('HSET', KEYS[2], channel, string.format('%.0f', last + n))
+if retention > 0 then
+  redis.call('SADD', KEYS[4], channel)
+end
+redis.call('PUBLISH', KEYS[5], table.concat(announcement))
+return string.format('%.0f', first)
+"#;
+
+/// Deletes the oldest entries of one stream published before a time, up to a count; a stream
+/// left empty leaves the set of channels with retained events (an append puts it back).
+///
+/// KEYS: stream, channels (set). ARGV: trim_before_ms, at most this many entries, channel.
+/// Returns `{deleted, more}`: more is 1 when the count stopped it.
+const TRIM: &str = r#"
+local before = tonumber(ARGV[1])
+local budget = tonumber(ARGV[2])
+local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', budget + 1)
+local keep = nil
+local seen = 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  local at = nil
+  for j = 1, #fields, 2 do
+    if fields[j] == 't' then at = tonumber(fields[j + 1]) end
+  end
+  if seen == budget or (at ~= nil and at >= before) then
+    keep = entry[1]
+    break
+  end
+  seen = seen + 1
+end
+if seen == 0 then return { 0, 0 } end
+local deleted
+if keep == nil then
+  deleted = redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+else
+  deleted = redis.call('XTRIM', KEYS[1], 'MINID', keep)
+end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
+local more = 0
+if seen == budget then more = 1 end
+return { deleted, more }
+"#;
+
+/// The scripts, loaded once (redis-rs sends a script's body only when Redis does not know it).
+pub(super) struct Scripts {
+    pub(super) append: Script,
+    pub(super) trim: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            append: Script::new(APPEND),
+            trim: Script::new(TRIM),
+        }
+    }
+}
+
+/// The reading side of announcements; the nodes' fan-out will read them, the tests do now.
+#[cfg(test)]
+pub(super) mod announcement {
+    /// One event of an announcement.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(in crate::store::redis) struct AnnouncedEvent<'a> {
+        pub(in crate::store::redis) published_at_ms: u64,
+        pub(in crate::store::redis) filter: &'a [u8],
+        pub(in crate::store::redis) payload: &'a [u8],
+    }
+
+    /// An append's announcement: `<first seq> <count>\n`, then per event its published_at (ASCII
+    /// decimal), filter and payload, each after a 4-byte big-endian length.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(in crate::store::redis) struct Announcement<'a> {
+        pub(in crate::store::redis) first_seq: u64,
+        pub(in crate::store::redis) events: Vec<AnnouncedEvent<'a>>,
+    }
+
+    /// Reads an announcement; `None` if it is malformed.
+    pub(in crate::store::redis) fn parse_announcement(message: &[u8]) -> Option<Announcement<'_>> {
+        let newline = message.iter().position(|&b| b == b'\n')?;
+        let header = std::str::from_utf8(&message[..newline]).ok()?;
+        let (first, count) = header.split_once(' ')?;
+        let first_seq: u64 = first.parse().ok()?;
+        let count: usize = count.parse().ok()?;
+        let mut rest = &message[newline + 1..];
+        let mut field = || {
+            let (len, tail) = rest.split_at_checked(4)?;
+            let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+            let (value, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(value)
+        };
+        let mut events = Vec::with_capacity(count.min(4_096));
+        for _ in 0..count {
+            let at = field()?;
+            let filter = field()?;
+            let payload = field()?;
+            events.push(AnnouncedEvent {
+                published_at_ms: std::str::from_utf8(at).ok()?.parse().ok()?,
+                filter,
+                payload,
+            });
+        }
+        rest.is_empty()
+            .then_some(Announcement { first_seq, events })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announcement::*;
+
+    #[test]
+    fn malformed_announcements_are_refused_not_misread() {
+        let mut good = b"7 1\n".to_vec();
+        for field in [&b"12"[..], b"", b"\x12\x00"] {
+            good.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            good.extend_from_slice(field);
+        }
+        let parsed = parse_announcement(&good).unwrap();
+        assert_eq!(parsed.first_seq, 7);
+        assert_eq!(
+            parsed.events,
+            vec![AnnouncedEvent {
+                published_at_ms: 12,
+                filter: b"",
+                payload: b"\x12\x00",
+            }]
+        );
+        for cut in 0..good.len() {
+            assert_eq!(parse_announcement(&good[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert_eq!(parse_announcement(&longer), None, "trailing bytes");
+    }
+}

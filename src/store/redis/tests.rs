@@ -1,0 +1,246 @@
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+
+use super::*;
+use crate::store::contract::{self, event};
+
+/// A `redis-server` of the test's own, on a free loopback port, killed when dropped.
+pub(crate) struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // redis-server cannot take port 0: take a free one, and try again if another process
+        // takes it first.
+        for _ in 0..10 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|listener| listener.local_addr())
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is needed by the Redis store's tests (apt-get install redis-server)");
+            let mut server = Self {
+                child,
+                port,
+                _dir: tempfile::tempdir().unwrap(),
+            };
+            if server.wait_until_up() {
+                server._dir = dir;
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port");
+    }
+
+    fn wait_until_up(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops the server as a crash would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn open(redis: &RedisServer, prefix: &str, retention_ms: u64) -> RedisStore {
+    RedisStore::open(&redis.url(), prefix, retention_ms)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn keeps_the_store_contract() {
+    let redis = RedisServer::start();
+    contract::assigns_consecutive_seqs_and_reads_ranges(&open(&redis, "a", 10_000).await).await;
+    contract::retention_is_exact(&open(&redis, "b", 1_000).await).await;
+    contract::retention_zero_keeps_nothing_but_counts(&open(&redis, "c", 0).await).await;
+    contract::retention_is_exact_within_one_append(&open(&redis, "d", 1_000).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_keep_every_channel_consecutive() {
+    let redis = RedisServer::start();
+    contract::concurrent_appends_keep_every_channel_consecutive(Arc::new(
+        open(&redis, "p", 10_000).await,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_share_ids_and_history() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        open(&redis, "x", 10_000).await,
+        open(&redis, "x", 10_000).await,
+    );
+    assert_eq!(
+        a.epoch(),
+        b.epoch(),
+        "the second node takes the first one's epoch"
+    );
+    assert_eq!(a.append("c", &[event(1)]).await.unwrap()[0].seq, 1);
+    assert_eq!(b.append("c", &[event(2)]).await.unwrap()[0].seq, 2);
+    let read = a.read("c", 0, 2, 3).await.unwrap();
+    assert_eq!(
+        read.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let other = open(&redis, "y", 10_000).await;
+    assert_eq!(
+        other.last_seq("c").await.unwrap(),
+        0,
+        "prefixes keep deployments apart"
+    );
+}
+
+#[tokio::test]
+async fn a_flushed_redis_is_a_new_history() {
+    let redis = RedisServer::start();
+    let store = open(&redis, "f", 10_000).await;
+    let epoch = store.epoch();
+    store.append("c", &[event(1)]).await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut store.connection.clone())
+        .await
+        .unwrap();
+    let error = store.append("c", &[event(2)]).await.unwrap_err();
+    assert!(error.to_string().contains("flushed or replaced"), "{error}");
+    assert!(
+        store.append("c", &[event(3)]).await.is_err(),
+        "refused until restarted"
+    );
+    let restarted = open(&redis, "f", 10_000).await;
+    assert_ne!(restarted.epoch(), epoch, "old ids read as a store reset");
+    assert_eq!(restarted.append("c", &[event(4)]).await.unwrap()[0].seq, 1);
+}
+
+#[tokio::test]
+async fn an_append_is_announced_as_it_was_stored() {
+    let redis = RedisServer::start();
+    let store = open(&redis, "t", 10_000).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(store.keys.topic("c")).await.unwrap();
+    store.append("c", &[event(1)]).await.unwrap();
+    let filter = Arc::new(Filter {
+        tags: Some(vec!["t".into()]),
+        targets: None,
+        exclude: vec![],
+    });
+    let published = [
+        NewEvent {
+            filter: filter.clone(),
+            ..event(5)
+        },
+        NewEvent { filter, ..event(6) },
+    ];
+    store.append("c", &published).await.unwrap();
+    let mut messages = pubsub.on_message();
+    let first = messages.next().await.unwrap();
+    let first: Vec<u8> = first.get_payload().unwrap();
+    assert_eq!(
+        scripts::announcement::parse_announcement(&first)
+            .unwrap()
+            .first_seq,
+        1
+    );
+    let second: Vec<u8> = messages.next().await.unwrap().get_payload().unwrap();
+    let announced = scripts::announcement::parse_announcement(&second).unwrap();
+    assert_eq!(announced.first_seq, 2);
+    let stored = store.read("c", 1, 3, 7).await.unwrap();
+    assert_eq!(announced.events.len(), stored.events.len());
+    for (announced, stored) in announced.events.iter().zip(&stored.events) {
+        assert_eq!(announced.published_at_ms, stored.published_at_ms);
+        assert_eq!(decode_filter(0, announced.filter).unwrap(), *stored.filter);
+        assert_eq!(announced.payload, b"\x12\x00");
+    }
+}
+
+#[tokio::test]
+async fn expiry_deletes_in_chunks_and_keeps_what_is_retained() {
+    let redis = RedisServer::start();
+    let store = open(&redis, "e", 1_000).await;
+    let total = TRIM_CHUNK as usize * 2 + 10;
+    let events: Vec<NewEvent> = (0..total as u64).map(|n| event(n % 100)).collect();
+    store.append("c", &events).await.unwrap();
+    store.append("c", &[event(900)]).await.unwrap();
+    assert_eq!(store.expire(1_100).await.unwrap(), total);
+    let last = total as u64 + 1;
+    let read = store.read("c", 0, last, 1_100).await.unwrap();
+    assert_eq!(read.oldest_retained, Some(last));
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(store.expire(2_000).await.unwrap(), 1);
+    let channels: Vec<String> = store
+        .connection
+        .clone()
+        .smembers(store.keys.channels())
+        .await
+        .unwrap();
+    assert!(
+        channels.is_empty(),
+        "an empty channel is not scanned again: {channels:?}"
+    );
+    assert_eq!(store.last_seq("c").await.unwrap(), last, "its ids go on");
+}
+
+#[tokio::test]
+async fn a_redis_that_is_down_fails_calls_instead_of_hanging_them() {
+    let mut redis = RedisServer::start();
+    let store = open(&redis, "d", 10_000).await;
+    store.append("c", &[event(1)]).await.unwrap();
+    redis.kill();
+    let error = store.append("c", &[event(2)]).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(store.read("c", 0, 1, 2).await.is_err());
+    let error = RedisStore::open(&redis.url(), "d", 10_000)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("cannot reach Redis"), "{error}");
+}
+
+#[test]
+fn passwords_stay_out_of_messages() {
+    assert_eq!(
+        redacted("redis://user:secret@host:6379/0"),
+        "redis://***@host:6379/0"
+    );
+    assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+}
