@@ -57,7 +57,8 @@ impl ChannelHandle {
             .map_err(|e| Error::InvalidArgument(format!("event does not serialize: {e}")))?;
         let payload = wire::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)));
         let filter = filter.resolve(|| self.sessions());
-        self.limits.check_publish(&self.name, &payload, &filter)?;
+        self.limits
+            .check_publish(&self.name, &payload, &filter, None)?;
         Ok(self.channels.publish(&self.name, payload, filter).await?)
     }
 

@@ -3,17 +3,17 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use bytes::Bytes;
-
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin};
-use crate::{error::Error, filter::Filter, json, pb, token, wire};
+use crate::{
+    channel::Publication, error::Error, filter::Filter, json, pb, store::StoreError, token, wire,
+};
 
 /// The events of one channel in a batch: their positions in the request, and the events.
-type ChannelBatch = (Vec<usize>, Vec<(Bytes, Filter)>);
+type ChannelBatch = (Vec<usize>, Vec<Publication>);
 
 /// The server-side service.
 pub(crate) struct AdminApi {
@@ -44,8 +44,8 @@ impl AdminApi {
     }
 
     /// Checks one event of a publish and turns it into what the channel stores: the channel,
-    /// the encoded payload, the filter. Changes nothing.
-    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Bytes, Filter), Error> {
+    /// and the event. Changes nothing.
+    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Publication), Error> {
         let payload = match request.payload {
             Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
             Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
@@ -61,23 +61,35 @@ impl AdminApi {
             targets: request.targets.map(|list| list.values),
             exclude: request.exclude,
         };
-        self.shared
-            .config
-            .limits
-            .check_publish(&request.channel, &payload, &filter)?;
-        Ok((request.channel, payload, filter))
+        // Empty is no key: not every client can tell an empty string from none.
+        let idempotency_key = request.idempotency_key.filter(|key| !key.is_empty());
+        self.shared.config.limits.check_publish(
+            &request.channel,
+            &payload,
+            &filter,
+            idempotency_key.as_deref(),
+        )?;
+        let event = Publication {
+            payload,
+            filter,
+            idempotency_key,
+        };
+        Ok((request.channel, event))
     }
 
     async fn publish_event(
         &self,
         request: pb::PublishRequest,
     ) -> Result<pb::PublishResponse, Error> {
-        let (channel, payload, filter) = self.checked_event(request)?;
-        let id = self
+        let (channel, event) = self.checked_event(request)?;
+        let mut ids = self
             .shared
             .channels
-            .publish(&channel, payload, filter)
+            .publish_many(&channel, vec![event])
             .await?;
+        let id = ids
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("the publish pipeline lost an event".into()))?;
         Ok(pb::PublishResponse { id: id.to_string() })
     }
 
@@ -96,12 +108,12 @@ impl AdminApi {
         // Every event is checked before any is published.
         let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
         for (position, event) in request.events.into_iter().enumerate() {
-            let (channel, payload, filter) = self
+            let (channel, event) = self
                 .checked_event(event)
                 .map_err(|e| Error::InvalidArgument(format!("event {position}: {e}")))?;
             let (positions, events) = by_channel.entry(channel).or_default();
             positions.push(position);
-            events.push((payload, filter));
+            events.push(event);
         }
         let total = by_channel
             .values()
@@ -182,6 +194,61 @@ impl DurableIteratorAdmin for AdminApi {
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(self.mint_token(request.into_inner())?))
+    }
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn channel_info(
+        &self,
+        request: Request<pb::ChannelInfoRequest>,
+    ) -> Result<Response<pb::ChannelInfoResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn presence(
+        &self,
+        request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn presence_stats(
+        &self,
+        request: Request<pb::PresenceStatsRequest>,
+    ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn disconnect_all(
+        &self,
+        request: Request<pb::DisconnectAllRequest>,
+    ) -> Result<Response<pb::DisconnectAllResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Err(Status::unimplemented("not yet"))
     }
 }
 

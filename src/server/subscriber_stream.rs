@@ -451,7 +451,7 @@ mod tests {
     async fn publish(channels: &Channels, payloads: impl IntoIterator<Item = Vec<u8>>) {
         let events = payloads
             .into_iter()
-            .map(|p| (Bytes::from(p), Filter::everyone()))
+            .map(|p| crate::channel::Publication::new(Bytes::from(p), Filter::everyone()))
             .collect();
         channels.publish_many("c", events).await.ok().unwrap();
     }

@@ -155,6 +155,9 @@ pub struct Publish {
     pub targets: Option<Vec<String>>,
     /// Never deliver to these session ids.
     pub exclude: Vec<String>,
+    /// Publishing again with the same key (up to 128 bytes) while the first event is retained
+    /// stores nothing and answers the first event's id: safe to retry after a lost answer.
+    pub idempotency_key: Option<String>,
 }
 
 /// How to connect over TLS (`https://` addresses), besides the system's root certificates.
@@ -360,6 +363,7 @@ impl Publish {
             tags: list(self.tags),
             targets: list(self.targets),
             exclude: self.exclude,
+            idempotency_key: self.idempotency_key,
         }
     }
 }
