@@ -164,6 +164,19 @@ impl Limits {
     }
 }
 
+/// The length of a page asked for by a server API listing: 0 is the default; more than
+/// [`crate::channel::MAX_PAGE`] is refused.
+pub(crate) fn page_limit(requested: u32) -> Result<usize, Error> {
+    use crate::channel::{DEFAULT_PAGE, MAX_PAGE};
+    match requested as usize {
+        0 => Ok(DEFAULT_PAGE),
+        limit if limit > MAX_PAGE => Err(invalid(format!(
+            "limit is {limit}, pages hold at most {MAX_PAGE}"
+        ))),
+        limit => Ok(limit),
+    }
+}
+
 fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
 }

@@ -3,6 +3,7 @@
 //! [`Channels`] is the domain API the gRPC services call: publish to a channel, open a
 //! subscription with its resume outcome. It knows nothing of gRPC.
 
+mod history;
 mod hub;
 mod replay;
 mod resume;
@@ -14,6 +15,8 @@ use std::{
 
 use bytes::Bytes;
 
+pub(crate) use history::{DEFAULT_PAGE, MAX_PAGE};
+pub use history::{HistoryEvent, HistoryPage, HistoryQuery};
 pub use hub::HubLimits;
 pub(crate) use hub::{Batch, Hub, QueueEnd, SubscriberQueue};
 pub use replay::ReplayLimits;
