@@ -1029,3 +1029,136 @@ async fn every_call_needs_the_api_key() {
         expect_refused(result, Code::Unauthenticated);
     }
 }
+
+#[tokio::test]
+async fn the_rust_client_calls_the_server_api_and_stops_when_disconnected() {
+    use durable_iterator_client::{
+        Client, FixedToken, HistoryOptions, Publish, SubscribeOptions, SubscriptionItem,
+    };
+    use futures::StreamExt;
+
+    let server = TestServer::start().await;
+    let client = Client::new(&format!("http://{}", server.addr))
+        .unwrap()
+        .with_clock(Arc::new(server.clock.clone()));
+    let publish = |key: &str| Publish {
+        channel: "room".into(),
+        payload: json!({ "key": key }),
+        idempotency_key: Some(key.into()),
+        ..Publish::default()
+    };
+    let first = client.publish(API_KEY, publish("a")).await.unwrap();
+    assert_eq!(client.publish(API_KEY, publish("a")).await.unwrap(), first);
+    let ids = client
+        .publish_batch(API_KEY, vec![publish("a"), publish("b")])
+        .await
+        .unwrap();
+    assert_eq!(ids[0], first);
+
+    let mut subscription = client.subscribe(
+        FixedToken(server.token("room")),
+        SubscribeOptions::default(),
+    );
+    let handle = subscription.handle();
+    let mut progress = handle.watch();
+    // The subscription runs as it is read: a task reads it.
+    let (items, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = subscription.next().await {
+            let _ = items.send(item);
+        }
+    });
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        progress.wait_for(|p| p.connections == 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let session_id = handle.session_id().unwrap();
+
+    let page = client
+        .history(
+            API_KEY,
+            "room",
+            HistoryOptions {
+                limit: 1,
+                ..HistoryOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events[0].event.id, first);
+    assert_eq!(page.events[0].event.json(), Some(&json!({ "key": "a" })));
+    let rest = client
+        .history(
+            API_KEY,
+            "room",
+            HistoryOptions {
+                after_id: page.next_after_id.clone(),
+                ..HistoryOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((rest.events.len(), rest.next_after_id), (1, None));
+    let info = client.channel_info(API_KEY, "room").await.unwrap();
+    assert_eq!((info.retained_events, info.live_sessions), (2, 1));
+    let channels = client.list_channels(API_KEY, "ro", None, 0).await.unwrap();
+    assert_eq!(
+        (channels.channels, channels.next_page_token),
+        (vec!["room".to_owned()], None)
+    );
+    let present = client.presence(API_KEY, "room", None, 0).await.unwrap();
+    assert_eq!(present.sessions[0].session_id, session_id);
+    assert_eq!(
+        client
+            .presence_stats(API_KEY, "room")
+            .await
+            .unwrap()
+            .sessions,
+        1
+    );
+    let unknown = client
+        .disconnect(API_KEY, "room", "nobody", false)
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Some(Code::NotFound));
+
+    assert!(
+        client
+            .disconnect(API_KEY, "room", &session_id, false)
+            .await
+            .unwrap()
+    );
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match received.recv().await {
+                Some(Ok(SubscriptionItem::Event(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    match end {
+        Some(Err(error)) => {
+            assert_eq!(error.code(), Some(Code::PermissionDenied), "{error}");
+            assert!(
+                error.to_string().contains("disconnected by the server"),
+                "{error}"
+            );
+        }
+        other => panic!("expected the disconnect, got {other:?}"),
+    }
+    let after = tokio::time::timeout(Duration::from_secs(20), received.recv()).await;
+    assert!(
+        matches!(after, Ok(None)),
+        "the subscription ended: {after:?}"
+    );
+    assert_eq!(handle.progress().connections, 1, "no reconnect");
+    assert_eq!(
+        client.disconnect_all(API_KEY, "room", true).await.unwrap(),
+        0
+    );
+}
