@@ -178,7 +178,8 @@ impl Channels {
             .collect::<Result<Vec<_>, _>>()?;
         // A short page reached the end; a full one may have reached it too, which the id says.
         let next_after = match (events.last(), events.len() == limit) {
-            (Some(last), true) if !query.reverse && last.id.seq < newest.seq => Some(last.id),
+            // Past `newest`: published while the page was read, more may follow.
+            (Some(last), true) if !query.reverse && last.id.seq != newest.seq => Some(last.id),
             (Some(last), true)
                 if query.reverse
                     && state

@@ -115,6 +115,15 @@ pub struct SessionNotFound {
     pub session_id: String,
 }
 
+/// Revoked session ids, and until when each one's ticket is refused (Unix ms).
+#[derive(Default)]
+struct Revocations {
+    until: HashMap<String, u64>,
+    /// Lapsed ones are dropped when there are this many: twice as many as after the last
+    /// pruning, so that revoking a channel's sessions one by one costs O(1) each.
+    prune_at: usize,
+}
+
 /// Revocations are kept for the resume window, and at least this long.
 const MIN_REVOCATION_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -122,8 +131,7 @@ const MIN_REVOCATION_MS: u64 = 24 * 60 * 60 * 1000;
 pub(crate) struct Sessions {
     sessions: Mutex<Live>,
     closed: Mutex<Closed>,
-    /// Revoked session id → until when its ticket is refused (Unix ms).
-    revoked: Mutex<HashMap<String, u64>>,
+    revoked: Mutex<Revocations>,
     /// Wakes [`Sessions::next_ended`] when a session closes.
     closed_changed: Notify,
     clock: SharedClock,
@@ -177,7 +185,7 @@ impl Sessions {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn revocations(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+    fn revocations(&self) -> MutexGuard<'_, Revocations> {
         self.revoked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -401,8 +409,11 @@ impl Sessions {
         }
         let until = now.saturating_add(self.window_ms.max(MIN_REVOCATION_MS));
         let mut revoked = self.revocations();
-        revoked.retain(|_, until| *until > now);
-        revoked.insert(session_id.to_owned(), until);
+        revoked.until.insert(session_id.to_owned(), until);
+        if revoked.until.len() >= revoked.prune_at {
+            revoked.until.retain(|_, until| *until > now);
+            revoked.prune_at = (revoked.until.len() * 2).max(1_024);
+        }
         drop(revoked);
         if let Some(live) = &live {
             live.disconnect(true);
@@ -451,6 +462,7 @@ impl Sessions {
     pub(crate) fn is_revoked(&self, session_id: &str) -> bool {
         let now = self.clock.now_ms();
         self.revocations()
+            .until
             .get(session_id)
             .is_some_and(|until| *until > now)
     }

@@ -99,10 +99,11 @@ impl EventStore for MemoryStore {
         let mut channels = self.channels();
         let log = channels.entry(channel.to_owned()).or_default();
         let retention_ms = self.retention_ms;
+        let keyed = retention_ms > 0 && events.iter().any(|e| e.idempotency_key.is_some());
         // Decided under the lock that assigns the sequence numbers: atomic with the append.
-        let mut fresh = Vec::with_capacity(events.len());
+        let mut fresh = Vec::new();
         let mut duplicates = Vec::new();
-        for (place, event) in events.iter().enumerate() {
+        for (place, event) in events.iter().enumerate().filter(|_| keyed) {
             let Some(key) = event.idempotency_key.as_ref().filter(|_| retention_ms > 0) else {
                 fresh.push(event.clone());
                 continue;
@@ -118,8 +119,10 @@ impl EventStore for MemoryStore {
                 }
             }
         }
+        // Without keys, the events as they are: no copy.
+        let fresh = if keyed { &fresh[..] } else { events };
         let stored =
-            StoredEvent::batch(self.epoch, log.last_seq + 1, &fresh).with_duplicates(duplicates);
+            StoredEvent::batch(self.epoch, log.last_seq + 1, fresh).with_duplicates(duplicates);
         log.last_seq += stored.len() as u64;
         if self.retention_ms > 0 {
             log.events.extend(stored.iter().cloned());

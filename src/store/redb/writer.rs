@@ -112,7 +112,8 @@ pub(super) fn commit(
         let mut heads = txn.open_table(HEADS).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
-        let mut keys = Keys::open(&txn)?;
+        // Opened for the first append that carries a key: most commits have none.
+        let mut keys: Option<Keys<'_>> = None;
         // Heads of channels met in this batch: several appends may hit one channel.
         let mut last_seqs: HashMap<&str, u64> = HashMap::new();
         let mut record = Vec::new();
@@ -125,8 +126,20 @@ pub(super) fn commit(
                     .map_err(storage)?
                     .map_or(0, |v| v.value()),
             };
-            let duplicates =
-                keys.duplicates(channel, &append.events, last_seq + 1, retention_ms)?;
+            let keyed = append.events.iter().any(|e| e.idempotency_key.is_some());
+            let duplicates = if keyed && retention_ms > 0 {
+                if keys.is_none() {
+                    keys = Some(Keys::open(&txn)?);
+                }
+                match keys.as_mut() {
+                    Some(keys) => {
+                        keys.duplicates(channel, &append.events, last_seq + 1, retention_ms)?
+                    }
+                    None => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
             let stored = if duplicates.is_empty() {
                 StoredEvent::batch(epoch, last_seq + 1, &append.events)
             } else {
