@@ -6,6 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The Redis store's tests run against Debian's redis-server, started by the tests themselves.
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update && apt-get install -y redis-server
+  else
+    sudo apt-get update && sudo apt-get install -y redis-server
+  fi
+fi
+
 cargo test --workspace
 
 # What the client suites run: the binaries `cargo test` just built.

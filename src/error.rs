@@ -4,7 +4,7 @@ use tonic::{Code, Status};
 
 use crate::{
     event::MalformedEventId,
-    session::{InvalidTicket, RefreshError},
+    session::{InvalidTicket, RefreshError, SessionNotFound},
     store::StoreError,
     token::TokenError,
 };
@@ -56,6 +56,20 @@ pub enum Error {
     /// The session subscribed again on another stream (`ABORTED`).
     #[error("session resumed on another stream")]
     Superseded,
+    /// The server API disconnected the session (`PERMISSION_DENIED`): clients do not
+    /// reconnect.
+    #[error("disconnected by the server")]
+    Disconnected,
+    /// The session's ticket was revoked by the server API (`PERMISSION_DENIED`).
+    #[error("disconnected by the server: the session was revoked")]
+    Revoked,
+    /// The server API named a session that is not live on the channel (`NOT_FOUND`).
+    #[error(transparent)]
+    SessionNotFound(#[from] SessionNotFound),
+    /// A history position that does not belong to the channel's current history
+    /// (`FAILED_PRECONDITION`); says where to start again.
+    #[error("{0}")]
+    HistoryPosition(String),
     /// The server is shutting down (`UNAVAILABLE`): reconnect and resume.
     #[error("server shutting down, reconnect and resume from last id")]
     ShuttingDown,
@@ -69,10 +83,13 @@ impl Error {
                 Code::Unauthenticated
             }
             Error::EventId(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::MethodNotAllowed(_) | Error::AdminDisabled => Code::PermissionDenied,
-            Error::MethodNotFound { .. } => Code::NotFound,
+            Error::MethodNotAllowed(_)
+            | Error::AdminDisabled
+            | Error::Disconnected
+            | Error::Revoked => Code::PermissionDenied,
+            Error::MethodNotFound { .. } | Error::SessionNotFound(_) => Code::NotFound,
             Error::Method(error) => error.code,
-            Error::Refresh(_) => Code::FailedPrecondition,
+            Error::Refresh(_) | Error::HistoryPosition(_) => Code::FailedPrecondition,
             Error::Store(StoreError::Unavailable(_)) | Error::ShuttingDown => Code::Unavailable,
             Error::Store(StoreError::Corrupt(_)) => Code::DataLoss,
             Error::SlowConsumer => Code::ResourceExhausted,

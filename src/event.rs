@@ -95,6 +95,9 @@ pub struct NewEvent {
     pub filter: Arc<Filter>,
     /// When the server accepted it, Unix milliseconds.
     pub published_at_ms: u64,
+    /// The publisher's key for this event: a later event of the channel with the same key is
+    /// a duplicate of it while it is retained.
+    pub idempotency_key: Option<Arc<str>>,
 }
 
 /// An event as stored and delivered. Cloning shares everything.
@@ -155,6 +158,7 @@ impl StoredEvent {
             wire,
             bounds,
             compressed: Default::default(),
+            duplicates: Vec::new(),
         }
     }
 }
@@ -172,6 +176,10 @@ pub struct StoredBatch {
     /// that needs it and shared by the rest: a large event is compressed once per batch, not
     /// once per subscriber.
     compressed: [OnceLock<Layout>; 2],
+    /// Events of the append that were not stored, being duplicates of earlier ones (by
+    /// idempotency key): their place among the appended events, and the earlier event's
+    /// sequence number. In order of place.
+    duplicates: Vec<(usize, u64)>,
 }
 
 /// Events as gRPC messages back to back, and where each starts (and the last ends).
@@ -223,6 +231,31 @@ impl StoredBatch {
             wire: buf.freeze(),
             bounds,
         }
+    }
+
+    /// The same batch, answering `duplicates` for the appended events it leaves out: each is
+    /// (its place among the appended events, the sequence number of the event it duplicates),
+    /// in order of place.
+    pub fn with_duplicates(mut self, duplicates: Vec<(usize, u64)>) -> Self {
+        self.duplicates = duplicates;
+        self
+    }
+
+    /// The sequence number answered for each appended event, in the order they were appended:
+    /// its own if stored, else that of the event it duplicates.
+    pub fn answers(&self) -> Vec<u64> {
+        let total = self.events.len() + self.duplicates.len();
+        let mut stored = self.events.iter().map(|event| event.seq);
+        let mut duplicates = self.duplicates.iter().peekable();
+        (0..total)
+            .filter_map(|place| match duplicates.peek() {
+                Some((at, seq)) if *at == place => {
+                    duplicates.next();
+                    Some(*seq)
+                }
+                _ => stored.next(),
+            })
+            .collect()
     }
 
     /// The events, without their shared wire buffer.
@@ -280,6 +313,7 @@ mod tests {
                 payload: Bytes::copy_from_slice(payload),
                 filter: Arc::new(Filter::everyone()),
                 published_at_ms: 1_000 + n as u64,
+                idempotency_key: None,
             })
             .collect();
         let batch = StoredEvent::batch(7, 41, &events);
@@ -309,6 +343,7 @@ mod tests {
                 payload: Bytes::copy_from_slice(payload),
                 filter: Arc::new(Filter::everyone()),
                 published_at_ms: 5,
+                idempotency_key: None,
             })
             .collect();
         let batch = StoredEvent::batch(7, 41, &events);
@@ -337,6 +372,7 @@ mod tests {
             payload: Bytes::from(vec![b'z'; len]),
             filter: Arc::new(Filter::everyone()),
             published_at_ms: 5,
+            idempotency_key: None,
         };
         let batch = StoredEvent::batch(7, 1, &[payload(10), payload(4_000), payload(10)]);
         let gzip = Some(Encoding::Gzip);

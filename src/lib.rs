@@ -66,7 +66,9 @@ pub use durable_iterator_contract::{
     token::{self, TokenClaims},
 };
 
-pub use channel::{ReplayLimits, ResumeFailure, ResumeOutcome};
+pub use channel::{
+    HistoryEvent, HistoryPage, HistoryQuery, ReplayLimits, ResumeFailure, ResumeOutcome,
+};
 pub use error::Error;
 pub use event::{EventId, MalformedEventId};
 
@@ -80,7 +82,7 @@ pub use interceptor::{Interceptor, Interceptors, InvokeCall, Next, RefreshCall, 
 pub use limits::Limits;
 pub use object::{
     Call, Caller, ChannelHandle, ChannelObject, ChannelPattern, MethodError, ObjectRegistry,
-    PublishFilter, Router, SessionInfo, proxy::ProxyConfig, relay,
+    PresentSession, PublishFilter, Router, SessionInfo, proxy::ProxyConfig, relay,
 };
 pub use server::{
     Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate, write_private_file,

@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_token_ttl_secs: u64,
     /// Events in one `PublishBatch` call.
     pub max_batch_events: usize,
+    /// Bytes of a publish's idempotency key.
+    pub max_idempotency_key_bytes: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             // below 2^53, which JavaScript verifiers of oRPC tokens need).
             max_token_ttl_secs: 366 * 86_400,
             max_batch_events: 10_000,
+            max_idempotency_key_bytes: 128,
         }
     }
 }
@@ -43,15 +46,25 @@ impl Default for Limits {
 impl Limits {
     /// Checks everything a publish carries, whoever publishes (the admin API or a channel
     /// object): the channel name, the encoded payload's size, the filter's tags and session
-    /// lists.
+    /// lists, the idempotency key.
     pub(crate) fn check_publish(
         &self,
         channel: &str,
         payload: &[u8],
         filter: &Filter,
+        idempotency_key: Option<&str>,
     ) -> Result<(), Error> {
         self.check_channel(channel)?;
         self.check_payload(payload.len())?;
+        if let Some(key) = idempotency_key
+            && key.len() > self.max_idempotency_key_bytes
+        {
+            return Err(invalid(format!(
+                "idempotency key is {} bytes, the limit is {}",
+                key.len(),
+                self.max_idempotency_key_bytes
+            )));
+        }
         if let Some(tags) = &filter.tags {
             self.check_tags(tags)?;
         }
@@ -151,6 +164,19 @@ impl Limits {
     }
 }
 
+/// The length of a page asked for by a server API listing: 0 is the default; more than
+/// [`crate::channel::MAX_PAGE`] is refused.
+pub(crate) fn page_limit(requested: u32) -> Result<usize, Error> {
+    use crate::channel::{DEFAULT_PAGE, MAX_PAGE};
+    match requested as usize {
+        0 => Ok(DEFAULT_PAGE),
+        limit if limit > MAX_PAGE => Err(invalid(format!(
+            "limit is {limit}, pages hold at most {MAX_PAGE}"
+        ))),
+        limit => Ok(limit),
+    }
+}
+
 fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
 }
@@ -201,5 +227,17 @@ mod tests {
         assert!(limits.check_token(&"x".repeat(8 * 1024 + 1)).is_err());
         assert!(limits.check_token_ttl(366 * 86_400).is_ok());
         assert!(limits.check_token_ttl(366 * 86_400 + 1).is_err());
+        let everyone = Filter::everyone();
+        let key = |len: usize| "k".repeat(len);
+        assert!(
+            limits
+                .check_publish("c", b"", &everyone, Some(&key(128)))
+                .is_ok()
+        );
+        assert!(
+            limits
+                .check_publish("c", b"", &everyone, Some(&key(129)))
+                .is_err()
+        );
     }
 }

@@ -153,6 +153,54 @@ impl DurableIteratorAdmin for Baseline {
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn history(
+        &self,
+        _request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn channel_info(
+        &self,
+        _request: Request<pb::ChannelInfoRequest>,
+    ) -> Result<Response<pb::ChannelInfoResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn list_channels(
+        &self,
+        _request: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn presence(
+        &self,
+        _request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn presence_stats(
+        &self,
+        _request: Request<pb::PresenceStatsRequest>,
+    ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn disconnect(
+        &self,
+        _request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn disconnect_all(
+        &self,
+        _request: Request<pb::DisconnectAllRequest>,
+    ) -> Result<Response<pb::DisconnectAllResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
 }
 
 /// Serves the baseline on `listen` until the process is killed; prints

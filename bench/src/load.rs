@@ -425,6 +425,7 @@ impl Publisher {
             tags: self.tags.clone().map(|values| pb::StringList { values }),
             targets: None,
             exclude: Vec::new(),
+            idempotency_key: None,
         }
     }
 

@@ -394,3 +394,27 @@ def test_sigterm_resets_stream(harness: Harness) -> None:
         "over HTTP/2 the client exited without resetting its stream or closing the "
         f"connection first; server log after SIGTERM:\n{after[-3000:]}"
     )
+
+
+# ---- 8. disconnected by the server ----------------------------------------------------------
+
+
+def test_disconnected_by_the_server(harness: Harness) -> None:
+    """The server API disconnects the live session (``Disconnect``): the stream ends with
+    ``PERMISSION_DENIED`` "disconnected by the server", which the client reports as its one
+    ``error`` line and exits 1 on, without reconnecting."""
+    server = harness.server()
+    client = harness.subscribe(server)
+    client.wait_connections(1, WAIT)
+    history = History()
+    client.wait_events(publish_numbered(harness, server, history, 2), WAIT)
+    (session_id,) = session_ids(client)
+    assert harness.publisher(server).disconnect(harness.channel, session_id), "the session was live"
+    status = client.wait_exit(WAIT)
+    assert status == 1, f"exit status {status}\n{client.describe()}"
+    errors = client.notices_of("error")
+    assert len(errors) == 1, f"one error line: {errors}\n{client.describe()}"
+    assert errors[0]["code"] == "PERMISSION_DENIED", errors
+    assert "disconnected by the server" in str(errors[0]["message"]), errors
+    assert client.connections() == 1, f"reconnected after the disconnect\n{client.describe()}"
+    check_history(client, history)

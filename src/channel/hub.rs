@@ -132,7 +132,7 @@ impl Hub {
     /// sequence numbers.
     pub(crate) async fn publish(
         self: &Arc<Self>,
-        events: impl IntoIterator<Item = (bytes::Bytes, Arc<crate::filter::Filter>)>,
+        events: impl IntoIterator<Item = (bytes::Bytes, Arc<crate::filter::Filter>, Option<Arc<str>>)>,
     ) -> Result<Vec<u64>, PublishError> {
         let mut acks = Vec::new();
         {
@@ -140,12 +140,13 @@ impl Hub {
             if state.retired {
                 return Err(PublishError::Retired);
             }
-            for (payload, filter) in events {
+            for (payload, filter, idempotency_key) in events {
                 let (ack, acked) = oneshot::channel();
                 let event = NewEvent {
                     payload,
                     filter,
                     published_at_ms: 0, // stamped by the flush, in store order
+                    idempotency_key,
                 };
                 state.queued.push(QueuedPublish { event, ack });
                 acks.push(acked);
@@ -189,7 +190,9 @@ impl Hub {
             }
             match self.store.append(&self.name, &events).await {
                 Ok(stored) => {
-                    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+                    // Duplicates (by idempotency key) are answered the first event's seq and
+                    // are not in the batch: subscribers received them the first time.
+                    let seqs = stored.answers();
                     self.fan_out(Arc::new(stored));
                     for (ack, seq) in acks.into_iter().zip(seqs) {
                         let _ = ack.send(Ok(seq));

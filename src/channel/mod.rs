@@ -3,6 +3,7 @@
 //! [`Channels`] is the domain API the gRPC services call: publish to a channel, open a
 //! subscription with its resume outcome. It knows nothing of gRPC.
 
+mod history;
 mod hub;
 mod replay;
 mod resume;
@@ -14,6 +15,8 @@ use std::{
 
 use bytes::Bytes;
 
+pub(crate) use history::{DEFAULT_PAGE, MAX_PAGE};
+pub use history::{HistoryEvent, HistoryPage, HistoryQuery};
 pub use hub::HubLimits;
 pub(crate) use hub::{Batch, Hub, QueueEnd, SubscriberQueue};
 pub use replay::ReplayLimits;
@@ -37,6 +40,27 @@ pub struct Channels {
     live: Arc<Sessions>,
     /// Replays in progress (see [`ReplayLimits::concurrent`]).
     replay_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// One event to publish.
+#[derive(Debug, Clone)]
+pub(crate) struct Publication {
+    /// Encoded as `Event`'s `oneof payload`.
+    pub payload: Bytes,
+    pub filter: Filter,
+    /// The publisher's key: a repeat of a retained event's key stores nothing.
+    pub idempotency_key: Option<String>,
+}
+
+impl Publication {
+    /// An event without an idempotency key.
+    pub(crate) fn new(payload: Bytes, filter: Filter) -> Self {
+        Self {
+            payload,
+            filter,
+            idempotency_key: None,
+        }
+    }
 }
 
 /// A subscription opened with its replay: what a `Subscribe` stream starts from.
@@ -103,29 +127,33 @@ impl Channels {
         payload: Bytes,
         filter: Filter,
     ) -> Result<EventId, StoreError> {
-        let mut ids = self.publish_many(channel, vec![(payload, filter)]).await?;
+        let mut ids = self
+            .publish_many(channel, vec![Publication::new(payload, filter)])
+            .await?;
         ids.pop()
             .ok_or_else(|| StoreError::Unavailable("the publish pipeline lost an event".into()))
     }
 
     /// Stores `events` on `channel`, contiguous and in order (concurrent publishers do not
     /// interleave with them), and delivers them; returns their ids once the store has them all.
+    /// An event whose idempotency key a retained event of the channel carried is neither
+    /// stored nor delivered: its id is that event's.
     pub(crate) async fn publish_many(
         &self,
         channel: &str,
-        events: Vec<(Bytes, Filter)>,
+        events: Vec<Publication>,
     ) -> Result<Vec<EventId>, StoreError> {
         // Events published together often share their filter: one allocation (and, in the
         // on-disk store, one encoding) serves a run of equal ones.
         let mut previous: Option<Arc<Filter>> = None;
-        let events: Vec<(Bytes, Arc<Filter>)> = events
+        let events: Vec<(Bytes, Arc<Filter>, Option<Arc<str>>)> = events
             .into_iter()
-            .map(|(payload, filter)| {
+            .map(|event| {
                 let filter = match &previous {
-                    Some(shared) if **shared == filter => shared.clone(),
-                    _ => previous.insert(Arc::new(filter)).clone(),
+                    Some(shared) if **shared == event.filter => shared.clone(),
+                    _ => previous.insert(Arc::new(event.filter)).clone(),
                 };
-                (payload, filter)
+                (event.payload, filter, event.idempotency_key.map(Arc::from))
             })
             .collect();
         loop {

@@ -5,8 +5,15 @@ use std::{fmt, sync::Arc};
 use serde::Serialize;
 
 use crate::{
-    channel::Channels, error::Error, event::EventId, filter::Filter, json, limits::Limits, pb,
-    token::TokenClaims, wire,
+    channel::{Channels, HistoryPage, HistoryQuery, MAX_PAGE},
+    error::Error,
+    event::EventId,
+    filter::Filter,
+    json,
+    limits::Limits,
+    pb,
+    token::TokenClaims,
+    wire,
 };
 
 /// A live session on a channel, as objects and publish predicates see it.
@@ -16,6 +23,17 @@ pub struct SessionInfo {
     pub session_id: String,
     /// The payload of the session's current token (`att` included).
     pub claims: Arc<TokenClaims>,
+}
+
+/// A live session with its connection: what `presence` lists.
+#[derive(Debug, Clone)]
+pub struct PresentSession {
+    /// The session and its token.
+    pub session: SessionInfo,
+    /// When its current stream opened, Unix milliseconds.
+    pub connected_at_ms: u64,
+    /// How many times it came back with its ticket while this server knew it.
+    pub resumes: u64,
 }
 
 /// The channel a [`ChannelObject`](super::ChannelObject) is bound to. Cloning is cheap.
@@ -57,8 +75,51 @@ impl ChannelHandle {
             .map_err(|e| Error::InvalidArgument(format!("event does not serialize: {e}")))?;
         let payload = wire::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)));
         let filter = filter.resolve(|| self.sessions());
-        self.limits.check_publish(&self.name, &payload, &filter)?;
+        self.limits
+            .check_publish(&self.name, &payload, &filter, None)?;
         Ok(self.channels.publish(&self.name, payload, filter).await?)
+    }
+
+    /// A page of the channel's retained events (as the server API's `History`): an `after` of
+    /// another epoch, or never issued here, is refused (`FAILED_PRECONDITION`).
+    pub async fn history(&self, query: HistoryQuery) -> Result<HistoryPage, Error> {
+        if query.limit > MAX_PAGE {
+            return Err(Error::InvalidArgument(format!(
+                "limit is {}, pages hold at most {MAX_PAGE}",
+                query.limit
+            )));
+        }
+        self.channels.history(&self.name, query).await
+    }
+
+    /// At most `limit` of the sessions with a stream open on this channel now, in session id
+    /// order, after the session `after` (the last of the previous page).
+    pub fn presence(&self, after: Option<&str>, limit: usize) -> Vec<PresentSession> {
+        self.channels
+            .sessions()
+            .page_on(&self.name, after, limit)
+            .into_iter()
+            .map(|session| PresentSession {
+                session: SessionInfo {
+                    session_id: session.session_id.clone(),
+                    claims: session.claims(),
+                },
+                connected_at_ms: session.connected_at_ms,
+                resumes: session.resumes,
+            })
+            .collect()
+    }
+
+    /// Ends the stream of session `session_id` on this channel with PERMISSION_DENIED
+    /// ("disconnected by the server"), which clients treat as final. With `revoke`, its ticket
+    /// is refused from then on and [`on_session_ended`](super::ChannelObject::on_session_ended)
+    /// runs at once. Returns whether a stream was open; `NOT_FOUND` when the session is not on
+    /// the channel.
+    pub fn disconnect(&self, session_id: &str, revoke: bool) -> Result<bool, Error> {
+        Ok(self
+            .channels
+            .sessions()
+            .disconnect(&self.name, session_id, revoke)?)
     }
 
     /// The sessions with a stream open on this channel now.

@@ -43,7 +43,7 @@ pub(crate) mod proxy;
 use std::sync::Arc;
 
 pub use crate::error::MethodError;
-pub use handle::{ChannelHandle, PublishFilter, SessionInfo};
+pub use handle::{ChannelHandle, PresentSession, PublishFilter, SessionInfo};
 pub(crate) use registry::Objects;
 pub use registry::{ChannelPattern, ObjectRegistry};
 pub use router::Router;

@@ -3,17 +3,25 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use bytes::Bytes;
-
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin};
-use crate::{error::Error, filter::Filter, json, pb, token, wire};
+use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin, page_token};
+use crate::{
+    channel::{HistoryQuery, Publication},
+    error::Error,
+    event::EventId,
+    filter::Filter,
+    json,
+    limits::page_limit,
+    pb,
+    store::StoreError,
+    token, wire,
+};
 
 /// The events of one channel in a batch: their positions in the request, and the events.
-type ChannelBatch = (Vec<usize>, Vec<(Bytes, Filter)>);
+type ChannelBatch = (Vec<usize>, Vec<Publication>);
 
 /// The server-side service.
 pub(crate) struct AdminApi {
@@ -44,8 +52,8 @@ impl AdminApi {
     }
 
     /// Checks one event of a publish and turns it into what the channel stores: the channel,
-    /// the encoded payload, the filter. Changes nothing.
-    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Bytes, Filter), Error> {
+    /// and the event. Changes nothing.
+    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Publication), Error> {
         let payload = match request.payload {
             Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
             Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
@@ -61,23 +69,35 @@ impl AdminApi {
             targets: request.targets.map(|list| list.values),
             exclude: request.exclude,
         };
-        self.shared
-            .config
-            .limits
-            .check_publish(&request.channel, &payload, &filter)?;
-        Ok((request.channel, payload, filter))
+        // Empty is no key: not every client can tell an empty string from none.
+        let idempotency_key = request.idempotency_key.filter(|key| !key.is_empty());
+        self.shared.config.limits.check_publish(
+            &request.channel,
+            &payload,
+            &filter,
+            idempotency_key.as_deref(),
+        )?;
+        let event = Publication {
+            payload,
+            filter,
+            idempotency_key,
+        };
+        Ok((request.channel, event))
     }
 
     async fn publish_event(
         &self,
         request: pb::PublishRequest,
     ) -> Result<pb::PublishResponse, Error> {
-        let (channel, payload, filter) = self.checked_event(request)?;
-        let id = self
+        let (channel, event) = self.checked_event(request)?;
+        let mut ids = self
             .shared
             .channels
-            .publish(&channel, payload, filter)
+            .publish_many(&channel, vec![event])
             .await?;
+        let id = ids
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("the publish pipeline lost an event".into()))?;
         Ok(pb::PublishResponse { id: id.to_string() })
     }
 
@@ -96,12 +116,12 @@ impl AdminApi {
         // Every event is checked before any is published.
         let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
         for (position, event) in request.events.into_iter().enumerate() {
-            let (channel, payload, filter) = self
+            let (channel, event) = self
                 .checked_event(event)
                 .map_err(|e| Error::InvalidArgument(format!("event {position}: {e}")))?;
             let (positions, events) = by_channel.entry(channel).or_default();
             positions.push(position);
-            events.push((payload, filter));
+            events.push(event);
         }
         let total = by_channel
             .values()
@@ -145,6 +165,174 @@ impl AdminApi {
     }
 }
 
+/// The inspection and session calls: history, channels, presence, disconnects.
+impl AdminApi {
+    async fn history(&self, request: pb::HistoryRequest) -> Result<pb::HistoryResponse, Error> {
+        self.shared.config.limits.check_channel(&request.channel)?;
+        let after = request
+            .after_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .map(str::parse::<EventId>)
+            .transpose()?;
+        let query = HistoryQuery {
+            after,
+            limit: page_limit(request.limit)?,
+            reverse: request.reverse,
+        };
+        let page = self
+            .shared
+            .channels
+            .history(&request.channel, query)
+            .await?;
+        let id_text = |id: Option<EventId>| id.map(|id| id.to_string()).unwrap_or_default();
+        let list = |values: Option<Vec<String>>| values.map(|values| pb::StringList { values });
+        Ok(pb::HistoryResponse {
+            events: page
+                .events
+                .into_iter()
+                .map(|event| pb::HistoryEvent {
+                    event: Some(pb::Event {
+                        id: event.id.to_string(),
+                        payload: event.payload,
+                        published_at_ms: event.published_at_ms as i64,
+                    }),
+                    tags: list(event.filter.tags),
+                    targets: list(event.filter.targets),
+                    exclude: event.filter.exclude,
+                })
+                .collect(),
+            next_after_id: id_text(page.next_after),
+            newest_id: id_text(page.newest),
+            oldest_retained_id: id_text(page.oldest_retained),
+        })
+    }
+
+    async fn channel_info(
+        &self,
+        request: pb::ChannelInfoRequest,
+    ) -> Result<pb::ChannelInfoResponse, Error> {
+        self.shared.config.limits.check_channel(&request.channel)?;
+        let state = self.shared.channels.state(&request.channel).await?;
+        let id_text = |id: Option<EventId>| id.map(|id| id.to_string()).unwrap_or_default();
+        Ok(pb::ChannelInfoResponse {
+            newest_id: id_text(state.newest),
+            oldest_retained_id: id_text(state.oldest_retained),
+            retained_events: state.retained_events,
+            live_sessions: state.live_sessions,
+            retention_seconds: self.shared.channels.store().retention_ms() / 1000,
+        })
+    }
+
+    async fn list_channels(
+        &self,
+        request: pb::ListChannelsRequest,
+    ) -> Result<pb::ListChannelsResponse, Error> {
+        let limit = page_limit(request.limit)?;
+        let after = page_token::parse(&request.page_token)?;
+        // One more than the page: whether there is a next one.
+        let mut channels = self
+            .shared
+            .channels
+            .list(&request.prefix, after.as_deref(), limit + 1)
+            .await?;
+        let more = channels.len() > limit;
+        channels.truncate(limit);
+        let next_page_token = match channels.last() {
+            Some(last) if more => page_token::after(last),
+            _ => String::new(),
+        };
+        Ok(pb::ListChannelsResponse {
+            channels,
+            next_page_token,
+        })
+    }
+
+    fn presence(&self, request: pb::PresenceRequest) -> Result<pb::PresenceResponse, Error> {
+        self.shared.config.limits.check_channel(&request.channel)?;
+        let limit = page_limit(request.limit)?;
+        let after = page_token::parse(&request.page_token)?;
+        let mut sessions =
+            self.shared
+                .channels
+                .sessions()
+                .page_on(&request.channel, after.as_deref(), limit + 1);
+        let more = sessions.len() > limit;
+        sessions.truncate(limit);
+        let next_page_token = match sessions.last() {
+            Some(last) if more => page_token::after(&last.session_id),
+            _ => String::new(),
+        };
+        Ok(pb::PresenceResponse {
+            sessions: sessions
+                .iter()
+                .map(|session| {
+                    let claims = session.claims();
+                    pb::PresentSession {
+                        session_id: session.session_id.clone(),
+                        tags: claims.tags().to_vec(),
+                        att: claims.att.as_ref().map(json::to_proto),
+                        connected_at_ms: session.connected_at_ms as i64,
+                        resumes: session.resumes,
+                    }
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    fn presence_stats(
+        &self,
+        request: pb::PresenceStatsRequest,
+    ) -> Result<pb::PresenceStatsResponse, Error> {
+        self.shared.config.limits.check_channel(&request.channel)?;
+        let sessions = self.shared.channels.sessions().on_channel(&request.channel);
+        let mut sessions_by_tag: HashMap<String, u64> = HashMap::new();
+        for session in &sessions {
+            let claims = session.claims();
+            // A token may repeat a tag: the session counts once.
+            let mut tags: Vec<&String> = claims.tags().iter().collect();
+            tags.sort_unstable();
+            tags.dedup();
+            for tag in tags {
+                *sessions_by_tag.entry(tag.clone()).or_default() += 1;
+            }
+        }
+        Ok(pb::PresenceStatsResponse {
+            sessions: sessions.len() as u64,
+            sessions_by_tag,
+        })
+    }
+
+    fn disconnect(&self, request: pb::DisconnectRequest) -> Result<pb::DisconnectResponse, Error> {
+        self.shared.config.limits.check_channel(&request.channel)?;
+        if request.session_id.is_empty() {
+            return Err(Error::InvalidArgument("session_id is empty".into()));
+        }
+        let was_live = self.shared.channels.sessions().disconnect(
+            &request.channel,
+            &request.session_id,
+            request.revoke,
+        )?;
+        Ok(pb::DisconnectResponse { was_live })
+    }
+
+    fn disconnect_all(
+        &self,
+        request: pb::DisconnectAllRequest,
+    ) -> Result<pb::DisconnectAllResponse, Error> {
+        self.shared.config.limits.check_channel(&request.channel)?;
+        let disconnected = self
+            .shared
+            .channels
+            .sessions()
+            .disconnect_all(&request.channel, request.revoke);
+        Ok(pb::DisconnectAllResponse {
+            disconnected: disconnected as u64,
+        })
+    }
+}
+
 /// The credentials of an `authorization: Bearer <credentials>` value; the scheme is matched
 /// case-insensitively, as HTTP has it.
 fn bearer_credentials(value: &str) -> Option<&str> {
@@ -182,6 +370,65 @@ impl DurableIteratorAdmin for AdminApi {
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(self.mint_token(request.into_inner())?))
+    }
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(self.history(request.into_inner()).await?))
+    }
+
+    async fn channel_info(
+        &self,
+        request: Request<pb::ChannelInfoRequest>,
+    ) -> Result<Response<pb::ChannelInfoResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(
+            self.channel_info(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(
+            self.list_channels(request.into_inner()).await?,
+        ))
+    }
+
+    async fn presence(
+        &self,
+        request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(self.presence(request.into_inner())?))
+    }
+
+    async fn presence_stats(
+        &self,
+        request: Request<pb::PresenceStatsRequest>,
+    ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(self.presence_stats(request.into_inner())?))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(self.disconnect(request.into_inner())?))
+    }
+
+    async fn disconnect_all(
+        &self,
+        request: Request<pb::DisconnectAllRequest>,
+    ) -> Result<Response<pb::DisconnectAllResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(self.disconnect_all(request.into_inner())?))
     }
 }
 

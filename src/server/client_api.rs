@@ -62,8 +62,10 @@ impl ClientApi {
             .transpose()
             .map_err(Error::from)?;
         let session_id = match given(&request.session_ticket) {
-            Some(ticket) => session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)
-                .map_err(Error::from)?,
+            Some(ticket) => self.unrevoked(
+                session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)
+                    .map_err(Error::from)?,
+            )?,
             None => session::new_session_id(),
         };
         let call = SubscribeCall {
@@ -163,6 +165,14 @@ impl ClientApi {
         )
     }
 
+    /// `session_id`, unless the server API revoked it.
+    fn unrevoked(&self, session_id: String) -> Result<String, Error> {
+        if self.shared.channels.sessions().is_revoked(&session_id) {
+            return Err(Error::Revoked);
+        }
+        Ok(session_id)
+    }
+
     /// The claims a call acts under: those of the token if one is given, else those of the
     /// live session named by the ticket.
     fn caller(
@@ -175,6 +185,8 @@ impl ClientApi {
             let claims = shared.verify_token(token)?;
             let session_id = ticket
                 .map(|t| session::verify_ticket(&shared.config.keyring, &claims.chn, t))
+                .transpose()?
+                .map(|id| self.unrevoked(id))
                 .transpose()?;
             return Ok((claims, session_id));
         }
@@ -194,7 +206,10 @@ impl ClientApi {
         if shared.clock.now_secs() >= claims.exp {
             return Err(crate::token::TokenError::Expired.into());
         }
-        Ok(((*claims).clone(), Some(live.session_id.clone())))
+        Ok((
+            (*claims).clone(),
+            Some(self.unrevoked(live.session_id.clone())?),
+        ))
     }
 }
 

@@ -7,6 +7,7 @@ mod codec;
 pub mod defaults;
 mod health;
 mod landing;
+mod page_token;
 mod subscribe_service;
 mod subscriber_stream;
 mod tls;

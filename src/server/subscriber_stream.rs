@@ -18,7 +18,7 @@ use crate::{
     clock::{SharedClock, Sleep},
     error::Error,
     pb,
-    session::LiveRegistration,
+    session::{LiveRegistration, StreamEnd},
     token::{self, TokenClaims},
     wire::{self, Encoding, Frame},
 };
@@ -226,7 +226,7 @@ impl SubscriberStream {
             if let Some(run) = self.next_run() {
                 return Some(run);
             }
-            if self.registration.session().is_superseded() {
+            if self.registration.session().ended_by().is_some() {
                 return None;
             }
             // An ended queue is seen again, and reported, by the loop.
@@ -291,8 +291,10 @@ impl SubscriberStream {
             }
             // Between batches the session's state is judged, busy or idle alike: the wait
             // below is reached only when the queue is empty, which a busy stream never is.
-            if self.registration.session().is_superseded() {
-                return self.end(Error::Superseded);
+            match self.registration.session().ended_by() {
+                Some(StreamEnd::Superseded) => return self.end(Error::Superseded),
+                Some(StreamEnd::Disconnected) => return self.end(Error::Disconnected),
+                None => {}
             }
             if self.claims.has_changed().unwrap_or(false) {
                 self.apply_refreshed_claims();
@@ -350,7 +352,7 @@ impl SubscriberStream {
                 subscription.register(cx.waker());
                 session.register_stream(cx.waker());
                 if subscription.is_ready()
-                    || session.is_superseded()
+                    || session.ended_by().is_some()
                     || claims.has_changed().unwrap_or(false)
                 {
                     return Poll::Ready(false);
@@ -452,7 +454,7 @@ mod tests {
     async fn publish(channels: &Channels, payloads: impl IntoIterator<Item = Vec<u8>>) {
         let events = payloads
             .into_iter()
-            .map(|p| (Bytes::from(p), Filter::everyone()))
+            .map(|p| crate::channel::Publication::new(Bytes::from(p), Filter::everyone()))
             .collect();
         channels.publish_many("c", events).await.ok().unwrap();
     }

@@ -5,6 +5,7 @@
 mod registry;
 mod ticket;
 
-pub(crate) use registry::{LiveRegistration, RefreshError, Sessions};
+pub use registry::SessionNotFound;
+pub(crate) use registry::{LiveRegistration, RefreshError, Sessions, StreamEnd};
 pub(crate) use ticket::unverified_session_id;
 pub use ticket::{InvalidTicket, issue_ticket, new_session_id, verify_ticket};

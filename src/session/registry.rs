@@ -3,7 +3,8 @@
 //! only when it did not come back within the window (a dropped connection is not an end).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    ops::Bound,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -22,10 +23,28 @@ pub(crate) struct LiveSession {
     pub session_id: String,
     pub channel: String,
     claims: watch::Sender<Arc<TokenClaims>>,
+    /// When this stream of the session opened, Unix milliseconds.
+    pub connected_at_ms: u64,
+    /// How many times the session came back with its ticket while this server knew it.
+    pub resumes: u64,
     /// Set when the same session subscribes again on another stream.
     superseded: AtomicBool,
-    /// The session's stream, woken when it is superseded or its token is refreshed.
+    /// Set when the server API disconnects the session.
+    disconnected: AtomicBool,
+    /// Set with `disconnected` when the session is revoked: it ends when its stream closes,
+    /// with no resume window.
+    revoked: AtomicBool,
+    /// The session's stream, woken when it is superseded, disconnected or its token refreshed.
     stream: AtomicWaker,
+}
+
+/// Why the server ends a live session's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// The session subscribed again on another stream.
+    Superseded,
+    /// The server API disconnected it.
+    Disconnected,
 }
 
 impl LiveSession {
@@ -39,9 +58,25 @@ impl LiveSession {
         self.claims.subscribe()
     }
 
-    /// Whether another stream took this session over.
-    pub(crate) fn is_superseded(&self) -> bool {
-        self.superseded.load(Ordering::Acquire)
+    /// Whether the server ends this stream, and why: another stream took the session over,
+    /// or the server API disconnected it.
+    pub(crate) fn ended_by(&self) -> Option<StreamEnd> {
+        if self.superseded.load(Ordering::Acquire) {
+            Some(StreamEnd::Superseded)
+        } else if self.disconnected.load(Ordering::Acquire) {
+            Some(StreamEnd::Disconnected)
+        } else {
+            None
+        }
+    }
+
+    fn disconnect(&self, revoke: bool) {
+        if revoke {
+            // Before `disconnected`: the stream that sees it closes the session as revoked.
+            self.revoked.store(true, Ordering::Release);
+        }
+        self.disconnected.store(true, Ordering::Release);
+        self.stream.wake();
     }
 
     /// Has `waker` woken when the session is superseded or its token refreshed (the last
@@ -62,10 +97,41 @@ pub enum RefreshError {
     ChangesSubscription,
 }
 
+/// The live sessions, by id and by channel.
+#[derive(Default)]
+struct Live {
+    by_id: HashMap<String, Arc<LiveSession>>,
+    /// Channel → its live session ids, both in order: pages of presence and of channels.
+    by_channel: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// No session with this id is live on the channel (nor, for a revoke, inside its window).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no session {session_id:?} on channel {channel:?}")]
+pub struct SessionNotFound {
+    /// The channel asked about.
+    pub channel: String,
+    /// The session asked about.
+    pub session_id: String,
+}
+
+/// Revoked session ids, and until when each one's ticket is refused (Unix ms).
+#[derive(Default)]
+struct Revocations {
+    until: HashMap<String, u64>,
+    /// Lapsed ones are dropped when there are this many: twice as many as after the last
+    /// pruning, so that revoking a channel's sessions one by one costs O(1) each.
+    prune_at: usize,
+}
+
+/// Revocations are kept for the resume window, and at least this long.
+const MIN_REVOCATION_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// The live sessions of this server, and the closed ones still inside their resume window.
 pub(crate) struct Sessions {
-    sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
+    sessions: Mutex<Live>,
     closed: Mutex<Closed>,
+    revoked: Mutex<Revocations>,
     /// Wakes [`Sessions::next_ended`] when a session closes.
     closed_changed: Notify,
     clock: SharedClock,
@@ -84,8 +150,13 @@ pub(crate) struct EndedSession {
 #[derive(Default)]
 struct Closed {
     by_deadline: BTreeSet<(u64, String)>,
-    /// Session id → (deadline, channel).
-    sessions: HashMap<String, (u64, String)>,
+    sessions: HashMap<String, ClosedSession>,
+}
+
+struct ClosedSession {
+    deadline: u64,
+    channel: String,
+    resumes: u64,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -103,14 +174,19 @@ impl Sessions {
         Self {
             sessions: Mutex::default(),
             closed: Mutex::default(),
+            revoked: Mutex::default(),
             closed_changed: Notify::new(),
             clock,
             window_ms,
         }
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
+    fn sessions(&self) -> MutexGuard<'_, Live> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn revocations(&self) -> MutexGuard<'_, Revocations> {
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn closed(&self) -> MutexGuard<'_, Closed> {
@@ -118,30 +194,30 @@ impl Sessions {
     }
 
     fn close(&self, session: &LiveSession) {
-        let deadline = self.clock.now_ms().saturating_add(self.window_ms);
-        let mut closed = self.closed();
-        if let Some((old, _)) = closed.sessions.insert(
-            session.session_id.clone(),
-            (deadline, session.channel.clone()),
-        ) {
-            closed
-                .by_deadline
-                .remove(&(old, session.session_id.clone()));
-        }
-        closed
-            .by_deadline
-            .insert((deadline, session.session_id.clone()));
-        drop(closed);
+        let now = self.clock.now_ms();
+        // A revoked session cannot come back: it has ended now.
+        let deadline = if session.revoked.load(Ordering::Acquire) {
+            now
+        } else {
+            now.saturating_add(self.window_ms)
+        };
+        let closing = ClosedSession {
+            deadline,
+            channel: session.channel.clone(),
+            resumes: session.resumes,
+        };
+        self.closed().insert(session.session_id.clone(), closing);
         self.closed_changed.notify_one();
     }
 
-    fn reopen(&self, session_id: &str) {
+    /// Takes a closed session back (it subscribed again); how many times it resumed before.
+    fn reopen(&self, session_id: &str) -> Option<u64> {
         let mut closed = self.closed();
-        if let Some((deadline, _)) = closed.sessions.remove(session_id) {
-            closed
-                .by_deadline
-                .remove(&(deadline, session_id.to_owned()));
-        }
+        let reopened = closed.sessions.remove(session_id)?;
+        closed
+            .by_deadline
+            .remove(&(reopened.deadline, session_id.to_owned()));
+        Some(reopened.resumes)
     }
 
     /// Waits for the next session whose resume window lapsed without a reconnect. One caller
@@ -157,10 +233,10 @@ impl Sessions {
                 match closed.by_deadline.first().cloned() {
                     Some((deadline, session_id)) if self.clock.now_ms() >= deadline => {
                         closed.by_deadline.remove(&(deadline, session_id.clone()));
-                        if let Some((_, channel)) = closed.sessions.remove(&session_id) {
+                        if let Some(ended) = closed.sessions.remove(&session_id) {
                             return EndedSession {
                                 session_id,
-                                channel,
+                                channel: ended.channel,
                             };
                         }
                         continue;
@@ -187,19 +263,38 @@ impl Sessions {
         session_id: String,
         claims: Arc<TokenClaims>,
     ) -> LiveRegistration {
-        let session = Arc::new(LiveSession {
-            session_id: session_id.clone(),
-            channel: claims.chn.clone(),
-            claims: watch::Sender::new(claims),
-            superseded: AtomicBool::new(false),
-            stream: AtomicWaker::new(),
-        });
         // Reopened under the live map's lock, as a closing stream closes under it: a stream of
         // this session that is closing now cannot mark the session closed after this one is
         // live (its session-ended hook would fire while the session is connected).
         let mut sessions = self.sessions();
-        self.reopen(&session_id);
-        let previous = sessions.insert(session_id, session.clone());
+        let reopened = self.reopen(&session_id);
+        let resumed = sessions
+            .by_id
+            .get(&session_id)
+            .map(|s| s.resumes)
+            .or(reopened);
+        let session = Arc::new(LiveSession {
+            session_id: session_id.clone(),
+            channel: claims.chn.clone(),
+            claims: watch::Sender::new(claims),
+            connected_at_ms: self.clock.now_ms(),
+            resumes: resumed.map_or(0, |resumes| resumes + 1),
+            superseded: AtomicBool::new(false),
+            disconnected: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
+            stream: AtomicWaker::new(),
+        });
+        let previous = sessions.by_id.insert(session_id.clone(), session.clone());
+        if let Some(previous) = &previous
+            && previous.channel != session.channel
+        {
+            sessions.remove_from_channel(&previous.channel, &session_id);
+        }
+        sessions
+            .by_channel
+            .entry(session.channel.clone())
+            .or_default()
+            .insert(session_id);
         drop(sessions);
         if let Some(previous) = previous {
             previous.superseded.store(true, Ordering::Release);
@@ -213,7 +308,7 @@ impl Sessions {
 
     /// The live session `session_id`, if its stream is open.
     pub(crate) fn get(&self, session_id: &str) -> Option<Arc<LiveSession>> {
-        self.sessions().get(session_id).cloned()
+        self.sessions().by_id.get(session_id).cloned()
     }
 
     /// Whether [`Self::refresh`] would swap the token now; changes nothing.
@@ -241,18 +336,162 @@ impl Sessions {
         Ok(())
     }
 
-    /// The sessions live on `channel` now.
+    /// The sessions live on `channel` now, in session id order.
     pub(crate) fn on_channel(&self, channel: &str) -> Vec<Arc<LiveSession>> {
-        self.sessions()
-            .values()
-            .filter(|session| session.channel == channel)
-            .cloned()
+        self.page_on(channel, None, usize::MAX)
+    }
+
+    /// At most `limit` of the sessions live on `channel`, in session id order, after `after`.
+    pub(crate) fn page_on(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Arc<LiveSession>> {
+        let sessions = self.sessions();
+        let Some(ids) = sessions.by_channel.get(channel) else {
+            return Vec::new();
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        ids.range::<str, _>((start, Bound::Unbounded))
+            .filter_map(|id| sessions.by_id.get(id).cloned())
+            .take(limit)
             .collect()
+    }
+
+    /// How many sessions are live on `channel`.
+    pub(crate) fn count_on(&self, channel: &str) -> usize {
+        self.sessions()
+            .by_channel
+            .get(channel)
+            .map_or(0, BTreeSet::len)
+    }
+
+    /// At most `limit` channels with live sessions, in name order: those starting with
+    /// `prefix` that sort after `after`.
+    pub(crate) fn channels(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.sessions()
+            .by_channel
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .take(limit)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Ends the stream of session `session_id` on `channel` (it ends with PERMISSION_DENIED);
+    /// with `revoke`, refuses its ticket from then on and ends the session at once rather than
+    /// after the resume window; a revoke also reaches a session inside its resume window.
+    /// Returns whether a stream was open.
+    pub(crate) fn disconnect(
+        &self,
+        channel: &str,
+        session_id: &str,
+        revoke: bool,
+    ) -> Result<bool, SessionNotFound> {
+        let live = self.get(session_id).filter(|s| s.channel == channel);
+        let not_found = || SessionNotFound {
+            channel: channel.to_owned(),
+            session_id: session_id.to_owned(),
+        };
+        if !revoke {
+            let live = live.ok_or_else(not_found)?;
+            live.disconnect(false);
+            return Ok(true);
+        }
+        let now = self.clock.now_ms();
+        if live.is_none() && !self.end_closed_now(channel, session_id, now) {
+            return Err(not_found());
+        }
+        let until = now.saturating_add(self.window_ms.max(MIN_REVOCATION_MS));
+        let mut revoked = self.revocations();
+        revoked.until.insert(session_id.to_owned(), until);
+        if revoked.until.len() >= revoked.prune_at {
+            revoked.until.retain(|_, until| *until > now);
+            revoked.prune_at = (revoked.until.len() * 2).max(1_024);
+        }
+        drop(revoked);
+        if let Some(live) = &live {
+            live.disconnect(true);
+        }
+        Ok(live.is_some())
+    }
+
+    /// Ends every stream live on `channel` as [`Self::disconnect`] does; returns how many.
+    pub(crate) fn disconnect_all(&self, channel: &str, revoke: bool) -> usize {
+        self.on_channel(channel)
+            .iter()
+            .filter(|session| {
+                self.disconnect(channel, &session.session_id, revoke)
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    /// Moves the deadline of the closed session `session_id` of `channel` to `now`, so it
+    /// ends at once; whether there was one.
+    fn end_closed_now(&self, channel: &str, session_id: &str, now: u64) -> bool {
+        let mut closed = self.closed();
+        let Some(session) = closed
+            .sessions
+            .remove(session_id)
+            .filter(|s| s.channel == channel)
+        else {
+            return false;
+        };
+        closed
+            .by_deadline
+            .remove(&(session.deadline, session_id.to_owned()));
+        closed.insert(
+            session_id.to_owned(),
+            ClosedSession {
+                deadline: now,
+                ..session
+            },
+        );
+        drop(closed);
+        self.closed_changed.notify_one();
+        true
+    }
+
+    /// Whether the ticket of session `session_id` was revoked.
+    pub(crate) fn is_revoked(&self, session_id: &str) -> bool {
+        let now = self.clock.now_ms();
+        self.revocations()
+            .until
+            .get(session_id)
+            .is_some_and(|until| *until > now)
     }
 
     /// Sessions live now.
     pub(crate) fn len(&self) -> usize {
-        self.sessions().len()
+        self.sessions().by_id.len()
+    }
+}
+
+impl Live {
+    fn remove_from_channel(&mut self, channel: &str, session_id: &str) {
+        if let Some(ids) = self.by_channel.get_mut(channel) {
+            ids.remove(session_id);
+            if ids.is_empty() {
+                self.by_channel.remove(channel);
+            }
+        }
+    }
+}
+
+impl Closed {
+    fn insert(&mut self, session_id: String, session: ClosedSession) {
+        if let Some(old) = self.sessions.remove(&session_id) {
+            self.by_deadline.remove(&(old.deadline, session_id.clone()));
+        }
+        self.by_deadline
+            .insert((session.deadline, session_id.clone()));
+        self.sessions.insert(session_id, session);
     }
 }
 
@@ -274,10 +513,12 @@ impl Drop for LiveRegistration {
     fn drop(&mut self) {
         let mut sessions = self.sessions.sessions();
         if sessions
+            .by_id
             .get(&self.session.session_id)
             .is_some_and(|current| Arc::ptr_eq(current, &self.session))
         {
-            sessions.remove(&self.session.session_id);
+            sessions.by_id.remove(&self.session.session_id);
+            sessions.remove_from_channel(&self.session.channel, &self.session.session_id);
             // Closed before the live map is released: see `register`.
             self.sessions.close(&self.session);
         }

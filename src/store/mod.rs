@@ -41,13 +41,39 @@ pub struct History {
     pub oldest_retained: Option<u64>,
 }
 
+/// Which way a page of history reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first: events after the page's position.
+    Forward,
+    /// Newest first: events before the page's position.
+    Backward,
+}
+
+/// A page of a channel's history: at most `limit` retained events on one side of `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery {
+    /// The position the page starts from, excluded: events with `seq > from` going forward,
+    /// `seq < from` going backward (`u64::MAX`: from the newest).
+    pub from: u64,
+    /// Which way the page reads.
+    pub direction: Direction,
+    /// Events in the page at most.
+    pub limit: usize,
+}
+
 /// An append-only log of events per channel with a retention window.
 ///
 /// Contract every backend keeps:
 /// - `append` assigns each channel consecutive sequence numbers from 1, and returns only once
 ///   the events are as durable as the backend promises (on disk for the on-disk store);
 /// - sequence numbers never repeat within an [`Epoch`], not even after restarts;
-/// - an event is retained while `now < published_at + retention`, and never returned after.
+/// - an event is retained while `now < published_at + retention`, and never returned after;
+/// - an event with an idempotency key that an event of the same channel retained at its
+///   `published_at` already carried is not stored: the append answers that event's sequence
+///   number for it ([`StoredBatch::answers`]) and leaves it out of the batch, decided
+///   atomically with the append (so also between events of one append and between racing
+///   appends), and remembered as long as the event it names.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// The epoch of this store's history; event ids carry it.
@@ -71,6 +97,25 @@ pub trait EventStore: Send + Sync + 'static {
         until: u64,
         now_ms: u64,
     ) -> Result<History, StoreError>;
+
+    /// A page of the events of `channel` retained at `now_ms` (see [`PageQuery`]), reading no
+    /// more of the history than the page needs.
+    async fn read_page(
+        &self,
+        channel: &str,
+        page: PageQuery,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The names of channels with events retained at `now_ms`, in name order: at most `limit`
+    /// of those that start with `prefix` and sort after `after`.
+    async fn channels(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Drops every event no longer retained at `now_ms`; returns how many were dropped.
     async fn expire(&self, now_ms: u64) -> Result<usize, StoreError>;

@@ -14,4 +14,5 @@ mod interceptor_refusals;
 mod lifecycle;
 mod objects;
 mod resume;
+mod server_api;
 mod tls;

@@ -14,6 +14,7 @@ from . import wire
 
 _PUBLISH = "/durable_iterator.v1.DurableIteratorAdmin/Publish"
 _PUBLISH_BATCH = "/durable_iterator.v1.DurableIteratorAdmin/PublishBatch"
+_DISCONNECT = "/durable_iterator.v1.DurableIteratorAdmin/Disconnect"
 
 
 def _identity(message: bytes) -> bytes:
@@ -42,6 +43,9 @@ class Publisher:
         self._publish_batch = self._channel.unary_unary(
             _PUBLISH_BATCH, request_serializer=_identity, response_deserializer=_identity
         )
+        self._disconnect = self._channel.unary_unary(
+            _DISCONNECT, request_serializer=_identity, response_deserializer=_identity
+        )
 
     def publish(self, channel: str, payload: wire.Json, timeout: float = 5.0) -> str:
         """Publishes one event; its id once it is durable. Raises ``grpc.RpcError``."""
@@ -63,6 +67,18 @@ class Publisher:
         ids = wire.decode_strings(answer, 1)
         assert len(ids) == len(payloads), f"{len(payloads)} events published, {len(ids)} ids"
         return ids
+
+    def disconnect(
+        self, channel: str, session_id: str, revoke: bool = False, timeout: float = 5.0
+    ) -> bool:
+        """Ends the session's stream from the server (``Disconnect``); whether it was live.
+        Raises ``grpc.RpcError`` (``NOT_FOUND`` for a session that is not live)."""
+        answer: bytes = self._disconnect(
+            wire.encode_disconnect(channel, session_id, revoke),
+            timeout=timeout,
+            metadata=self._metadata,
+        )
+        return wire.decode_bool(answer, 1)
 
     def close(self) -> None:
         self._channel.close()

@@ -2,8 +2,9 @@
 
 The suite must not lean on any client under test, so it carries no generated code: the few
 messages it sends (``PublishRequest``, ``PublishBatchRequest`` with a ``google.protobuf.Value``
-payload) and receives (``PublishResponse``, ``PublishBatchResponse``) are written here from the
-contract (``proto/durable_iterator/v1/durable_iterator.proto``).
+payload, ``DisconnectRequest``) and receives (``PublishResponse``, ``PublishBatchResponse``,
+``DisconnectResponse``) are written here from the contract
+(``proto/durable_iterator/v1/durable_iterator.proto``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def encode_publish_batch(channel: str, payloads: Sequence[Json]) -> bytes:
     return b"".join(_len_field(1, encode_publish(channel, payload)) for payload in payloads)
 
 
+def encode_disconnect(channel: str, session_id: str, revoke: bool) -> bytes:
+    """A ``DisconnectRequest``: channel = 1, session_id = 2, revoke = 3."""
+    return (
+        _len_field(1, channel.encode())
+        + _len_field(2, session_id.encode())
+        + _key(3, _VARINT)
+        + _varint(int(revoke))
+    )
+
+
 def _fields(message: bytes) -> Iterator[tuple[int, int, bytes | int]]:
     """(field, wire type, bytes or integer) of each field of a message."""
     at = 0
@@ -115,3 +126,11 @@ def decode_strings(message: bytes, field: int) -> list[str]:
         for number, wire_type, value in _fields(message)
         if number == field and wire_type == _LEN and isinstance(value, bytes)
     ]
+
+
+def decode_bool(message: bytes, field: int) -> bool:
+    """Bool field ``field`` (``DisconnectResponse.was_live`` = 1); absent is false."""
+    return any(
+        number == field and wire_type == _VARINT and value == 1
+        for number, wire_type, value in _fields(message)
+    )

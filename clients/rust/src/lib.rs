@@ -1,6 +1,7 @@
 //! The Rust client: a subscription that reconnects and resumes by itself, refreshes its token,
 //! and tells the application when history was lost; typed calls of channel-object methods; and
-//! the admin API's `Publish`. Everything shares one HTTP/2 connection (one tonic `Channel`).
+//! the admin API (publish, tokens, history, channels, presence, disconnects). Everything shares
+//! one HTTP/2 connection (one tonic `Channel`).
 //!
 //! ```no_run
 //! use durable_iterator_client::{Client, SubscribeOptions, SubscriptionItem};
@@ -26,6 +27,7 @@
 //! The crate depends on the contract ([`durable_iterator_contract`]) and tonic's client
 //! transport only: no store, no server.
 
+mod admin;
 mod backoff;
 mod item;
 mod policy;
@@ -39,6 +41,10 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
+pub use admin::{
+    ChannelInfo, ChannelPage, HistoryEvent, HistoryOptions, HistoryPage, PresencePage,
+    PresenceStats, PresentSession,
+};
 pub use backoff::Backoff;
 pub use item::{Event, Payload, ResumeFailure, ResumeReport, SubscriptionItem};
 pub use policy::{Disposition, invoke_is_retryable, on_status};
@@ -155,6 +161,9 @@ pub struct Publish {
     pub targets: Option<Vec<String>>,
     /// Never deliver to these session ids.
     pub exclude: Vec<String>,
+    /// Publishing again with the same key (up to 128 bytes) while the first event is retained
+    /// stores nothing and answers the first event's id: safe to retry after a lost answer.
+    pub idempotency_key: Option<String>,
 }
 
 /// How to connect over TLS (`https://` addresses), besides the system's root certificates.
@@ -360,6 +369,7 @@ impl Publish {
             tags: list(self.tags),
             targets: list(self.targets),
             exclude: self.exclude,
+            idempotency_key: self.idempotency_key,
         }
     }
 }
@@ -394,7 +404,7 @@ impl Client {
 }
 
 /// `message` with `authorization: Bearer <api_key>`.
-fn authorized<T>(api_key: &str, message: T) -> Result<Request<T>, ClientError> {
+pub(crate) fn authorized<T>(api_key: &str, message: T) -> Result<Request<T>, ClientError> {
     let mut request = Request::new(message);
     let bearer = format!("Bearer {api_key}")
         .parse()

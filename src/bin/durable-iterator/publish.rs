@@ -33,6 +33,10 @@ pub(crate) struct PublishArgs {
     /// Never deliver to these session ids.
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
+    /// Publishing again with this key while the first event is retained stores nothing and
+    /// prints the first event's id (at most 128 bytes).
+    #[arg(long)]
+    idempotency_key: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -54,6 +58,7 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), BoxError> {
                 tags: list(args.tags),
                 targets: list(args.targets),
                 exclude: args.exclude,
+                idempotency_key: args.idempotency_key,
             },
         )
         .await?;

@@ -19,10 +19,13 @@
 //! | `heads` | channel | last sequence number assigned |
 //! | `events` | (channel, first seq) | the events of one append: published_at_ms, filter, frame each |
 //! | `expiry` | (newest published_at_ms, channel, first seq) | last seq of that append |
+//! | `idempotency`, `idempotency_expiry` | see `idempotency.rs` | |
 //!
 //! One record per append, not per event: a commit of many events is a few B-tree inserts.
 
+mod idempotency;
 mod open;
+mod pages;
 mod query;
 mod record;
 mod space;
@@ -217,6 +220,46 @@ mod tests {
         contract::retention_is_exact(&open(&dirs[1], 1_000)).await;
         contract::retention_zero_keeps_nothing_but_counts(&open(&dirs[2], 0)).await;
         contract::retention_is_exact_within_one_append(&open(&dirs[3], 1_000)).await;
+    }
+
+    #[tokio::test]
+    async fn keeps_the_store_contract_for_pages_listings_and_keys() {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        contract::pages_read_either_way_within_retention(&open(&dirs[0], 1_000)).await;
+        contract::channels_are_listed_in_pages(&open(&dirs[1], 1_000)).await;
+        contract::a_key_stores_its_event_once_while_retained(&open(&dirs[2], 1_000)).await;
+        contract::retention_zero_remembers_no_key(&open(&dirs[3], 0)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_appends_with_one_key_store_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::racing_appends_with_one_key_store_one_event(Arc::new(open(&dir, 10_000))).await;
+    }
+
+    #[tokio::test]
+    async fn keys_survive_reopening_and_a_file_without_key_tables_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 10_000);
+        let first = store.append("c", &[contract::keyed(1, "k")]).await.unwrap();
+        drop(store);
+        let store = open(&dir, 10_000);
+        let again = store.append("c", &[contract::keyed(2, "k")]).await.unwrap();
+        assert_eq!(again.answers(), first.answers());
+        assert_eq!(store.last_seq("c").await.unwrap(), 1);
+        drop(store);
+        // A file of the previous version: the same tables but the key ones.
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(idempotency::IDEMPOTENCY).unwrap();
+            txn.delete_table(idempotency::IDEMPOTENCY_EXPIRY).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = open(&dir, 10_000);
+        assert_eq!(store.last_seq("c").await.unwrap(), 1);
+        let after = store.append("c", &[contract::keyed(3, "k")]).await.unwrap();
+        assert_eq!(after.answers(), [2], "the old file had no keys");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,10 @@ use std::sync::{Arc, RwLock};
 
 use ::redb::{Database, ReadableTable};
 
-use super::{EVENTS, EXPIRY, FORMAT, HEADS, META};
+use super::{
+    EVENTS, EXPIRY, FORMAT, HEADS, META,
+    idempotency::{IDEMPOTENCY, IDEMPOTENCY_EXPIRY},
+};
 use crate::store::{Epoch, StoreError};
 
 /// Opens the database: at start, and again after a failed write.
@@ -168,6 +171,9 @@ pub(super) fn init_meta(db: &Database) -> Result<Epoch, StoreError> {
     txn.open_table(HEADS).map_err(storage)?;
     txn.open_table(EVENTS).map_err(storage)?;
     txn.open_table(EXPIRY).map_err(storage)?;
+    // Files written before idempotency keys get these tables here.
+    txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
     txn.commit().map_err(storage)?;
     Ok(epoch)
 }

@@ -5,13 +5,17 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use super::{
-    EVENTS, EXPIRY, EXPIRY_CHUNK, HEADS, RedbStore,
+    EVENTS, EXPIRY, EXPIRY_CHUNK, HEADS, RedbStore, idempotency,
     open::storage,
+    pages,
     record::{RawEvent, raw_events},
     space::Reclaimed,
     writer::Append,
 };
-use crate::store::{Epoch, EventStore, History, NewEvent, StoreError, StoredBatch, is_retained};
+use crate::store::{
+    Epoch, EventStore, History, NewEvent, PageQuery, StoreError, StoredBatch, StoredEvent,
+    is_retained,
+};
 
 #[async_trait]
 impl EventStore for RedbStore {
@@ -113,6 +117,32 @@ impl EventStore for RedbStore {
         .await
     }
 
+    async fn read_page(
+        &self,
+        channel: &str,
+        page: PageQuery,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (channel, retention_ms) = (channel.to_owned(), self.retention_ms);
+        self.blocking(move |db| pages::read_page(db, &channel, page, retention_ms, now_ms))
+            .await
+    }
+
+    async fn channels(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        let retention_ms = self.retention_ms;
+        self.blocking(move |db| {
+            pages::channels(db, &prefix, after.as_deref(), limit, retention_ms, now_ms)
+        })
+        .await
+    }
+
     async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         let removed = self.purge(now_ms).await?;
         if removed > 0 {
@@ -133,6 +163,7 @@ impl RedbStore {
             return Ok(0);
         }
         self.blocking(move |db| {
+            idempotency::expire_keys(db, retention_ms, now_ms)?;
             // Most ticks find nothing due: a read says so without a write transaction, which
             // would queue behind the writer's commits.
             let due = {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     EVENTS, EXPIRY, HEADS, MAX_APPENDS_PER_COMMIT,
+    idempotency::Keys,
     open::{Reopenable, needs_reopen, storage},
     record::encode_events,
 };
@@ -111,6 +112,8 @@ pub(super) fn commit(
         let mut heads = txn.open_table(HEADS).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
+        // Opened for the first append that carries a key: most commits have none.
+        let mut keys: Option<Keys<'_>> = None;
         // Heads of channels met in this batch: several appends may hit one channel.
         let mut last_seqs: HashMap<&str, u64> = HashMap::new();
         let mut record = Vec::new();
@@ -123,7 +126,30 @@ pub(super) fn commit(
                     .map_err(storage)?
                     .map_or(0, |v| v.value()),
             };
-            let stored = StoredEvent::batch(epoch, last_seq + 1, &append.events);
+            let keyed = append.events.iter().any(|e| e.idempotency_key.is_some());
+            let duplicates = if keyed && retention_ms > 0 {
+                if keys.is_none() {
+                    keys = Some(Keys::open(&txn)?);
+                }
+                match keys.as_mut() {
+                    Some(keys) => {
+                        keys.duplicates(channel, &append.events, last_seq + 1, retention_ms)?
+                    }
+                    None => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
+            let stored = if duplicates.is_empty() {
+                StoredEvent::batch(epoch, last_seq + 1, &append.events)
+            } else {
+                let mut places = duplicates.iter().map(|(place, _)| *place).peekable();
+                let fresh: Vec<NewEvent> = (append.events.iter().enumerate())
+                    .filter(|(place, _)| places.next_if_eq(place).is_none())
+                    .map(|(_, event)| event.clone())
+                    .collect();
+                StoredEvent::batch(epoch, last_seq + 1, &fresh).with_duplicates(duplicates)
+            };
             let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
                 results.push(stored);
                 continue;

@@ -16,8 +16,9 @@
 //!
 //! Keys, under a prefix (`durable-iterator` unless configured, so deployments can share a
 //! Redis): `{prefix}:epoch`, `{prefix}:heads` (hash: channel → last sequence number),
-//! `{prefix}:channels` (set of channels with retained events), `{prefix}:stream:{channel}`,
-//! and the pub/sub topic `{prefix}:topic:{channel}`.
+//! `{prefix}:channels` (channels with retained events, a sorted set listed by name),
+//! `{prefix}:stream:{channel}`, `{prefix}:keys:{channel}` (hash: idempotency key → the event
+//! that carried it), and the pub/sub topic `{prefix}:topic:{channel}`.
 
 mod scripts;
 
@@ -34,7 +35,8 @@ use bytes::Bytes;
 use redis::{AsyncCommands, aio::ConnectionManager, streams::StreamRangeReply};
 
 use super::{
-    Epoch, EventStore, History, NewEvent, StoreError, StoredBatch, StoredEvent, is_retained,
+    Direction, Epoch, EventStore, History, NewEvent, PageQuery, StoreError, StoredBatch,
+    StoredEvent, is_retained,
 };
 use crate::filter::Filter;
 use scripts::Scripts;
@@ -96,6 +98,9 @@ impl Keys {
     fn topic(&self, channel: &str) -> String {
         format!("{}:topic:{channel}", self.prefix)
     }
+    fn idempotency_keys(&self, channel: &str) -> String {
+        format!("{}:keys:{channel}", self.prefix)
+    }
 }
 
 impl RedisStore {
@@ -155,6 +160,7 @@ impl RedisStore {
                 .trim
                 .key(self.keys.stream(channel))
                 .key(self.keys.channels())
+                .key(self.keys.idempotency_keys(channel))
                 .arg(before)
                 .arg(TRIM_CHUNK)
                 .arg(channel)
@@ -256,6 +262,7 @@ fn entry_event(
             payload: Bytes::copy_from_slice(bytes("p")?),
             filter: Arc::new(filter),
             published_at_ms,
+            idempotency_key: None,
         },
     ))
 }
@@ -287,6 +294,7 @@ impl EventStore for RedisStore {
             .key(self.keys.stream(channel))
             .key(self.keys.channels())
             .key(self.keys.topic(channel))
+            .key(self.keys.idempotency_keys(channel))
             .arg(epoch.to_string())
             .arg(channel)
             .arg(self.retention_ms)
@@ -302,14 +310,20 @@ impl EventStore for RedisStore {
                         .1
                 }
             };
+            let key = match &event.idempotency_key {
+                Some(key) => format!("+{key}"),
+                None => "-".to_owned(),
+            };
             invocation
                 .arg(event.published_at_ms)
                 .arg(json.as_slice())
-                .arg(event.payload.as_ref());
+                .arg(event.payload.as_ref())
+                .arg(key);
         }
-        let first: Result<String, _> = invocation.invoke_async(&mut self.connection.clone()).await;
-        let first = match first {
-            Ok(first) => first,
+        let answer: Result<Vec<String>, _> =
+            invocation.invoke_async(&mut self.connection.clone()).await;
+        let answer = match answer {
+            Ok(answer) => answer,
             Err(error) if error.code() == Some("EPOCH") => {
                 if !self.reset.swap(true, Ordering::Relaxed) {
                     tracing::error!(
@@ -322,12 +336,30 @@ impl EventStore for RedisStore {
             }
             Err(error) => return Err(unavailable(error)),
         };
-        let first: u64 = first.parse().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "the append script answered {first:?}, not a number"
-            ))
-        })?;
-        Ok(StoredEvent::batch(epoch, first, events))
+        let numbers: Vec<u64> = answer
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| StoreError::Corrupt(format!("the append script answered {answer:?}")))?;
+        let Some((&first, duplicates)) = numbers.split_first() else {
+            return Err(StoreError::Corrupt(
+                "the append script answered nothing".into(),
+            ));
+        };
+        let duplicates: Vec<(usize, u64)> = duplicates
+            .chunks_exact(2)
+            .map(|pair| (pair[0] as usize, pair[1]))
+            .collect();
+        if duplicates.is_empty() {
+            return Ok(StoredEvent::batch(epoch, first, events));
+        }
+        let stored: Vec<NewEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(place, _)| !duplicates.iter().any(|(at, _)| at == place))
+            .map(|(_, event)| event.clone())
+            .collect();
+        Ok(StoredEvent::batch(epoch, first, &stored).with_duplicates(duplicates))
     }
 
     async fn last_seq(&self, channel: &str) -> Result<u64, StoreError> {
@@ -392,6 +424,94 @@ impl EventStore for RedisStore {
         })
     }
 
+    async fn read_page(
+        &self,
+        channel: &str,
+        page: PageQuery,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let stream = self.keys.stream(channel);
+        let mut connection = self.connection.clone();
+        let epoch = self.epoch();
+        let mut events = Vec::new();
+        // Bounds `(0-<seq>` exclude the position; expired entries not yet trimmed are skipped.
+        let mut from = page.from;
+        while events.len() < page.limit {
+            let wanted = page.limit - events.len();
+            let reply: StreamRangeReply = match page.direction {
+                Direction::Forward if from == u64::MAX => break,
+                Direction::Forward => {
+                    connection
+                        .xrange_count(&stream, format!("(0-{from}"), "+", wanted)
+                        .await
+                }
+                Direction::Backward if from == 0 => break,
+                Direction::Backward if from == u64::MAX => {
+                    connection.xrevrange_count(&stream, "+", "-", wanted).await
+                }
+                Direction::Backward => {
+                    connection
+                        .xrevrange_count(&stream, format!("(0-{from}"), "-", wanted)
+                        .await
+                }
+            }
+            .map_err(unavailable)?;
+            for entry in &reply.ids {
+                let (seq, event) = entry_event(&entry.id, &entry.map)?;
+                from = seq;
+                if is_retained(event.published_at_ms, self.retention_ms, now_ms) {
+                    events.push(StoredEvent::new(epoch, seq, &event));
+                }
+            }
+            if reply.ids.len() < wanted {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    async fn channels(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut start = match after {
+            Some(after) if after >= prefix => format!("({after}"),
+            _ => format!("[{prefix}"),
+        };
+        let mut listed = Vec::new();
+        while listed.len() < limit {
+            let names: Vec<String> = connection
+                .zrangebylex_limit(self.keys.channels(), &start, "+", 0, SCAN_CHUNK as isize)
+                .await
+                .map_err(unavailable)?;
+            for name in &names {
+                if !name.starts_with(prefix) || listed.len() == limit {
+                    return Ok(listed);
+                }
+                // A channel's newest event is retained if any is.
+                let newest: StreamRangeReply = connection
+                    .xrevrange_count(self.keys.stream(name), "+", "-", 1)
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(entry) = newest.ids.first() {
+                    let (_, event) = entry_event(&entry.id, &entry.map)?;
+                    if is_retained(event.published_at_ms, self.retention_ms, now_ms) {
+                        listed.push(name.clone());
+                    }
+                }
+            }
+            match names.last() {
+                Some(last) if names.len() == SCAN_CHUNK => start = format!("({last}"),
+                _ => break,
+            }
+        }
+        Ok(listed)
+    }
+
     async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         if self.retention_ms == 0 {
             return Ok(0);
@@ -399,7 +519,7 @@ impl EventStore for RedisStore {
         let channels: Vec<String> = self
             .connection
             .clone()
-            .smembers(self.keys.channels())
+            .zrange(self.keys.channels(), 0, -1)
             .await
             .map_err(unavailable)?;
         let mut removed = 0;

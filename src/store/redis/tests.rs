@@ -93,6 +93,19 @@ async fn keeps_the_store_contract() {
     contract::retention_is_exact(&open(&redis, "b", 1_000).await).await;
     contract::retention_zero_keeps_nothing_but_counts(&open(&redis, "c", 0).await).await;
     contract::retention_is_exact_within_one_append(&open(&redis, "d", 1_000).await).await;
+    contract::pages_read_either_way_within_retention(&open(&redis, "e", 1_000).await).await;
+    contract::channels_are_listed_in_pages(&open(&redis, "f", 1_000).await).await;
+    contract::a_key_stores_its_event_once_while_retained(&open(&redis, "g", 1_000).await).await;
+    contract::retention_zero_remembers_no_key(&open(&redis, "h", 0).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_appends_with_one_key_store_one_event() {
+    let redis = RedisServer::start();
+    contract::racing_appends_with_one_key_store_one_event(Arc::new(
+        open(&redis, "r", 10_000).await,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +224,7 @@ async fn expiry_deletes_in_chunks_and_keeps_what_is_retained() {
     let channels: Vec<String> = store
         .connection
         .clone()
-        .smembers(store.keys.channels())
+        .zrange(store.keys.channels(), 0, -1)
         .await
         .unwrap();
     assert!(

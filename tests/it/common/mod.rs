@@ -258,6 +258,7 @@ pub(crate) fn publish_request(channel: &str, payload: serde_json::Value) -> pb::
         tags: None,
         targets: None,
         exclude: Vec::new(),
+        idempotency_key: None,
     }
 }
 
@@ -384,6 +385,27 @@ impl EventStore for YieldingStore {
     ) -> Result<durable_iterator::store::History, durable_iterator::store::StoreError> {
         tokio::task::yield_now().await;
         self.0.read(channel, after, until, now_ms).await
+    }
+
+    async fn read_page(
+        &self,
+        channel: &str,
+        page: durable_iterator::store::PageQuery,
+        now_ms: u64,
+    ) -> Result<Vec<durable_iterator::store::StoredEvent>, durable_iterator::store::StoreError>
+    {
+        tokio::task::yield_now().await;
+        self.0.read_page(channel, page, now_ms).await
+    }
+
+    async fn channels(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, durable_iterator::store::StoreError> {
+        self.0.channels(prefix, after, limit, now_ms).await
     }
 
     async fn expire(&self, now_ms: u64) -> Result<usize, durable_iterator::store::StoreError> {

@@ -26,15 +26,17 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*durable_iterator/v1/durable_iterator.proto\x12\x13\x64urable_iterator.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x7f\n\x10SubscribeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x1a\n\rlast_event_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1b\n\x0esession_ticket\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x10\n\x0e_last_event_idB\x11\n\x0f_session_ticket\"\xf2\x01\n\x11SubscribeResponse\x12\x35\n\nsubscribed\x18\x01 \x01(\x0b\x32\x1f.durable_iterator.v1.SubscribedH\x00\x12+\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1a.durable_iterator.v1.EventH\x00\x12\x33\n\theartbeat\x18\x03 \x01(\x0b\x32\x1e.durable_iterator.v1.HeartbeatH\x00\x12<\n\x0etoken_expiring\x18\x04 \x01(\x0b\x32\".durable_iterator.v1.TokenExpiringH\x00\x42\x06\n\x04kind\"\xe3\x01\n\nSubscribed\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0esession_ticket\x18\x03 \x01(\t\x12\x32\n\x06resume\x18\x04 \x01(\x0b\x32\".durable_iterator.v1.ResumeOutcome\x12\x18\n\x10token_expires_at\x18\x05 \x01(\x03\x12\x1d\n\x15heartbeat_interval_ms\x18\x06 \x01(\r\x12\x19\n\x11retention_seconds\x18\x07 \x01(\x04\x12\x10\n\x08position\x18\x08 \x01(\t\"\x98\x01\n\rResumeOutcome\x12\x11\n\trequested\x18\x01 \x01(\x08\x12\x11\n\trecovered\x18\x02 \x01(\x08\x12\x33\n\x07\x66\x61ilure\x18\x03 \x01(\x0e\x32\".durable_iterator.v1.ResumeFailure\x12\x10\n\x08replayed\x18\x04 \x01(\x04\x12\x1a\n\x12oldest_retained_id\x18\x05 \x01(\t\"\x86\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12%\n\x05typed\x18\x03 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x17\n\x0fpublished_at_ms\x18\x04 \x01(\x03\x42\t\n\x07payload\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\")\n\rTokenExpiring\x12\x18\n\x10token_expires_at\x18\x01 \x01(\x03\"\x83\x01\n\rInvokeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x1b\n\x0esession_ticket\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04path\x18\x03 \x03(\t\x12%\n\x05input\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueB\x11\n\x0f_session_ticket\"8\n\x0eInvokeResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\"<\n\x13RefreshTokenRequest\x12\x16\n\x0esession_ticket\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"0\n\x14RefreshTokenResponse\x12\x18\n\x10token_expires_at\x18\x01 \x01(\x03\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xed\x01\n\x0ePublishRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12&\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12%\n\x05typed\x18\x03 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12-\n\x04tags\x18\x04 \x01(\x0b\x32\x1f.durable_iterator.v1.StringList\x12\x30\n\x07targets\x18\x05 \x01(\x0b\x32\x1f.durable_iterator.v1.StringList\x12\x0f\n\x07\x65xclude\x18\x06 \x03(\tB\t\n\x07payload\"\x1d\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\"J\n\x13PublishBatchRequest\x12\x33\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.durable_iterator.v1.PublishRequest\"#\n\x14PublishBatchResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"y\n\x11IssueTokenRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12#\n\x03\x61tt\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0b\n\x03rpc\x18\x04 \x03(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\x04\"7\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03*\xa9\x01\n\rResumeFailure\x12\x1e\n\x1aRESUME_FAILURE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESUME_FAILURE_RESUME_OFF\x10\x01\x12\x1a\n\x16RESUME_FAILURE_TOO_OLD\x10\x02\x12\x1e\n\x1aRESUME_FAILURE_STORE_RESET\x10\x03\x12\x1d\n\x19RESUME_FAILURE_UNKNOWN_ID\x10\x04\x32\xa7\x02\n\x0f\x44urableIterator\x12\\\n\tSubscribe\x12%.durable_iterator.v1.SubscribeRequest\x1a&.durable_iterator.v1.SubscribeResponse0\x01\x12Q\n\x06Invoke\x12\".durable_iterator.v1.InvokeRequest\x1a#.durable_iterator.v1.InvokeResponse\x12\x63\n\x0cRefreshToken\x12(.durable_iterator.v1.RefreshTokenRequest\x1a).durable_iterator.v1.RefreshTokenResponse2\xb0\x02\n\x14\x44urableIteratorAdmin\x12T\n\x07Publish\x12#.durable_iterator.v1.PublishRequest\x1a$.durable_iterator.v1.PublishResponse\x12\x63\n\x0cPublishBatch\x12(.durable_iterator.v1.PublishBatchRequest\x1a).durable_iterator.v1.PublishBatchResponse\x12]\n\nIssueToken\x12&.durable_iterator.v1.IssueTokenRequest\x1a\'.durable_iterator.v1.IssueTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*durable_iterator/v1/durable_iterator.proto\x12\x13\x64urable_iterator.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x7f\n\x10SubscribeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x1a\n\rlast_event_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1b\n\x0esession_ticket\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x10\n\x0e_last_event_idB\x11\n\x0f_session_ticket\"\xf2\x01\n\x11SubscribeResponse\x12\x35\n\nsubscribed\x18\x01 \x01(\x0b\x32\x1f.durable_iterator.v1.SubscribedH\x00\x12+\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1a.durable_iterator.v1.EventH\x00\x12\x33\n\theartbeat\x18\x03 \x01(\x0b\x32\x1e.durable_iterator.v1.HeartbeatH\x00\x12<\n\x0etoken_expiring\x18\x04 \x01(\x0b\x32\".durable_iterator.v1.TokenExpiringH\x00\x42\x06\n\x04kind\"\xe3\x01\n\nSubscribed\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0esession_ticket\x18\x03 \x01(\t\x12\x32\n\x06resume\x18\x04 \x01(\x0b\x32\".durable_iterator.v1.ResumeOutcome\x12\x18\n\x10token_expires_at\x18\x05 \x01(\x03\x12\x1d\n\x15heartbeat_interval_ms\x18\x06 \x01(\r\x12\x19\n\x11retention_seconds\x18\x07 \x01(\x04\x12\x10\n\x08position\x18\x08 \x01(\t\"\x98\x01\n\rResumeOutcome\x12\x11\n\trequested\x18\x01 \x01(\x08\x12\x11\n\trecovered\x18\x02 \x01(\x08\x12\x33\n\x07\x66\x61ilure\x18\x03 \x01(\x0e\x32\".durable_iterator.v1.ResumeFailure\x12\x10\n\x08replayed\x18\x04 \x01(\x04\x12\x1a\n\x12oldest_retained_id\x18\x05 \x01(\t\"\x86\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12%\n\x05typed\x18\x03 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x17\n\x0fpublished_at_ms\x18\x04 \x01(\x03\x42\t\n\x07payload\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\")\n\rTokenExpiring\x12\x18\n\x10token_expires_at\x18\x01 \x01(\x03\"\x83\x01\n\rInvokeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x1b\n\x0esession_ticket\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04path\x18\x03 \x03(\t\x12%\n\x05input\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueB\x11\n\x0f_session_ticket\"8\n\x0eInvokeResponse\x12&\n\x06output\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\"<\n\x13RefreshTokenRequest\x12\x16\n\x0esession_ticket\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"0\n\x14RefreshTokenResponse\x12\x18\n\x10token_expires_at\x18\x01 \x01(\x03\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x9f\x02\n\x0ePublishRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12&\n\x04json\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12%\n\x05typed\x18\x03 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12-\n\x04tags\x18\x04 \x01(\x0b\x32\x1f.durable_iterator.v1.StringList\x12\x30\n\x07targets\x18\x05 \x01(\x0b\x32\x1f.durable_iterator.v1.StringList\x12\x0f\n\x07\x65xclude\x18\x06 \x03(\t\x12\x1c\n\x0fidempotency_key\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07payloadB\x12\n\x10_idempotency_key\"\x1d\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\"J\n\x13PublishBatchRequest\x12\x33\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.durable_iterator.v1.PublishRequest\"#\n\x14PublishBatchResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"y\n\x11IssueTokenRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12#\n\x03\x61tt\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0b\n\x03rpc\x18\x04 \x03(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\x04\"7\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\"e\n\x0eHistoryRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x15\n\x08\x61\x66ter_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0f\n\x07reverse\x18\x04 \x01(\x08\x42\x0b\n\t_after_id\"\x8a\x01\n\x0fHistoryResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.durable_iterator.v1.HistoryEvent\x12\x15\n\rnext_after_id\x18\x02 \x01(\t\x12\x11\n\tnewest_id\x18\x03 \x01(\t\x12\x1a\n\x12oldest_retained_id\x18\x04 \x01(\t\"\xab\x01\n\x0cHistoryEvent\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.durable_iterator.v1.Event\x12-\n\x04tags\x18\x02 \x01(\x0b\x32\x1f.durable_iterator.v1.StringList\x12\x30\n\x07targets\x18\x03 \x01(\x0b\x32\x1f.durable_iterator.v1.StringList\x12\x0f\n\x07\x65xclude\x18\x04 \x03(\t\"%\n\x12\x43hannelInfoRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"\x8f\x01\n\x13\x43hannelInfoResponse\x12\x11\n\tnewest_id\x18\x01 \x01(\t\x12\x1a\n\x12oldest_retained_id\x18\x02 \x01(\t\x12\x17\n\x0fretained_events\x18\x03 \x01(\x04\x12\x15\n\rlive_sessions\x18\x04 \x01(\x04\x12\x19\n\x11retention_seconds\x18\x05 \x01(\x04\"H\n\x13ListChannelsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"A\n\x14ListChannelsResponse\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x0fPresenceRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"b\n\x10PresenceResponse\x12\x35\n\x08sessions\x18\x01 \x03(\x0b\x32#.durable_iterator.v1.PresentSession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x0ePresentSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12#\n\x03\x61tt\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0f\x63onnected_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07resumes\x18\x05 \x01(\x04\"\'\n\x14PresenceStatsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"\xb7\x01\n\x15PresenceStatsResponse\x12\x10\n\x08sessions\x18\x01 \x01(\x04\x12V\n\x0fsessions_by_tag\x18\x02 \x03(\x0b\x32=.durable_iterator.v1.PresenceStatsResponse.SessionsByTagEntry\x1a\x34\n\x12SessionsByTagEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"H\n\x11\x44isconnectRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06revoke\x18\x03 \x01(\x08\"&\n\x12\x44isconnectResponse\x12\x10\n\x08was_live\x18\x01 \x01(\x08\"7\n\x14\x44isconnectAllRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0e\n\x06revoke\x18\x02 \x01(\x08\"-\n\x15\x44isconnectAllResponse\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\x04*\xa9\x01\n\rResumeFailure\x12\x1e\n\x1aRESUME_FAILURE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESUME_FAILURE_RESUME_OFF\x10\x01\x12\x1a\n\x16RESUME_FAILURE_TOO_OLD\x10\x02\x12\x1e\n\x1aRESUME_FAILURE_STORE_RESET\x10\x03\x12\x1d\n\x19RESUME_FAILURE_UNKNOWN_ID\x10\x04\x32\xa7\x02\n\x0f\x44urableIterator\x12\\\n\tSubscribe\x12%.durable_iterator.v1.SubscribeRequest\x1a&.durable_iterator.v1.SubscribeResponse0\x01\x12Q\n\x06Invoke\x12\".durable_iterator.v1.InvokeRequest\x1a#.durable_iterator.v1.InvokeResponse\x12\x63\n\x0cRefreshToken\x12(.durable_iterator.v1.RefreshTokenRequest\x1a).durable_iterator.v1.RefreshTokenResponse2\xd5\x07\n\x14\x44urableIteratorAdmin\x12T\n\x07Publish\x12#.durable_iterator.v1.PublishRequest\x1a$.durable_iterator.v1.PublishResponse\x12\x63\n\x0cPublishBatch\x12(.durable_iterator.v1.PublishBatchRequest\x1a).durable_iterator.v1.PublishBatchResponse\x12]\n\nIssueToken\x12&.durable_iterator.v1.IssueTokenRequest\x1a\'.durable_iterator.v1.IssueTokenResponse\x12T\n\x07History\x12#.durable_iterator.v1.HistoryRequest\x1a$.durable_iterator.v1.HistoryResponse\x12`\n\x0b\x43hannelInfo\x12\'.durable_iterator.v1.ChannelInfoRequest\x1a(.durable_iterator.v1.ChannelInfoResponse\x12\x63\n\x0cListChannels\x12(.durable_iterator.v1.ListChannelsRequest\x1a).durable_iterator.v1.ListChannelsResponse\x12W\n\x08Presence\x12$.durable_iterator.v1.PresenceRequest\x1a%.durable_iterator.v1.PresenceResponse\x12\x66\n\rPresenceStats\x12).durable_iterator.v1.PresenceStatsRequest\x1a*.durable_iterator.v1.PresenceStatsResponse\x12]\n\nDisconnect\x12&.durable_iterator.v1.DisconnectRequest\x1a\'.durable_iterator.v1.DisconnectResponse\x12\x66\n\rDisconnectAll\x12).durable_iterator.v1.DisconnectAllRequest\x1a*.durable_iterator.v1.DisconnectAllResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'durable_iterator.v1.durable_iterator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESUMEFAILURE']._serialized_start=1999
-  _globals['_RESUMEFAILURE']._serialized_end=2168
+  _globals['_PRESENCESTATSRESPONSE_SESSIONSBYTAGENTRY']._loaded_options = None
+  _globals['_PRESENCESTATSRESPONSE_SESSIONSBYTAGENTRY']._serialized_options = b'8\001'
+  _globals['_RESUMEFAILURE']._serialized_start=3541
+  _globals['_RESUMEFAILURE']._serialized_end=3710
   _globals['_SUBSCRIBEREQUEST']._serialized_start=124
   _globals['_SUBSCRIBEREQUEST']._serialized_end=251
   _globals['_SUBSCRIBERESPONSE']._serialized_start=254
@@ -60,19 +62,53 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STRINGLIST']._serialized_start=1404
   _globals['_STRINGLIST']._serialized_end=1432
   _globals['_PUBLISHREQUEST']._serialized_start=1435
-  _globals['_PUBLISHREQUEST']._serialized_end=1672
-  _globals['_PUBLISHRESPONSE']._serialized_start=1674
-  _globals['_PUBLISHRESPONSE']._serialized_end=1703
-  _globals['_PUBLISHBATCHREQUEST']._serialized_start=1705
-  _globals['_PUBLISHBATCHREQUEST']._serialized_end=1779
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=1781
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=1816
-  _globals['_ISSUETOKENREQUEST']._serialized_start=1818
-  _globals['_ISSUETOKENREQUEST']._serialized_end=1939
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=1941
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=1996
-  _globals['_DURABLEITERATOR']._serialized_start=2171
-  _globals['_DURABLEITERATOR']._serialized_end=2466
-  _globals['_DURABLEITERATORADMIN']._serialized_start=2469
-  _globals['_DURABLEITERATORADMIN']._serialized_end=2773
+  _globals['_PUBLISHREQUEST']._serialized_end=1722
+  _globals['_PUBLISHRESPONSE']._serialized_start=1724
+  _globals['_PUBLISHRESPONSE']._serialized_end=1753
+  _globals['_PUBLISHBATCHREQUEST']._serialized_start=1755
+  _globals['_PUBLISHBATCHREQUEST']._serialized_end=1829
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=1831
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=1866
+  _globals['_ISSUETOKENREQUEST']._serialized_start=1868
+  _globals['_ISSUETOKENREQUEST']._serialized_end=1989
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=1991
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=2046
+  _globals['_HISTORYREQUEST']._serialized_start=2048
+  _globals['_HISTORYREQUEST']._serialized_end=2149
+  _globals['_HISTORYRESPONSE']._serialized_start=2152
+  _globals['_HISTORYRESPONSE']._serialized_end=2290
+  _globals['_HISTORYEVENT']._serialized_start=2293
+  _globals['_HISTORYEVENT']._serialized_end=2464
+  _globals['_CHANNELINFOREQUEST']._serialized_start=2466
+  _globals['_CHANNELINFOREQUEST']._serialized_end=2503
+  _globals['_CHANNELINFORESPONSE']._serialized_start=2506
+  _globals['_CHANNELINFORESPONSE']._serialized_end=2649
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=2651
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=2723
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=2725
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=2790
+  _globals['_PRESENCEREQUEST']._serialized_start=2792
+  _globals['_PRESENCEREQUEST']._serialized_end=2861
+  _globals['_PRESENCERESPONSE']._serialized_start=2863
+  _globals['_PRESENCERESPONSE']._serialized_end=2961
+  _globals['_PRESENTSESSION']._serialized_start=2964
+  _globals['_PRESENTSESSION']._serialized_end=3093
+  _globals['_PRESENCESTATSREQUEST']._serialized_start=3095
+  _globals['_PRESENCESTATSREQUEST']._serialized_end=3134
+  _globals['_PRESENCESTATSRESPONSE']._serialized_start=3137
+  _globals['_PRESENCESTATSRESPONSE']._serialized_end=3320
+  _globals['_PRESENCESTATSRESPONSE_SESSIONSBYTAGENTRY']._serialized_start=3268
+  _globals['_PRESENCESTATSRESPONSE_SESSIONSBYTAGENTRY']._serialized_end=3320
+  _globals['_DISCONNECTREQUEST']._serialized_start=3322
+  _globals['_DISCONNECTREQUEST']._serialized_end=3394
+  _globals['_DISCONNECTRESPONSE']._serialized_start=3396
+  _globals['_DISCONNECTRESPONSE']._serialized_end=3434
+  _globals['_DISCONNECTALLREQUEST']._serialized_start=3436
+  _globals['_DISCONNECTALLREQUEST']._serialized_end=3491
+  _globals['_DISCONNECTALLRESPONSE']._serialized_start=3493
+  _globals['_DISCONNECTALLRESPONSE']._serialized_end=3538
+  _globals['_DURABLEITERATOR']._serialized_start=3713
+  _globals['_DURABLEITERATOR']._serialized_end=4008
+  _globals['_DURABLEITERATORADMIN']._serialized_start=4011
+  _globals['_DURABLEITERATORADMIN']._serialized_end=4992
 # @@protoc_insertion_point(module_scope)

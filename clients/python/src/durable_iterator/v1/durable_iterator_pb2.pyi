@@ -427,7 +427,15 @@ class PublishRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     EXCLUDE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     channel: _builtins.str
+    idempotency_key: _builtins.str
+    """Makes the publish idempotent: a second publish with the same key on the same channel while
+    the first event is retained (its retention window, across restarts) stores nothing and
+    answers the first event's id; subscribers receive the event once. Per event in
+    PublishBatch. At most 128 bytes (INVALID_ARGUMENT above); empty means no key. With
+    retention 0 nothing is kept, keys included: every publish is stored.
+    """
     @_builtins.property
     def json(self) -> _struct_pb2.Value: ...
     @_builtins.property
@@ -453,13 +461,19 @@ class PublishRequest(_message.Message):
         tags: Global___StringList | None = ...,
         targets: Global___StringList | None = ...,
         exclude: _abc.Iterable[_builtins.str] | None = ...,
+        idempotency_key: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["json", b"json", "payload", b"payload", "tags", b"tags", "targets", b"targets", "typed", b"typed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key", "idempotency_key", b"idempotency_key", "json", b"json", "payload", b"payload", "tags", b"tags", "targets", b"targets", "typed", b"typed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "exclude", b"exclude", "json", b"json", "payload", b"payload", "tags", b"tags", "targets", b"targets", "typed", b"typed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key", "channel", b"channel", "exclude", b"exclude", "idempotency_key", b"idempotency_key", "json", b"json", "payload", b"payload", "tags", b"tags", "targets", b"targets", "typed", b"typed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__idempotency_key: _TypeAlias = _typing.Literal["idempotency_key"]  # noqa: Y015
+    _WhichOneofArgType__idempotency_key: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key"]  # noqa: Y015
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["json", "typed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotency_key) -> _WhichOneofReturnType__idempotency_key | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___PublishRequest: _TypeAlias = PublishRequest  # noqa: Y015
@@ -586,3 +600,477 @@ class IssueTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueTokenResponse: _TypeAlias = IssueTokenResponse  # noqa: Y015
+
+@_typing.final
+class HistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    REVERSE_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    after_id: _builtins.str
+    """Continue from this id (exclusive): the `next_after_id` of the previous page. Absent or
+    empty: from the oldest retained event (from the newest with `reverse`). An id older than
+    the oldest retained event starts there.
+    """
+    limit: _builtins.int
+    """Events per page, at most 1,000; 0 means 100."""
+    reverse: _builtins.bool
+    """Newest first: the page holds the events before `after_id`."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        after_id: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        reverse: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_id", b"_after_id", "after_id", b"after_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_id", b"_after_id", "after_id", b"after_id", "channel", b"channel", "limit", b"limit", "reverse", b"reverse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_id: _TypeAlias = _typing.Literal["after_id"]  # noqa: Y015
+    _WhichOneofArgType__after_id: _TypeAlias = _typing.Literal["_after_id", b"_after_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_id) -> _WhichOneofReturnType__after_id | None: ...
+
+Global___HistoryRequest: _TypeAlias = HistoryRequest  # noqa: Y015
+
+@_typing.final
+class HistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_ID_FIELD_NUMBER: _builtins.int
+    NEWEST_ID_FIELD_NUMBER: _builtins.int
+    OLDEST_RETAINED_ID_FIELD_NUMBER: _builtins.int
+    next_after_id: _builtins.str
+    """Pass as `after_id` for the next page; empty when this page reached the end (the newest
+    event, or the oldest retained one with `reverse`).
+    """
+    newest_id: _builtins.str
+    """The channel's newest id and oldest retained id when the page was read, empty if none."""
+    oldest_retained_id: _builtins.str
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEvent]:
+        """In id order, or newest first with `reverse`."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___HistoryEvent] | None = ...,
+        next_after_id: _builtins.str = ...,
+        newest_id: _builtins.str = ...,
+        oldest_retained_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "newest_id", b"newest_id", "next_after_id", b"next_after_id", "oldest_retained_id", b"oldest_retained_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryResponse: _TypeAlias = HistoryResponse  # noqa: Y015
+
+@_typing.final
+class HistoryEvent(_message.Message):
+    """A retained event: what subscribers receive, and the filter it was published with (session
+    lists as resolved at publish time).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___Event: ...
+    @_builtins.property
+    def tags(self) -> Global___StringList:
+        """Absent: everyone; empty: nobody."""
+
+    @_builtins.property
+    def targets(self) -> Global___StringList:
+        """Absent: no restriction; empty: nobody."""
+
+    @_builtins.property
+    def exclude(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        event: Global___Event | None = ...,
+        tags: Global___StringList | None = ...,
+        targets: Global___StringList | None = ...,
+        exclude: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "tags", b"tags", "targets", b"targets"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "exclude", b"exclude", "tags", b"tags", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryEvent: _TypeAlias = HistoryEvent  # noqa: Y015
+
+@_typing.final
+class ChannelInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelInfoRequest: _TypeAlias = ChannelInfoRequest  # noqa: Y015
+
+@_typing.final
+class ChannelInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEWEST_ID_FIELD_NUMBER: _builtins.int
+    OLDEST_RETAINED_ID_FIELD_NUMBER: _builtins.int
+    RETAINED_EVENTS_FIELD_NUMBER: _builtins.int
+    LIVE_SESSIONS_FIELD_NUMBER: _builtins.int
+    RETENTION_SECONDS_FIELD_NUMBER: _builtins.int
+    newest_id: _builtins.str
+    """The last id assigned on the channel, empty if none ever was (it stays after its event
+    expires).
+    """
+    oldest_retained_id: _builtins.str
+    """The oldest event still retained, empty if none."""
+    retained_events: _builtins.int
+    """Events retained, from the oldest retained to the newest."""
+    live_sessions: _builtins.int
+    """Sessions with a stream open now."""
+    retention_seconds: _builtins.int
+    """How long events are kept, in seconds; 0: resume off."""
+    def __init__(
+        self,
+        *,
+        newest_id: _builtins.str = ...,
+        oldest_retained_id: _builtins.str = ...,
+        retained_events: _builtins.int = ...,
+        live_sessions: _builtins.int = ...,
+        retention_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["live_sessions", b"live_sessions", "newest_id", b"newest_id", "oldest_retained_id", b"oldest_retained_id", "retained_events", b"retained_events", "retention_seconds", b"retention_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelInfoResponse: _TypeAlias = ChannelInfoResponse  # noqa: Y015
+
+@_typing.final
+class ListChannelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """Only channels whose name starts with this."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first."""
+    limit: _builtins.int
+    """Channels per page, at most 1,000; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "page_token", b"page_token", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChannelsRequest: _TypeAlias = ListChannelsRequest  # noqa: Y015
+
+@_typing.final
+class ListChannelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty when there is none."""
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In name order."""
+
+    def __init__(
+        self,
+        *,
+        channels: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChannelsResponse: _TypeAlias = ListChannelsResponse  # noqa: Y015
+
+@_typing.final
+class PresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first."""
+    limit: _builtins.int
+    """Sessions per page, at most 1,000; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "limit", b"limit", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceRequest: _TypeAlias = PresenceRequest  # noqa: Y015
+
+@_typing.final
+class PresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty when there is none."""
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PresentSession]:
+        """In session id order."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___PresentSession] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceResponse: _TypeAlias = PresenceResponse  # noqa: Y015
+
+@_typing.final
+class PresentSession(_message.Message):
+    """A session with a stream open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    ATT_FIELD_NUMBER: _builtins.int
+    CONNECTED_AT_MS_FIELD_NUMBER: _builtins.int
+    RESUMES_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    connected_at_ms: _builtins.int
+    """When its current stream opened, Unix milliseconds."""
+    resumes: _builtins.int
+    """How many times the session came back with its ticket while this server knew it (within
+    the resume window, or taking over a stream still open).
+    """
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tags of the session's token."""
+
+    @_builtins.property
+    def att(self) -> _struct_pb2.Value:
+        """The `att` of the session's current token."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        att: _struct_pb2.Value | None = ...,
+        connected_at_ms: _builtins.int = ...,
+        resumes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["att", b"att"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["att", b"att", "connected_at_ms", b"connected_at_ms", "resumes", b"resumes", "session_id", b"session_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresentSession: _TypeAlias = PresentSession  # noqa: Y015
+
+@_typing.final
+class PresenceStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceStatsRequest: _TypeAlias = PresenceStatsRequest  # noqa: Y015
+
+@_typing.final
+class PresenceStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SessionsByTagEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    SESSIONS_BY_TAG_FIELD_NUMBER: _builtins.int
+    sessions: _builtins.int
+    """Sessions with a stream open on the channel."""
+    @_builtins.property
+    def sessions_by_tag(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Of them, how many have each tag (tags no session has are absent)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _builtins.int = ...,
+        sessions_by_tag: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions", "sessions_by_tag", b"sessions_by_tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceStatsResponse: _TypeAlias = PresenceStatsResponse  # noqa: Y015
+
+@_typing.final
+class DisconnectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    REVOKE_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    session_id: _builtins.str
+    revoke: _builtins.bool
+    """Refuse the session's ticket from then on: the session cannot resume."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        revoke: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "revoke", b"revoke", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisconnectRequest: _TypeAlias = DisconnectRequest  # noqa: Y015
+
+@_typing.final
+class DisconnectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_LIVE_FIELD_NUMBER: _builtins.int
+    was_live: _builtins.bool
+    """A stream of the session was open and is ended (false: it was revoked inside its resume
+    window, with no stream open).
+    """
+    def __init__(
+        self,
+        *,
+        was_live: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["was_live", b"was_live"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisconnectResponse: _TypeAlias = DisconnectResponse  # noqa: Y015
+
+@_typing.final
+class DisconnectAllRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REVOKE_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    revoke: _builtins.bool
+    """Revoke every one of the sessions, as Disconnect's `revoke`."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        revoke: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "revoke", b"revoke"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisconnectAllRequest: _TypeAlias = DisconnectAllRequest  # noqa: Y015
+
+@_typing.final
+class DisconnectAllResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCONNECTED_FIELD_NUMBER: _builtins.int
+    disconnected: _builtins.int
+    """Sessions whose stream was ended."""
+    def __init__(
+        self,
+        *,
+        disconnected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disconnected", b"disconnected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisconnectAllResponse: _TypeAlias = DisconnectAllResponse  # noqa: Y015

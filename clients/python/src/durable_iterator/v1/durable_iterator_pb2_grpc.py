@@ -217,6 +217,41 @@ class DurableIteratorAdminStub:
                 request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.IssueTokenRequest.SerializeToString,
                 response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.IssueTokenResponse.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/History',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.ChannelInfo = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/ChannelInfo',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ChannelInfoRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ChannelInfoResponse.FromString,
+                _registered_method=True)
+        self.ListChannels = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/ListChannels',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ListChannelsRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ListChannelsResponse.FromString,
+                _registered_method=True)
+        self.Presence = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/Presence',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceResponse.FromString,
+                _registered_method=True)
+        self.PresenceStats = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/PresenceStats',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceStatsRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceStatsResponse.FromString,
+                _registered_method=True)
+        self.Disconnect = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/Disconnect',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectResponse.FromString,
+                _registered_method=True)
+        self.DisconnectAll = channel.unary_unary(
+                '/durable_iterator.v1.DurableIteratorAdmin/DisconnectAll',
+                request_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectAllRequest.SerializeToString,
+                response_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectAllResponse.FromString,
+                _registered_method=True)
 
 
 class DurableIteratorAdminServicer:
@@ -250,6 +285,70 @@ class DurableIteratorAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """A page of a channel's retained events, oldest first (or newest first with `reverse`), with
+        the id to continue from. A page holds at most 1,000 events; the server reads only the page,
+        however long the history. An unknown channel answers an empty page.
+        Errors: INVALID_ARGUMENT for a malformed `after_id` or a `limit` over 1,000;
+        FAILED_PRECONDITION when `after_id` is of another epoch of the store (its history was reset)
+        or was never issued on the channel: the message names the oldest retained id to start again
+        from (or says there is none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChannelInfo(self, request, context):
+        """Where a channel stands: newest id, oldest retained id, retained events, live sessions,
+        retention. An unknown channel answers zeros and empty ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChannels(self, request, context):
+        """The channels with retained events or live sessions on this server, in name order, a page at
+        a time. INVALID_ARGUMENT for a `page_token` this server did not hand out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Presence(self, request, context):
+        """The sessions with a stream open on a channel, in session id order, a page at a time. An
+        unknown channel answers an empty page. What clients see of each other is not part of this.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PresenceStats(self, request, context):
+        """Counts of the sessions with a stream open on a channel, without listing them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disconnect(self, request, context):
+        """Ends a session's stream with PERMISSION_DENIED "disconnected by the server", which every
+        client treats as final: it reports the error and does not reconnect. With `revoke`, the
+        session's ticket is refused from then on (a Subscribe or Invoke presenting it gets
+        PERMISSION_DENIED "disconnected by the server: the session was revoked"), and the channel
+        object hears at once that the session ended instead of after the resume window.
+        NOT_FOUND when the session is not live on the channel (nor, with `revoke`, inside its
+        resume window).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisconnectAll(self, request, context):
+        """Disconnect for every session live on the channel; answers how many were.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DurableIteratorAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +366,41 @@ def add_DurableIteratorAdminServicer_to_server(servicer, server):
                     servicer.IssueToken,
                     request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.IssueTokenRequest.FromString,
                     response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.IssueTokenResponse.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.HistoryRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.HistoryResponse.SerializeToString,
+            ),
+            'ChannelInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChannelInfo,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ChannelInfoRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ChannelInfoResponse.SerializeToString,
+            ),
+            'ListChannels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChannels,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ListChannelsRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.ListChannelsResponse.SerializeToString,
+            ),
+            'Presence': grpc.unary_unary_rpc_method_handler(
+                    servicer.Presence,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceResponse.SerializeToString,
+            ),
+            'PresenceStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.PresenceStats,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceStatsRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceStatsResponse.SerializeToString,
+            ),
+            'Disconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disconnect,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectResponse.SerializeToString,
+            ),
+            'DisconnectAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisconnectAll,
+                    request_deserializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectAllRequest.FromString,
+                    response_serializer=durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectAllResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +485,195 @@ class DurableIteratorAdmin:
             '/durable_iterator.v1.DurableIteratorAdmin/IssueToken',
             durable__iterator_dot_v1_dot_durable__iterator__pb2.IssueTokenRequest.SerializeToString,
             durable__iterator_dot_v1_dot_durable__iterator__pb2.IssueTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/History',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.HistoryRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChannelInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/ChannelInfo',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.ChannelInfoRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.ChannelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChannels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/ListChannels',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.ListChannelsRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Presence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/Presence',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PresenceStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/PresenceStats',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceStatsRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.PresenceStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/Disconnect',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisconnectAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durable_iterator.v1.DurableIteratorAdmin/DisconnectAll',
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectAllRequest.SerializeToString,
+            durable__iterator_dot_v1_dot_durable__iterator__pb2.DisconnectAllResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -124,6 +124,40 @@ class DurableIteratorAdminStub:
     """
     IssueToken: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.IssueTokenRequest, _durable_iterator_pb2.IssueTokenResponse]
     """Mints a token for a channel, signed with the server's signing key."""
+    History: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.HistoryRequest, _durable_iterator_pb2.HistoryResponse]
+    """A page of a channel's retained events, oldest first (or newest first with `reverse`), with
+    the id to continue from. A page holds at most 1,000 events; the server reads only the page,
+    however long the history. An unknown channel answers an empty page.
+    Errors: INVALID_ARGUMENT for a malformed `after_id` or a `limit` over 1,000;
+    FAILED_PRECONDITION when `after_id` is of another epoch of the store (its history was reset)
+    or was never issued on the channel: the message names the oldest retained id to start again
+    from (or says there is none).
+    """
+    ChannelInfo: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.ChannelInfoRequest, _durable_iterator_pb2.ChannelInfoResponse]
+    """Where a channel stands: newest id, oldest retained id, retained events, live sessions,
+    retention. An unknown channel answers zeros and empty ids.
+    """
+    ListChannels: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.ListChannelsRequest, _durable_iterator_pb2.ListChannelsResponse]
+    """The channels with retained events or live sessions on this server, in name order, a page at
+    a time. INVALID_ARGUMENT for a `page_token` this server did not hand out.
+    """
+    Presence: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.PresenceRequest, _durable_iterator_pb2.PresenceResponse]
+    """The sessions with a stream open on a channel, in session id order, a page at a time. An
+    unknown channel answers an empty page. What clients see of each other is not part of this.
+    """
+    PresenceStats: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.PresenceStatsRequest, _durable_iterator_pb2.PresenceStatsResponse]
+    """Counts of the sessions with a stream open on a channel, without listing them."""
+    Disconnect: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.DisconnectRequest, _durable_iterator_pb2.DisconnectResponse]
+    """Ends a session's stream with PERMISSION_DENIED "disconnected by the server", which every
+    client treats as final: it reports the error and does not reconnect. With `revoke`, the
+    session's ticket is refused from then on (a Subscribe or Invoke presenting it gets
+    PERMISSION_DENIED "disconnected by the server: the session was revoked"), and the channel
+    object hears at once that the session ended instead of after the resume window.
+    NOT_FOUND when the session is not live on the channel (nor, with `revoke`, inside its
+    resume window).
+    """
+    DisconnectAll: _grpc.UnaryUnaryMultiCallable[_durable_iterator_pb2.DisconnectAllRequest, _durable_iterator_pb2.DisconnectAllResponse]
+    """Disconnect for every session live on the channel; answers how many were."""
 
 @_typing.type_check_only
 class DurableIteratorAdminAsyncStub(DurableIteratorAdminStub):
@@ -144,6 +178,40 @@ class DurableIteratorAdminAsyncStub(DurableIteratorAdminStub):
     """
     IssueToken: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.IssueTokenRequest, _durable_iterator_pb2.IssueTokenResponse]  # type: ignore[assignment]
     """Mints a token for a channel, signed with the server's signing key."""
+    History: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.HistoryRequest, _durable_iterator_pb2.HistoryResponse]  # type: ignore[assignment]
+    """A page of a channel's retained events, oldest first (or newest first with `reverse`), with
+    the id to continue from. A page holds at most 1,000 events; the server reads only the page,
+    however long the history. An unknown channel answers an empty page.
+    Errors: INVALID_ARGUMENT for a malformed `after_id` or a `limit` over 1,000;
+    FAILED_PRECONDITION when `after_id` is of another epoch of the store (its history was reset)
+    or was never issued on the channel: the message names the oldest retained id to start again
+    from (or says there is none).
+    """
+    ChannelInfo: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.ChannelInfoRequest, _durable_iterator_pb2.ChannelInfoResponse]  # type: ignore[assignment]
+    """Where a channel stands: newest id, oldest retained id, retained events, live sessions,
+    retention. An unknown channel answers zeros and empty ids.
+    """
+    ListChannels: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.ListChannelsRequest, _durable_iterator_pb2.ListChannelsResponse]  # type: ignore[assignment]
+    """The channels with retained events or live sessions on this server, in name order, a page at
+    a time. INVALID_ARGUMENT for a `page_token` this server did not hand out.
+    """
+    Presence: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.PresenceRequest, _durable_iterator_pb2.PresenceResponse]  # type: ignore[assignment]
+    """The sessions with a stream open on a channel, in session id order, a page at a time. An
+    unknown channel answers an empty page. What clients see of each other is not part of this.
+    """
+    PresenceStats: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.PresenceStatsRequest, _durable_iterator_pb2.PresenceStatsResponse]  # type: ignore[assignment]
+    """Counts of the sessions with a stream open on a channel, without listing them."""
+    Disconnect: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.DisconnectRequest, _durable_iterator_pb2.DisconnectResponse]  # type: ignore[assignment]
+    """Ends a session's stream with PERMISSION_DENIED "disconnected by the server", which every
+    client treats as final: it reports the error and does not reconnect. With `revoke`, the
+    session's ticket is refused from then on (a Subscribe or Invoke presenting it gets
+    PERMISSION_DENIED "disconnected by the server: the session was revoked"), and the channel
+    object hears at once that the session ended instead of after the resume window.
+    NOT_FOUND when the session is not live on the channel (nor, with `revoke`, inside its
+    resume window).
+    """
+    DisconnectAll: _aio.UnaryUnaryMultiCallable[_durable_iterator_pb2.DisconnectAllRequest, _durable_iterator_pb2.DisconnectAllResponse]  # type: ignore[assignment]
+    """Disconnect for every session live on the channel; answers how many were."""
 
 class DurableIteratorAdminServicer(metaclass=_abc_1.ABCMeta):
     """Server-side service, for application servers."""
@@ -179,5 +247,81 @@ class DurableIteratorAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_durable_iterator_pb2.IssueTokenResponse, _abc.Awaitable[_durable_iterator_pb2.IssueTokenResponse]]:
         """Mints a token for a channel, signed with the server's signing key."""
+
+    @_abc_1.abstractmethod
+    def History(
+        self,
+        request: _durable_iterator_pb2.HistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.HistoryResponse, _abc.Awaitable[_durable_iterator_pb2.HistoryResponse]]:
+        """A page of a channel's retained events, oldest first (or newest first with `reverse`), with
+        the id to continue from. A page holds at most 1,000 events; the server reads only the page,
+        however long the history. An unknown channel answers an empty page.
+        Errors: INVALID_ARGUMENT for a malformed `after_id` or a `limit` over 1,000;
+        FAILED_PRECONDITION when `after_id` is of another epoch of the store (its history was reset)
+        or was never issued on the channel: the message names the oldest retained id to start again
+        from (or says there is none).
+        """
+
+    @_abc_1.abstractmethod
+    def ChannelInfo(
+        self,
+        request: _durable_iterator_pb2.ChannelInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.ChannelInfoResponse, _abc.Awaitable[_durable_iterator_pb2.ChannelInfoResponse]]:
+        """Where a channel stands: newest id, oldest retained id, retained events, live sessions,
+        retention. An unknown channel answers zeros and empty ids.
+        """
+
+    @_abc_1.abstractmethod
+    def ListChannels(
+        self,
+        request: _durable_iterator_pb2.ListChannelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.ListChannelsResponse, _abc.Awaitable[_durable_iterator_pb2.ListChannelsResponse]]:
+        """The channels with retained events or live sessions on this server, in name order, a page at
+        a time. INVALID_ARGUMENT for a `page_token` this server did not hand out.
+        """
+
+    @_abc_1.abstractmethod
+    def Presence(
+        self,
+        request: _durable_iterator_pb2.PresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.PresenceResponse, _abc.Awaitable[_durable_iterator_pb2.PresenceResponse]]:
+        """The sessions with a stream open on a channel, in session id order, a page at a time. An
+        unknown channel answers an empty page. What clients see of each other is not part of this.
+        """
+
+    @_abc_1.abstractmethod
+    def PresenceStats(
+        self,
+        request: _durable_iterator_pb2.PresenceStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.PresenceStatsResponse, _abc.Awaitable[_durable_iterator_pb2.PresenceStatsResponse]]:
+        """Counts of the sessions with a stream open on a channel, without listing them."""
+
+    @_abc_1.abstractmethod
+    def Disconnect(
+        self,
+        request: _durable_iterator_pb2.DisconnectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.DisconnectResponse, _abc.Awaitable[_durable_iterator_pb2.DisconnectResponse]]:
+        """Ends a session's stream with PERMISSION_DENIED "disconnected by the server", which every
+        client treats as final: it reports the error and does not reconnect. With `revoke`, the
+        session's ticket is refused from then on (a Subscribe or Invoke presenting it gets
+        PERMISSION_DENIED "disconnected by the server: the session was revoked"), and the channel
+        object hears at once that the session ended instead of after the resume window.
+        NOT_FOUND when the session is not live on the channel (nor, with `revoke`, inside its
+        resume window).
+        """
+
+    @_abc_1.abstractmethod
+    def DisconnectAll(
+        self,
+        request: _durable_iterator_pb2.DisconnectAllRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_durable_iterator_pb2.DisconnectAllResponse, _abc.Awaitable[_durable_iterator_pb2.DisconnectAllResponse]]:
+        """Disconnect for every session live on the channel; answers how many were."""
 
 def add_DurableIteratorAdminServicer_to_server(servicer: DurableIteratorAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

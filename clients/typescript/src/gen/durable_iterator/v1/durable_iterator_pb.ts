@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file durable_iterator/v1/durable_iterator.proto.
  */
 export const file_durable_iterator_v1_durable_iterator: GenFile = /*@__PURE__*/
-  fileDesc("CipkdXJhYmxlX2l0ZXJhdG9yL3YxL2R1cmFibGVfaXRlcmF0b3IucHJvdG8SE2R1cmFibGVfaXRlcmF0b3IudjEifwoQU3Vic2NyaWJlUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIaCg1sYXN0X2V2ZW50X2lkGAIgASgJSACIAQESGwoOc2Vzc2lvbl90aWNrZXQYAyABKAlIAYgBAUIQCg5fbGFzdF9ldmVudF9pZEIRCg9fc2Vzc2lvbl90aWNrZXQi8gEKEVN1YnNjcmliZVJlc3BvbnNlEjUKCnN1YnNjcmliZWQYASABKAsyHy5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN1YnNjcmliZWRIABIrCgVldmVudBgCIAEoCzIaLmR1cmFibGVfaXRlcmF0b3IudjEuRXZlbnRIABIzCgloZWFydGJlYXQYAyABKAsyHi5kdXJhYmxlX2l0ZXJhdG9yLnYxLkhlYXJ0YmVhdEgAEjwKDnRva2VuX2V4cGlyaW5nGAQgASgLMiIuZHVyYWJsZV9pdGVyYXRvci52MS5Ub2tlbkV4cGlyaW5nSABCBgoEa2luZCLjAQoKU3Vic2NyaWJlZBIPCgdjaGFubmVsGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFgoOc2Vzc2lvbl90aWNrZXQYAyABKAkSMgoGcmVzdW1lGAQgASgLMiIuZHVyYWJsZV9pdGVyYXRvci52MS5SZXN1bWVPdXRjb21lEhgKEHRva2VuX2V4cGlyZXNfYXQYBSABKAMSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEhkKEXJldGVudGlvbl9zZWNvbmRzGAcgASgEEhAKCHBvc2l0aW9uGAggASgJIpgBCg1SZXN1bWVPdXRjb21lEhEKCXJlcXVlc3RlZBgBIAEoCBIRCglyZWNvdmVyZWQYAiABKAgSMwoHZmFpbHVyZRgDIAEoDjIiLmR1cmFibGVfaXRlcmF0b3IudjEuUmVzdW1lRmFpbHVyZRIQCghyZXBsYXllZBgEIAEoBBIaChJvbGRlc3RfcmV0YWluZWRfaWQYBSABKAkihgEKBUV2ZW50EgoKAmlkGAEgASgJEiYKBGpzb24YAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIlCgV0eXBlZBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnlIABIXCg9wdWJsaXNoZWRfYXRfbXMYBCABKANCCQoHcGF5bG9hZCIjCglIZWFydGJlYXQSFgoOc2VydmVyX3RpbWVfbXMYASABKAMiKQoNVG9rZW5FeHBpcmluZxIYChB0b2tlbl9leHBpcmVzX2F0GAEgASgDIoMBCg1JbnZva2VSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhsKDnNlc3Npb25fdGlja2V0GAIgASgJSACIAQESDAoEcGF0aBgDIAMoCRIlCgVpbnB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIRCg9fc2Vzc2lvbl90aWNrZXQiOAoOSW52b2tlUmVzcG9uc2USJgoGb3V0cHV0GAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjwKE1JlZnJlc2hUb2tlblJlcXVlc3QSFgoOc2Vzc2lvbl90aWNrZXQYASABKAkSDQoFdG9rZW4YAiABKAkiMAoUUmVmcmVzaFRva2VuUmVzcG9uc2USGAoQdG9rZW5fZXhwaXJlc19hdBgBIAEoAyIcCgpTdHJpbmdMaXN0Eg4KBnZhbHVlcxgBIAMoCSLtAQoOUHVibGlzaFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRImCgRqc29uGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJQoFdHlwZWQYAyABKAsyFC5nb29nbGUucHJvdG9idWYuQW55SAASLQoEdGFncxgEIAEoCzIfLmR1cmFibGVfaXRlcmF0b3IudjEuU3RyaW5nTGlzdBIwCgd0YXJnZXRzGAUgASgLMh8uZHVyYWJsZV9pdGVyYXRvci52MS5TdHJpbmdMaXN0Eg8KB2V4Y2x1ZGUYBiADKAlCCQoHcGF5bG9hZCIdCg9QdWJsaXNoUmVzcG9uc2USCgoCaWQYASABKAkiSgoTUHVibGlzaEJhdGNoUmVxdWVzdBIzCgZldmVudHMYASADKAsyIy5kdXJhYmxlX2l0ZXJhdG9yLnYxLlB1Ymxpc2hSZXF1ZXN0IiMKFFB1Ymxpc2hCYXRjaFJlc3BvbnNlEgsKA2lkcxgBIAMoCSJ5ChFJc3N1ZVRva2VuUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEgwKBHRhZ3MYAiADKAkSIwoDYXR0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgsKA3JwYxgEIAMoCRITCgt0dGxfc2Vjb25kcxgFIAEoBCI3ChJJc3N1ZVRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSEgoKZXhwaXJlc19hdBgCIAEoAyqpAQoNUmVzdW1lRmFpbHVyZRIeChpSRVNVTUVfRkFJTFVSRV9VTlNQRUNJRklFRBAAEh0KGVJFU1VNRV9GQUlMVVJFX1JFU1VNRV9PRkYQARIaChZSRVNVTUVfRkFJTFVSRV9UT09fT0xEEAISHgoaUkVTVU1FX0ZBSUxVUkVfU1RPUkVfUkVTRVQQAxIdChlSRVNVTUVfRkFJTFVSRV9VTktOT1dOX0lEEAQypwIKD0R1cmFibGVJdGVyYXRvchJcCglTdWJzY3JpYmUSJS5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN1YnNjcmliZVJlcXVlc3QaJi5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESUQoGSW52b2tlEiIuZHVyYWJsZV9pdGVyYXRvci52MS5JbnZva2VSZXF1ZXN0GiMuZHVyYWJsZV9pdGVyYXRvci52MS5JbnZva2VSZXNwb25zZRJjCgxSZWZyZXNoVG9rZW4SKC5kdXJhYmxlX2l0ZXJhdG9yLnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaKS5kdXJhYmxlX2l0ZXJhdG9yLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlMrACChREdXJhYmxlSXRlcmF0b3JBZG1pbhJUCgdQdWJsaXNoEiMuZHVyYWJsZV9pdGVyYXRvci52MS5QdWJsaXNoUmVxdWVzdBokLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaFJlc3BvbnNlEmMKDFB1Ymxpc2hCYXRjaBIoLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaEJhdGNoUmVxdWVzdBopLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaEJhdGNoUmVzcG9uc2USXQoKSXNzdWVUb2tlbhImLmR1cmFibGVfaXRlcmF0b3IudjEuSXNzdWVUb2tlblJlcXVlc3QaJy5kdXJhYmxlX2l0ZXJhdG9yLnYxLklzc3VlVG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_any, file_google_protobuf_struct]);
+  fileDesc("CipkdXJhYmxlX2l0ZXJhdG9yL3YxL2R1cmFibGVfaXRlcmF0b3IucHJvdG8SE2R1cmFibGVfaXRlcmF0b3IudjEifwoQU3Vic2NyaWJlUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIaCg1sYXN0X2V2ZW50X2lkGAIgASgJSACIAQESGwoOc2Vzc2lvbl90aWNrZXQYAyABKAlIAYgBAUIQCg5fbGFzdF9ldmVudF9pZEIRCg9fc2Vzc2lvbl90aWNrZXQi8gEKEVN1YnNjcmliZVJlc3BvbnNlEjUKCnN1YnNjcmliZWQYASABKAsyHy5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN1YnNjcmliZWRIABIrCgVldmVudBgCIAEoCzIaLmR1cmFibGVfaXRlcmF0b3IudjEuRXZlbnRIABIzCgloZWFydGJlYXQYAyABKAsyHi5kdXJhYmxlX2l0ZXJhdG9yLnYxLkhlYXJ0YmVhdEgAEjwKDnRva2VuX2V4cGlyaW5nGAQgASgLMiIuZHVyYWJsZV9pdGVyYXRvci52MS5Ub2tlbkV4cGlyaW5nSABCBgoEa2luZCLjAQoKU3Vic2NyaWJlZBIPCgdjaGFubmVsGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFgoOc2Vzc2lvbl90aWNrZXQYAyABKAkSMgoGcmVzdW1lGAQgASgLMiIuZHVyYWJsZV9pdGVyYXRvci52MS5SZXN1bWVPdXRjb21lEhgKEHRva2VuX2V4cGlyZXNfYXQYBSABKAMSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAYgASgNEhkKEXJldGVudGlvbl9zZWNvbmRzGAcgASgEEhAKCHBvc2l0aW9uGAggASgJIpgBCg1SZXN1bWVPdXRjb21lEhEKCXJlcXVlc3RlZBgBIAEoCBIRCglyZWNvdmVyZWQYAiABKAgSMwoHZmFpbHVyZRgDIAEoDjIiLmR1cmFibGVfaXRlcmF0b3IudjEuUmVzdW1lRmFpbHVyZRIQCghyZXBsYXllZBgEIAEoBBIaChJvbGRlc3RfcmV0YWluZWRfaWQYBSABKAkihgEKBUV2ZW50EgoKAmlkGAEgASgJEiYKBGpzb24YAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIlCgV0eXBlZBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnlIABIXCg9wdWJsaXNoZWRfYXRfbXMYBCABKANCCQoHcGF5bG9hZCIjCglIZWFydGJlYXQSFgoOc2VydmVyX3RpbWVfbXMYASABKAMiKQoNVG9rZW5FeHBpcmluZxIYChB0b2tlbl9leHBpcmVzX2F0GAEgASgDIoMBCg1JbnZva2VSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhsKDnNlc3Npb25fdGlja2V0GAIgASgJSACIAQESDAoEcGF0aBgDIAMoCRIlCgVpbnB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIRCg9fc2Vzc2lvbl90aWNrZXQiOAoOSW52b2tlUmVzcG9uc2USJgoGb3V0cHV0GAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjwKE1JlZnJlc2hUb2tlblJlcXVlc3QSFgoOc2Vzc2lvbl90aWNrZXQYASABKAkSDQoFdG9rZW4YAiABKAkiMAoUUmVmcmVzaFRva2VuUmVzcG9uc2USGAoQdG9rZW5fZXhwaXJlc19hdBgBIAEoAyIcCgpTdHJpbmdMaXN0Eg4KBnZhbHVlcxgBIAMoCSKfAgoOUHVibGlzaFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRImCgRqc29uGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASJQoFdHlwZWQYAyABKAsyFC5nb29nbGUucHJvdG9idWYuQW55SAASLQoEdGFncxgEIAEoCzIfLmR1cmFibGVfaXRlcmF0b3IudjEuU3RyaW5nTGlzdBIwCgd0YXJnZXRzGAUgASgLMh8uZHVyYWJsZV9pdGVyYXRvci52MS5TdHJpbmdMaXN0Eg8KB2V4Y2x1ZGUYBiADKAkSHAoPaWRlbXBvdGVuY3lfa2V5GAcgASgJSAGIAQFCCQoHcGF5bG9hZEISChBfaWRlbXBvdGVuY3lfa2V5Ih0KD1B1Ymxpc2hSZXNwb25zZRIKCgJpZBgBIAEoCSJKChNQdWJsaXNoQmF0Y2hSZXF1ZXN0EjMKBmV2ZW50cxgBIAMoCzIjLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaFJlcXVlc3QiIwoUUHVibGlzaEJhdGNoUmVzcG9uc2USCwoDaWRzGAEgAygJInkKEUlzc3VlVG9rZW5SZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDAoEdGFncxgCIAMoCRIjCgNhdHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSCwoDcnBjGAQgAygJEhMKC3R0bF9zZWNvbmRzGAUgASgEIjcKEklzc3VlVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRISCgpleHBpcmVzX2F0GAIgASgDImUKDkhpc3RvcnlSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSFQoIYWZ0ZXJfaWQYAiABKAlIAIgBARINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIQgsKCV9hZnRlcl9pZCKKAQoPSGlzdG9yeVJlc3BvbnNlEjEKBmV2ZW50cxgBIAMoCzIhLmR1cmFibGVfaXRlcmF0b3IudjEuSGlzdG9yeUV2ZW50EhUKDW5leHRfYWZ0ZXJfaWQYAiABKAkSEQoJbmV3ZXN0X2lkGAMgASgJEhoKEm9sZGVzdF9yZXRhaW5lZF9pZBgEIAEoCSKrAQoMSGlzdG9yeUV2ZW50EikKBWV2ZW50GAEgASgLMhouZHVyYWJsZV9pdGVyYXRvci52MS5FdmVudBItCgR0YWdzGAIgASgLMh8uZHVyYWJsZV9pdGVyYXRvci52MS5TdHJpbmdMaXN0EjAKB3RhcmdldHMYAyABKAsyHy5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN0cmluZ0xpc3QSDwoHZXhjbHVkZRgEIAMoCSIlChJDaGFubmVsSW5mb1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCSKPAQoTQ2hhbm5lbEluZm9SZXNwb25zZRIRCgluZXdlc3RfaWQYASABKAkSGgoSb2xkZXN0X3JldGFpbmVkX2lkGAIgASgJEhcKD3JldGFpbmVkX2V2ZW50cxgDIAEoBBIVCg1saXZlX3Nlc3Npb25zGAQgASgEEhkKEXJldGVudGlvbl9zZWNvbmRzGAUgASgEIkgKE0xpc3RDaGFubmVsc1JlcXVlc3QSDgoGcHJlZml4GAEgASgJEhIKCnBhZ2VfdG9rZW4YAiABKAkSDQoFbGltaXQYAyABKA0iQQoUTGlzdENoYW5uZWxzUmVzcG9uc2USEAoIY2hhbm5lbHMYASADKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkUKD1ByZXNlbmNlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEhIKCnBhZ2VfdG9rZW4YAiABKAkSDQoFbGltaXQYAyABKA0iYgoQUHJlc2VuY2VSZXNwb25zZRI1CghzZXNzaW9ucxgBIAMoCzIjLmR1cmFibGVfaXRlcmF0b3IudjEuUHJlc2VudFNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoEBCg5QcmVzZW50U2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEgwKBHRhZ3MYAiADKAkSIwoDYXR0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKD2Nvbm5lY3RlZF9hdF9tcxgEIAEoAxIPCgdyZXN1bWVzGAUgASgEIicKFFByZXNlbmNlU3RhdHNSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkitwEKFVByZXNlbmNlU3RhdHNSZXNwb25zZRIQCghzZXNzaW9ucxgBIAEoBBJWCg9zZXNzaW9uc19ieV90YWcYAiADKAsyPS5kdXJhYmxlX2l0ZXJhdG9yLnYxLlByZXNlbmNlU3RhdHNSZXNwb25zZS5TZXNzaW9uc0J5VGFnRW50cnkaNAoSU2Vzc2lvbnNCeVRhZ0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEiSAoRRGlzY29ubmVjdFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg4KBnJldm9rZRgDIAEoCCImChJEaXNjb25uZWN0UmVzcG9uc2USEAoId2FzX2xpdmUYASABKAgiNwoURGlzY29ubmVjdEFsbFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIOCgZyZXZva2UYAiABKAgiLQoVRGlzY29ubmVjdEFsbFJlc3BvbnNlEhQKDGRpc2Nvbm5lY3RlZBgBIAEoBCqpAQoNUmVzdW1lRmFpbHVyZRIeChpSRVNVTUVfRkFJTFVSRV9VTlNQRUNJRklFRBAAEh0KGVJFU1VNRV9GQUlMVVJFX1JFU1VNRV9PRkYQARIaChZSRVNVTUVfRkFJTFVSRV9UT09fT0xEEAISHgoaUkVTVU1FX0ZBSUxVUkVfU1RPUkVfUkVTRVQQAxIdChlSRVNVTUVfRkFJTFVSRV9VTktOT1dOX0lEEAQypwIKD0R1cmFibGVJdGVyYXRvchJcCglTdWJzY3JpYmUSJS5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN1YnNjcmliZVJlcXVlc3QaJi5kdXJhYmxlX2l0ZXJhdG9yLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESUQoGSW52b2tlEiIuZHVyYWJsZV9pdGVyYXRvci52MS5JbnZva2VSZXF1ZXN0GiMuZHVyYWJsZV9pdGVyYXRvci52MS5JbnZva2VSZXNwb25zZRJjCgxSZWZyZXNoVG9rZW4SKC5kdXJhYmxlX2l0ZXJhdG9yLnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaKS5kdXJhYmxlX2l0ZXJhdG9yLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlMtUHChREdXJhYmxlSXRlcmF0b3JBZG1pbhJUCgdQdWJsaXNoEiMuZHVyYWJsZV9pdGVyYXRvci52MS5QdWJsaXNoUmVxdWVzdBokLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaFJlc3BvbnNlEmMKDFB1Ymxpc2hCYXRjaBIoLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaEJhdGNoUmVxdWVzdBopLmR1cmFibGVfaXRlcmF0b3IudjEuUHVibGlzaEJhdGNoUmVzcG9uc2USXQoKSXNzdWVUb2tlbhImLmR1cmFibGVfaXRlcmF0b3IudjEuSXNzdWVUb2tlblJlcXVlc3QaJy5kdXJhYmxlX2l0ZXJhdG9yLnYxLklzc3VlVG9rZW5SZXNwb25zZRJUCgdIaXN0b3J5EiMuZHVyYWJsZV9pdGVyYXRvci52MS5IaXN0b3J5UmVxdWVzdBokLmR1cmFibGVfaXRlcmF0b3IudjEuSGlzdG9yeVJlc3BvbnNlEmAKC0NoYW5uZWxJbmZvEicuZHVyYWJsZV9pdGVyYXRvci52MS5DaGFubmVsSW5mb1JlcXVlc3QaKC5kdXJhYmxlX2l0ZXJhdG9yLnYxLkNoYW5uZWxJbmZvUmVzcG9uc2USYwoMTGlzdENoYW5uZWxzEiguZHVyYWJsZV9pdGVyYXRvci52MS5MaXN0Q2hhbm5lbHNSZXF1ZXN0GikuZHVyYWJsZV9pdGVyYXRvci52MS5MaXN0Q2hhbm5lbHNSZXNwb25zZRJXCghQcmVzZW5jZRIkLmR1cmFibGVfaXRlcmF0b3IudjEuUHJlc2VuY2VSZXF1ZXN0GiUuZHVyYWJsZV9pdGVyYXRvci52MS5QcmVzZW5jZVJlc3BvbnNlEmYKDVByZXNlbmNlU3RhdHMSKS5kdXJhYmxlX2l0ZXJhdG9yLnYxLlByZXNlbmNlU3RhdHNSZXF1ZXN0GiouZHVyYWJsZV9pdGVyYXRvci52MS5QcmVzZW5jZVN0YXRzUmVzcG9uc2USXQoKRGlzY29ubmVjdBImLmR1cmFibGVfaXRlcmF0b3IudjEuRGlzY29ubmVjdFJlcXVlc3QaJy5kdXJhYmxlX2l0ZXJhdG9yLnYxLkRpc2Nvbm5lY3RSZXNwb25zZRJmCg1EaXNjb25uZWN0QWxsEikuZHVyYWJsZV9pdGVyYXRvci52MS5EaXNjb25uZWN0QWxsUmVxdWVzdBoqLmR1cmFibGVfaXRlcmF0b3IudjEuRGlzY29ubmVjdEFsbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_any, file_google_protobuf_struct]);
 
 /**
  * @generated from message durable_iterator.v1.SubscribeRequest
@@ -462,6 +462,17 @@ export type PublishRequest = Message<"durable_iterator.v1.PublishRequest"> & {
    * @generated from field: repeated string exclude = 6;
    */
   exclude: string[];
+
+  /**
+   * Makes the publish idempotent: a second publish with the same key on the same channel while
+   * the first event is retained (its retention window, across restarts) stores nothing and
+   * answers the first event's id; subscribers receive the event once. Per event in
+   * PublishBatch. At most 128 bytes (INVALID_ARGUMENT above); empty means no key. With
+   * retention 0 nothing is kept, keys included: every publish is stored.
+   *
+   * @generated from field: optional string idempotency_key = 7;
+   */
+  idempotencyKey?: string | undefined;
 };
 
 /**
@@ -592,6 +603,488 @@ export const IssueTokenResponseSchema: GenMessage<IssueTokenResponse> = /*@__PUR
   messageDesc(file_durable_iterator_v1_durable_iterator, 17);
 
 /**
+ * @generated from message durable_iterator.v1.HistoryRequest
+ */
+export type HistoryRequest = Message<"durable_iterator.v1.HistoryRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * Continue from this id (exclusive): the `next_after_id` of the previous page. Absent or
+   * empty: from the oldest retained event (from the newest with `reverse`). An id older than
+   * the oldest retained event starts there.
+   *
+   * @generated from field: optional string after_id = 2;
+   */
+  afterId?: string | undefined;
+
+  /**
+   * Events per page, at most 1,000; 0 means 100.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+
+  /**
+   * Newest first: the page holds the events before `after_id`.
+   *
+   * @generated from field: bool reverse = 4;
+   */
+  reverse: boolean;
+};
+
+/**
+ * Describes the message durable_iterator.v1.HistoryRequest.
+ * Use `create(HistoryRequestSchema)` to create a new message.
+ */
+export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 18);
+
+/**
+ * @generated from message durable_iterator.v1.HistoryResponse
+ */
+export type HistoryResponse = Message<"durable_iterator.v1.HistoryResponse"> & {
+  /**
+   * In id order, or newest first with `reverse`.
+   *
+   * @generated from field: repeated durable_iterator.v1.HistoryEvent events = 1;
+   */
+  events: HistoryEvent[];
+
+  /**
+   * Pass as `after_id` for the next page; empty when this page reached the end (the newest
+   * event, or the oldest retained one with `reverse`).
+   *
+   * @generated from field: string next_after_id = 2;
+   */
+  nextAfterId: string;
+
+  /**
+   * The channel's newest id and oldest retained id when the page was read, empty if none.
+   *
+   * @generated from field: string newest_id = 3;
+   */
+  newestId: string;
+
+  /**
+   * @generated from field: string oldest_retained_id = 4;
+   */
+  oldestRetainedId: string;
+};
+
+/**
+ * Describes the message durable_iterator.v1.HistoryResponse.
+ * Use `create(HistoryResponseSchema)` to create a new message.
+ */
+export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 19);
+
+/**
+ * A retained event: what subscribers receive, and the filter it was published with (session
+ * lists as resolved at publish time).
+ *
+ * @generated from message durable_iterator.v1.HistoryEvent
+ */
+export type HistoryEvent = Message<"durable_iterator.v1.HistoryEvent"> & {
+  /**
+   * @generated from field: durable_iterator.v1.Event event = 1;
+   */
+  event?: Event | undefined;
+
+  /**
+   * Absent: everyone; empty: nobody.
+   *
+   * @generated from field: durable_iterator.v1.StringList tags = 2;
+   */
+  tags?: StringList | undefined;
+
+  /**
+   * Absent: no restriction; empty: nobody.
+   *
+   * @generated from field: durable_iterator.v1.StringList targets = 3;
+   */
+  targets?: StringList | undefined;
+
+  /**
+   * @generated from field: repeated string exclude = 4;
+   */
+  exclude: string[];
+};
+
+/**
+ * Describes the message durable_iterator.v1.HistoryEvent.
+ * Use `create(HistoryEventSchema)` to create a new message.
+ */
+export const HistoryEventSchema: GenMessage<HistoryEvent> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 20);
+
+/**
+ * @generated from message durable_iterator.v1.ChannelInfoRequest
+ */
+export type ChannelInfoRequest = Message<"durable_iterator.v1.ChannelInfoRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+};
+
+/**
+ * Describes the message durable_iterator.v1.ChannelInfoRequest.
+ * Use `create(ChannelInfoRequestSchema)` to create a new message.
+ */
+export const ChannelInfoRequestSchema: GenMessage<ChannelInfoRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 21);
+
+/**
+ * @generated from message durable_iterator.v1.ChannelInfoResponse
+ */
+export type ChannelInfoResponse = Message<"durable_iterator.v1.ChannelInfoResponse"> & {
+  /**
+   * The last id assigned on the channel, empty if none ever was (it stays after its event
+   * expires).
+   *
+   * @generated from field: string newest_id = 1;
+   */
+  newestId: string;
+
+  /**
+   * The oldest event still retained, empty if none.
+   *
+   * @generated from field: string oldest_retained_id = 2;
+   */
+  oldestRetainedId: string;
+
+  /**
+   * Events retained, from the oldest retained to the newest.
+   *
+   * @generated from field: uint64 retained_events = 3;
+   */
+  retainedEvents: bigint;
+
+  /**
+   * Sessions with a stream open now.
+   *
+   * @generated from field: uint64 live_sessions = 4;
+   */
+  liveSessions: bigint;
+
+  /**
+   * How long events are kept, in seconds; 0: resume off.
+   *
+   * @generated from field: uint64 retention_seconds = 5;
+   */
+  retentionSeconds: bigint;
+};
+
+/**
+ * Describes the message durable_iterator.v1.ChannelInfoResponse.
+ * Use `create(ChannelInfoResponseSchema)` to create a new message.
+ */
+export const ChannelInfoResponseSchema: GenMessage<ChannelInfoResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 22);
+
+/**
+ * @generated from message durable_iterator.v1.ListChannelsRequest
+ */
+export type ListChannelsRequest = Message<"durable_iterator.v1.ListChannelsRequest"> & {
+  /**
+   * Only channels whose name starts with this.
+   *
+   * @generated from field: string prefix = 1;
+   */
+  prefix: string;
+
+  /**
+   * The `next_page_token` of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Channels per page, at most 1,000; 0 means 100.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message durable_iterator.v1.ListChannelsRequest.
+ * Use `create(ListChannelsRequestSchema)` to create a new message.
+ */
+export const ListChannelsRequestSchema: GenMessage<ListChannelsRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 23);
+
+/**
+ * @generated from message durable_iterator.v1.ListChannelsResponse
+ */
+export type ListChannelsResponse = Message<"durable_iterator.v1.ListChannelsResponse"> & {
+  /**
+   * In name order.
+   *
+   * @generated from field: repeated string channels = 1;
+   */
+  channels: string[];
+
+  /**
+   * Pass as `page_token` for the next page; empty when there is none.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message durable_iterator.v1.ListChannelsResponse.
+ * Use `create(ListChannelsResponseSchema)` to create a new message.
+ */
+export const ListChannelsResponseSchema: GenMessage<ListChannelsResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 24);
+
+/**
+ * @generated from message durable_iterator.v1.PresenceRequest
+ */
+export type PresenceRequest = Message<"durable_iterator.v1.PresenceRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * The `next_page_token` of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Sessions per page, at most 1,000; 0 means 100.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message durable_iterator.v1.PresenceRequest.
+ * Use `create(PresenceRequestSchema)` to create a new message.
+ */
+export const PresenceRequestSchema: GenMessage<PresenceRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 25);
+
+/**
+ * @generated from message durable_iterator.v1.PresenceResponse
+ */
+export type PresenceResponse = Message<"durable_iterator.v1.PresenceResponse"> & {
+  /**
+   * In session id order.
+   *
+   * @generated from field: repeated durable_iterator.v1.PresentSession sessions = 1;
+   */
+  sessions: PresentSession[];
+
+  /**
+   * Pass as `page_token` for the next page; empty when there is none.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message durable_iterator.v1.PresenceResponse.
+ * Use `create(PresenceResponseSchema)` to create a new message.
+ */
+export const PresenceResponseSchema: GenMessage<PresenceResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 26);
+
+/**
+ * A session with a stream open.
+ *
+ * @generated from message durable_iterator.v1.PresentSession
+ */
+export type PresentSession = Message<"durable_iterator.v1.PresentSession"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The tags of the session's token.
+   *
+   * @generated from field: repeated string tags = 2;
+   */
+  tags: string[];
+
+  /**
+   * The `att` of the session's current token.
+   *
+   * @generated from field: google.protobuf.Value att = 3;
+   */
+  att?: Value | undefined;
+
+  /**
+   * When its current stream opened, Unix milliseconds.
+   *
+   * @generated from field: int64 connected_at_ms = 4;
+   */
+  connectedAtMs: bigint;
+
+  /**
+   * How many times the session came back with its ticket while this server knew it (within
+   * the resume window, or taking over a stream still open).
+   *
+   * @generated from field: uint64 resumes = 5;
+   */
+  resumes: bigint;
+};
+
+/**
+ * Describes the message durable_iterator.v1.PresentSession.
+ * Use `create(PresentSessionSchema)` to create a new message.
+ */
+export const PresentSessionSchema: GenMessage<PresentSession> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 27);
+
+/**
+ * @generated from message durable_iterator.v1.PresenceStatsRequest
+ */
+export type PresenceStatsRequest = Message<"durable_iterator.v1.PresenceStatsRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+};
+
+/**
+ * Describes the message durable_iterator.v1.PresenceStatsRequest.
+ * Use `create(PresenceStatsRequestSchema)` to create a new message.
+ */
+export const PresenceStatsRequestSchema: GenMessage<PresenceStatsRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 28);
+
+/**
+ * @generated from message durable_iterator.v1.PresenceStatsResponse
+ */
+export type PresenceStatsResponse = Message<"durable_iterator.v1.PresenceStatsResponse"> & {
+  /**
+   * Sessions with a stream open on the channel.
+   *
+   * @generated from field: uint64 sessions = 1;
+   */
+  sessions: bigint;
+
+  /**
+   * Of them, how many have each tag (tags no session has are absent).
+   *
+   * @generated from field: map<string, uint64> sessions_by_tag = 2;
+   */
+  sessionsByTag: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message durable_iterator.v1.PresenceStatsResponse.
+ * Use `create(PresenceStatsResponseSchema)` to create a new message.
+ */
+export const PresenceStatsResponseSchema: GenMessage<PresenceStatsResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 29);
+
+/**
+ * @generated from message durable_iterator.v1.DisconnectRequest
+ */
+export type DisconnectRequest = Message<"durable_iterator.v1.DisconnectRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * Refuse the session's ticket from then on: the session cannot resume.
+   *
+   * @generated from field: bool revoke = 3;
+   */
+  revoke: boolean;
+};
+
+/**
+ * Describes the message durable_iterator.v1.DisconnectRequest.
+ * Use `create(DisconnectRequestSchema)` to create a new message.
+ */
+export const DisconnectRequestSchema: GenMessage<DisconnectRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 30);
+
+/**
+ * @generated from message durable_iterator.v1.DisconnectResponse
+ */
+export type DisconnectResponse = Message<"durable_iterator.v1.DisconnectResponse"> & {
+  /**
+   * A stream of the session was open and is ended (false: it was revoked inside its resume
+   * window, with no stream open).
+   *
+   * @generated from field: bool was_live = 1;
+   */
+  wasLive: boolean;
+};
+
+/**
+ * Describes the message durable_iterator.v1.DisconnectResponse.
+ * Use `create(DisconnectResponseSchema)` to create a new message.
+ */
+export const DisconnectResponseSchema: GenMessage<DisconnectResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 31);
+
+/**
+ * @generated from message durable_iterator.v1.DisconnectAllRequest
+ */
+export type DisconnectAllRequest = Message<"durable_iterator.v1.DisconnectAllRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * Revoke every one of the sessions, as Disconnect's `revoke`.
+   *
+   * @generated from field: bool revoke = 2;
+   */
+  revoke: boolean;
+};
+
+/**
+ * Describes the message durable_iterator.v1.DisconnectAllRequest.
+ * Use `create(DisconnectAllRequestSchema)` to create a new message.
+ */
+export const DisconnectAllRequestSchema: GenMessage<DisconnectAllRequest> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 32);
+
+/**
+ * @generated from message durable_iterator.v1.DisconnectAllResponse
+ */
+export type DisconnectAllResponse = Message<"durable_iterator.v1.DisconnectAllResponse"> & {
+  /**
+   * Sessions whose stream was ended.
+   *
+   * @generated from field: uint64 disconnected = 1;
+   */
+  disconnected: bigint;
+};
+
+/**
+ * Describes the message durable_iterator.v1.DisconnectAllResponse.
+ * Use `create(DisconnectAllResponseSchema)` to create a new message.
+ */
+export const DisconnectAllResponseSchema: GenMessage<DisconnectAllResponse> = /*@__PURE__*/
+  messageDesc(file_durable_iterator_v1_durable_iterator, 33);
+
+/**
  * @generated from enum durable_iterator.v1.ResumeFailure
  */
 export enum ResumeFailure {
@@ -718,6 +1211,91 @@ export const DurableIteratorAdmin: GenService<{
     methodKind: "unary";
     input: typeof IssueTokenRequestSchema;
     output: typeof IssueTokenResponseSchema;
+  },
+  /**
+   * A page of a channel's retained events, oldest first (or newest first with `reverse`), with
+   * the id to continue from. A page holds at most 1,000 events; the server reads only the page,
+   * however long the history. An unknown channel answers an empty page.
+   * Errors: INVALID_ARGUMENT for a malformed `after_id` or a `limit` over 1,000;
+   * FAILED_PRECONDITION when `after_id` is of another epoch of the store (its history was reset)
+   * or was never issued on the channel: the message names the oldest retained id to start again
+   * from (or says there is none).
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.History
+   */
+  history: {
+    methodKind: "unary";
+    input: typeof HistoryRequestSchema;
+    output: typeof HistoryResponseSchema;
+  },
+  /**
+   * Where a channel stands: newest id, oldest retained id, retained events, live sessions,
+   * retention. An unknown channel answers zeros and empty ids.
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.ChannelInfo
+   */
+  channelInfo: {
+    methodKind: "unary";
+    input: typeof ChannelInfoRequestSchema;
+    output: typeof ChannelInfoResponseSchema;
+  },
+  /**
+   * The channels with retained events or live sessions on this server, in name order, a page at
+   * a time. INVALID_ARGUMENT for a `page_token` this server did not hand out.
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.ListChannels
+   */
+  listChannels: {
+    methodKind: "unary";
+    input: typeof ListChannelsRequestSchema;
+    output: typeof ListChannelsResponseSchema;
+  },
+  /**
+   * The sessions with a stream open on a channel, in session id order, a page at a time. An
+   * unknown channel answers an empty page. What clients see of each other is not part of this.
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.Presence
+   */
+  presence: {
+    methodKind: "unary";
+    input: typeof PresenceRequestSchema;
+    output: typeof PresenceResponseSchema;
+  },
+  /**
+   * Counts of the sessions with a stream open on a channel, without listing them.
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.PresenceStats
+   */
+  presenceStats: {
+    methodKind: "unary";
+    input: typeof PresenceStatsRequestSchema;
+    output: typeof PresenceStatsResponseSchema;
+  },
+  /**
+   * Ends a session's stream with PERMISSION_DENIED "disconnected by the server", which every
+   * client treats as final: it reports the error and does not reconnect. With `revoke`, the
+   * session's ticket is refused from then on (a Subscribe or Invoke presenting it gets
+   * PERMISSION_DENIED "disconnected by the server: the session was revoked"), and the channel
+   * object hears at once that the session ended instead of after the resume window.
+   * NOT_FOUND when the session is not live on the channel (nor, with `revoke`, inside its
+   * resume window).
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.Disconnect
+   */
+  disconnect: {
+    methodKind: "unary";
+    input: typeof DisconnectRequestSchema;
+    output: typeof DisconnectResponseSchema;
+  },
+  /**
+   * Disconnect for every session live on the channel; answers how many were.
+   *
+   * @generated from rpc durable_iterator.v1.DurableIteratorAdmin.DisconnectAll
+   */
+  disconnectAll: {
+    methodKind: "unary";
+    input: typeof DisconnectAllRequestSchema;
+    output: typeof DisconnectAllResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_durable_iterator_v1_durable_iterator, 1);
