@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{process::*, *};
+use crate::common::{process::*, redis_server::RedisServer, *};
 use durable_iterator::{
     RedbStore,
     pb::{
@@ -136,14 +136,33 @@ async fn retention_on_disk_is_exact_before_and_after_the_purge() {
 /// acknowledged event is replayable, in order, exactly once, with the payload it was sent with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_sigkill_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    acknowledged_events_survive_sigkill(|| ServerProcess::command(dir.path(), "127.0.0.1:0")).await;
+}
+
+/// The same on the Redis store: the node is killed, Redis keeps what the node acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_survives_sigkill_under_load_on_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    acknowledged_events_survive_sigkill(|| {
+        let mut command = ServerProcess::command(dir.path(), "127.0.0.1:0");
+        command.args(["--store", "redis", "--redis-url", &redis.url()]);
+        command
+    })
+    .await;
+}
+
+/// Rounds of publishers racing a kill -9 of the server `serve` starts; after each restart, a
+/// resume from the first event replays every acknowledged event with its payload, in order.
+async fn acknowledged_events_survive_sigkill(serve: impl Fn() -> std::process::Command) {
     const ROUNDS: usize = 3;
     const PUBLISHERS: usize = 8;
     const ACKED_BEFORE_KILL: usize = 300;
-    let dir = tempfile::tempdir().unwrap();
     // (id, payload) of every acknowledged publish, over all rounds.
     let acked: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
     for round in 0..ROUNDS {
-        let mut server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+        let mut server = ServerProcess::spawn(serve());
         let channel = server.channel().await;
         let (enough_tx, enough) = tokio::sync::watch::channel(false);
         let publishers: Vec<_> = (0..PUBLISHERS)
@@ -184,7 +203,7 @@ async fn every_acknowledged_event_survives_sigkill_under_load() {
                 .unwrap();
         }
 
-        let server = ServerProcess::start(dir.path(), "127.0.0.1:0");
+        let server = ServerProcess::spawn(serve());
         let acked = acked.lock().unwrap().clone();
         let mut client = DurableIteratorClient::new(server.channel().await);
         let request = pb::SubscribeRequest {

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub(crate) mod process;
+#[path = "../../../src/store/redis/test_server.rs"]
+pub(crate) mod redis_server;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
