@@ -66,7 +66,7 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     soak_seconds: Option<u64>,
     /// Events per second of the soak over all its channels, invokes included (with
-    /// `--only soak`; default 500, 300 with `--size smoke`).
+    /// `--only soak`; default 1000, 300 with `--size smoke`).
     #[arg(long)]
     soak_rate: Option<f64>,
 }

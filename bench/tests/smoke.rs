@@ -175,7 +175,12 @@ fn a_few_seconds_of_soak_lose_nothing_and_end_no_stream_unexpectedly() {
         .unwrap_or_else(|| panic!("the soak did not run:\n{printed}"));
     assert!(!soak.failed(), "{printed}");
     assert_eq!(
-        (soak.lost, soak.duplicates, soak.out_of_order, soak.unexpected),
+        (
+            soak.lost,
+            soak.duplicates,
+            soak.out_of_order,
+            soak.unexpected
+        ),
         (0, 0, 0, 0),
         "{printed}"
     );

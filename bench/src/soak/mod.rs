@@ -41,7 +41,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use report::{Sample, SoakReport};
-pub use sequence::Sequence;
 pub use tally::Problem;
 
 use crate::{
@@ -99,7 +98,7 @@ pub struct SoakPlan {
 
 impl SoakPlan {
     /// The soak of `BENCHMARKS.md`: 1,000 readers (5 % resumed every second) and 5 slow
-    /// consumers on 10 channels, 500 events/s of which 10 invokes/s, 60 s retention, 30 s
+    /// consumers on 10 channels, 1,000 events/s of which 10 invokes/s, 60 s retention, 30 s
     /// tokens; for `seconds`.
     pub fn full(seconds: u64) -> Self {
         Self {
@@ -111,7 +110,7 @@ impl SoakPlan {
             connections: 50,
             churn_per_second: 0.05,
             slow_consumers: 5,
-            events_per_second: 500.0,
+            events_per_second: 1_000.0,
             invokes_per_second: 10.0,
             retention_seconds: 60,
             subscriber_queue: 256,
@@ -172,11 +171,13 @@ impl SoakPlan {
     }
 
     fn describe(&self) -> String {
+        let before = self.refresh_before.as_secs_f64();
         format!(
             "{} s; {} readers over {} connections and {} slow consumers on {} channels; {:.0} \
-             events/s ({:.0} invokes/s); {} readers dropped and resumed every second; readers' \
-             tokens live {} s, swapped {} s before expiry; redb store, retention {} s, \
-             subscriber queue {}",
+             events/s ({:.0} of them invokes); {} readers dropped and resumed every second; \
+             readers' tokens live {} s, swapped {before}-{} s before expiry; slow consumers read \
+             {} s, then stall until {} events behind; redb store, retention {} s, subscriber \
+             queue {}",
             self.duration.as_secs(),
             self.subscribers,
             self.connections,
@@ -186,7 +187,9 @@ impl SoakPlan {
             self.invokes_per_second,
             self.churn(),
             self.token_ttl_seconds,
-            self.refresh_before.as_secs_f64(),
+            2.0 * before,
+            self.slow_read.as_secs_f64(),
+            self.slow_backlog(),
             self.retention_seconds,
             self.subscriber_queue,
         )

@@ -7,8 +7,6 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, ops::Range};
 
-use serde::Serialize;
-
 /// Bytes of every soak payload, as in the other scenarios.
 pub(crate) const PAYLOAD_BYTES: usize = crate::load::PAYLOAD_BYTES;
 
@@ -63,18 +61,18 @@ pub(crate) enum Observed {
 }
 
 /// One subscriber's view of its channel's counters.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Sequence {
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sequence {
     /// The counter expected next: every one below it arrived, or is in `missing`.
-    pub next: u64,
+    pub(crate) next: u64,
     /// Counters skipped over (not arrived), in order, disjoint.
-    pub missing: Vec<Range<u64>>,
+    pub(crate) missing: Vec<Range<u64>>,
     /// Counters that arrived twice.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Skipped counters that arrived later.
-    pub out_of_order: u64,
+    pub(crate) out_of_order: u64,
     /// Events received, repeats included.
-    pub received: u64,
+    pub(crate) received: u64,
 }
 
 impl Sequence {
@@ -118,7 +116,7 @@ impl Sequence {
     /// Acknowledged events of the channel that never arrived: the skipped counters and those
     /// from `next` up to `published` (the channel's next counter when publishing stopped),
     /// leaving out `unacknowledged` ones (a publish that failed may not have stored them).
-    pub fn lost(&self, published: u64, unacknowledged: &BTreeSet<u64>) -> u64 {
+    pub(crate) fn lost(&self, published: u64, unacknowledged: &BTreeSet<u64>) -> u64 {
         let tail = self.next.min(published)..published;
         self.missing
             .iter()
