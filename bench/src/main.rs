@@ -2,6 +2,10 @@
 //! loopback, drives the load from this process, prints a table and writes JSON.
 //!
 //!     cargo run --release -p durable-iterator-bench -- --json target/bench.json
+//!
+//! Figures never fail a run. The soak (`--only soak`) is the exception for correctness: the
+//! exit code is 2 when it lost, repeated or reordered events, saw an unexpected status, or
+//! could not run.
 
 use std::{
     net::SocketAddr,
