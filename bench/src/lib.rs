@@ -10,12 +10,16 @@
 //! a second product server with `--dev-tls`, reached over TLS) and `gzip` (subscribers that do
 //! not, then do, accept gzip). They are printed in a table of their own, with the figure
 //! without the feature, the figure with it, and their ratio.
+//!
+//! The soak (`soak`, see [`soak`]) is never part of the default set: it runs only when asked
+//! for (`--only soak`), for 30 minutes unless told otherwise, and prints tables of its own.
 
 pub mod baseline;
 pub mod frame;
 pub mod load;
 pub mod scenarios;
 pub mod servers;
+pub mod soak;
 
 use std::{
     fmt::Write as _,
@@ -59,14 +63,21 @@ pub struct Config {
     pub nats: bool,
     /// Run the bare tonic reference.
     pub baseline: bool,
-    /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`, `tls`,
-    /// `gzip`); empty: all.
+    /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`,
+    /// `resume-memory`, `tls`, `gzip`, `soak`); empty: all but `soak`.
     pub only: Vec<String>,
+    /// The soak, when `only` asks for it.
+    pub soak: soak::SoakPlan,
 }
 
 impl Config {
     fn runs(&self, scenario: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+        self.only.is_empty() || self.asks_for(scenario)
+    }
+
+    /// Whether `only` names `scenario` (the soak runs only then).
+    pub fn asks_for(&self, scenario: &str) -> bool {
+        self.only.iter().any(|s| s == scenario)
     }
 }
 
@@ -93,6 +104,7 @@ impl Config {
             nats: true,
             baseline: true,
             only: Vec::new(),
+            soak: soak::SoakPlan::full(1_800),
         }
     }
 
@@ -118,6 +130,7 @@ impl Config {
             nats: false,
             baseline: true,
             only: Vec::new(),
+            soak: soak::SoakPlan::smoke(),
         }
     }
 }
@@ -242,6 +255,8 @@ pub struct Report {
     pub machine: String,
     pub notes: Vec<String>,
     pub rows: Vec<Row>,
+    /// The soak's findings, when it ran.
+    pub soak: Option<soak::SoakReport>,
 }
 
 /// CPU time this process has used, in seconds.
@@ -278,7 +293,11 @@ pub async fn run(config: &Config) -> Report {
     let mut notes = Vec::new();
     let fds = servers::raise_fd_limit();
     notes.push(format!("open-file limit {fds}"));
-    let nats_binary = if config.nats {
+    // Only fan-out, latency and idle memory compare with nats-server.
+    let wants_nats = ["fan-out", "latency", "idle"]
+        .iter()
+        .any(|scenario| config.runs(scenario));
+    let nats_binary = if config.nats && wants_nats {
         match servers::find_or_install_nats() {
             Ok(path) => Some(path),
             Err(why) => {
@@ -289,7 +308,10 @@ pub async fn run(config: &Config) -> Report {
             }
         }
     } else {
-        notes.push("nats column skipped: not requested (smoke mode or --no-nats)".into());
+        notes.push(
+            "nats column skipped: not requested (smoke mode, --no-nats, or no scenario that compares with it)"
+                .into(),
+        );
         None
     };
     let mut rows = Vec::new();
@@ -517,10 +539,25 @@ pub async fn run(config: &Config) -> Report {
         rows.extend(gzip_rows(config).await);
     }
 
+    let soak = if config.asks_for("soak") {
+        match soak::soak(&config.server_binary, &config.soak).await {
+            Ok(report) => Some(report),
+            Err(e) => {
+                let line = format!("soak: ERROR {e}");
+                eprintln!("{line}");
+                notes.push(line);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     Report {
         machine: machine(),
         notes,
         rows,
+        soak,
     }
 }
 
@@ -865,6 +902,12 @@ pub fn table(report: &Report) -> String {
             ratio(variant.ratio),
             row.unit
         );
+    }
+    if let Some(soak) = &report.soak {
+        let _ = writeln!(out, "\n{}", soak.markdown());
+    }
+    if report.rows.is_empty() {
+        return out;
     }
     let _ = writeln!(out, "\ndetails:");
     for row in &report.rows {

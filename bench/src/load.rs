@@ -120,6 +120,15 @@ pub struct Target {
 /// A loopback HTTP/2 connection with windows large enough that flow control is not the limit;
 /// over TLS (ALPN h2) when the target has a certificate.
 pub async fn connect(target: &Target) -> Result<Channel, String> {
+    connect_with_stream_window(target, 1 << 20).await
+}
+
+/// [`connect`] with another HTTP/2 window per stream: a small one makes a reader that stops
+/// reading fill the server's queue for it soon, instead of this process's buffers.
+pub async fn connect_with_stream_window(
+    target: &Target,
+    stream_window: u32,
+) -> Result<Channel, String> {
     let addr = target.addr;
     let scheme = if target.tls.is_some() {
         "https"
@@ -129,7 +138,7 @@ pub async fn connect(target: &Target) -> Result<Channel, String> {
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| e.to_string())?
         .initial_connection_window_size(16 << 20)
-        .initial_stream_window_size(1 << 20)
+        .initial_stream_window_size(stream_window)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
     if let Some(certificate) = &target.tls {

@@ -2,6 +2,10 @@
 //! loopback, drives the load from this process, prints a table and writes JSON.
 //!
 //!     cargo run --release -p durable-iterator-bench -- --json target/bench.json
+//!
+//! Figures never fail a run. The soak (`--only soak`) is the exception for correctness: the
+//! exit code is 2 when it lost, repeated or reordered events, saw an unexpected status, or
+//! could not run.
 
 use std::{
     net::SocketAddr,
@@ -57,9 +61,18 @@ struct Cli {
     idle_sessions: Option<usize>,
     /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm,
     /// resume-memory (long resumes at once, server RSS), tls
-    /// (the product plaintext and over TLS), gzip (subscribers without and with gzip).
+    /// (the product plaintext and over TLS), gzip (subscribers without and with gzip), soak
+    /// (mixed load for --soak-seconds: memory, file size, loss; only run when named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// How long the soak's load runs, in seconds (with `--only soak`; default 1800, 5 with
+    /// `--size smoke`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    soak_seconds: Option<u64>,
+    /// Events per second of the soak over all its channels, invokes included (with
+    /// `--only soak`; default 1000, 300 with `--size smoke`).
+    #[arg(long)]
+    soak_rate: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +132,17 @@ fn main() -> std::process::ExitCode {
             .collect();
     }
     config.only = cli.only;
+    if let Some(seconds) = cli.soak_seconds {
+        config.soak = config.soak.with_duration(seconds);
+    }
+    if let Some(rate) = cli.soak_rate {
+        if !(rate.is_finite() && rate >= 1.0) {
+            eprintln!("error: --soak-rate takes events per second, at least 1");
+            return std::process::ExitCode::FAILURE;
+        }
+        config.soak.events_per_second = rate;
+        config.soak.invokes_per_second = config.soak.invokes_per_second.min(rate / 2.0);
+    }
     if !cli.tls_subscribers.is_empty() {
         config.tls_fan_out = cli.tls_subscribers;
     }
@@ -179,6 +203,10 @@ fn main() -> std::process::ExitCode {
     ) {
         Ok(()) => println!("JSON written to {}", cli.json.display()),
         Err(e) => eprintln!("cannot write {}: {e}", cli.json.display()),
+    }
+    // Speed is never judged; the soak's lost events and unexpected statuses are correctness.
+    if config.asks_for("soak") && report.soak.as_ref().is_none_or(|soak| soak.failed()) {
+        return std::process::ExitCode::from(2);
     }
     std::process::ExitCode::SUCCESS
 }

@@ -24,7 +24,7 @@ pub struct Server {
     /// The certificate to trust when the server speaks TLS (the product with `--dev-tls`).
     pub tls: Option<Certificate>,
     /// Holds the product's data directory for as long as the server runs.
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -48,6 +48,11 @@ impl Server {
     /// CPU time (user + system) the process has used so far, in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
         process_cpu_seconds(self.pid())
+    }
+
+    /// The product's data directory (`--data-dir`), for servers that have one.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.path().join("data"))
     }
 }
 
@@ -120,14 +125,46 @@ fn spawn_announcing(
         child,
         addr,
         tls: None,
-        _dir: dir,
+        dir,
     })
+}
+
+/// How the product server is started (besides its keys, loopback port and temp data directory).
+#[derive(Debug, Clone)]
+pub struct ProductOptions {
+    /// Serve TLS with the self-signed certificate `--dev-tls` makes in the data directory.
+    pub tls: bool,
+    /// `--subscriber-queue`: events a subscriber may have unread before it is a slow consumer.
+    pub subscriber_queue: usize,
+    /// `--heartbeat-seconds`; `None`: the server's default.
+    pub heartbeat_seconds: Option<u64>,
+    /// `--retention-seconds`; `None`: the server's default.
+    pub retention_seconds: Option<u64>,
+}
+
+impl ProductOptions {
+    /// What the throughput scenarios run against: their subscribers keep up by construction
+    /// (the publisher waits for them), so a deep queue keeps a momentary lag from ending a
+    /// stream as a slow consumer, and heartbeats stay out of the way.
+    pub fn benchmark(tls: bool) -> Self {
+        Self {
+            tls,
+            subscriber_queue: 1_000_000,
+            heartbeat_seconds: Some(300),
+            retention_seconds: None,
+        }
+    }
 }
 
 /// The product: the `durable-iterator` binary with the embedded (redb) store. With `tls`, it
 /// serves TLS on its port with the self-signed certificate `--dev-tls` makes in its (own)
 /// data directory, which the returned server's `tls` trusts.
 pub fn start_product(binary: &Path, tls: bool) -> Result<Server, String> {
+    start_product_with(binary, &ProductOptions::benchmark(tls))
+}
+
+/// The product, started with `options`.
+pub fn start_product_with(binary: &Path, options: &ProductOptions) -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let data = dir.path().join("data");
     let mut command = Command::new(binary);
@@ -137,21 +174,21 @@ pub fn start_product(binary: &Path, tls: bool) -> Result<Server, String> {
         .arg("--data-dir")
         .arg(&data)
         .args(["--signing-key", SIGNING_KEY, "--api-key", API_KEY])
-        // The benchmark's subscribers keep up by construction (the publisher waits for them);
-        // a deep queue keeps a momentary lag from ending a stream as a slow consumer.
-        .args(["--subscriber-queue", "1000000"])
-        .args([
-            "--heartbeat-seconds",
-            "300",
-            "--shutdown-grace-seconds",
-            "1",
-        ])
+        .arg("--subscriber-queue")
+        .arg(options.subscriber_queue.to_string())
+        .args(["--shutdown-grace-seconds", "1"])
         .env("RUST_LOG", "warn");
-    if tls {
+    if let Some(seconds) = options.heartbeat_seconds {
+        command.arg("--heartbeat-seconds").arg(seconds.to_string());
+    }
+    if let Some(seconds) = options.retention_seconds {
+        command.arg("--retention-seconds").arg(seconds.to_string());
+    }
+    if options.tls {
         command.arg("--dev-tls");
     }
     let mut server = spawn_announcing(command, "durable-iterator", Some(dir))?;
-    if tls {
+    if options.tls {
         // Written before the server binds its port, so there once it has announced it.
         let cert = data.join("dev-tls-cert.pem");
         let pem = std::fs::read(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
@@ -194,7 +231,7 @@ pub fn start_nats(binary: &Path) -> Result<Server, String> {
         child,
         addr,
         tls: None,
-        _dir: None,
+        dir: None,
     })
 }
 

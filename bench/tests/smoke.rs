@@ -1,6 +1,6 @@
 //! Every benchmark scenario at a tiny size against the real servers (the debug `durable-iterator`
-//! binary and the bare tonic baseline; nats-server is left out). Asserts that each scenario ran
-//! and counted what it sent, never a speed.
+//! binary and the bare tonic baseline; nats-server is left out), and five seconds of the soak.
+//! Asserts that each scenario ran and counted what it sent, never a speed.
 
 use std::{
     path::{Path, PathBuf},
@@ -154,4 +154,54 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
     // tls: both layouts of fan-out and of idle memory.
     let tls_cases = report.rows.iter().filter(|r| r.scenario == "tls").count();
     assert_eq!(tls_cases, 6, "tls rows:\n{printed}");
+}
+
+#[test]
+fn a_few_seconds_of_soak_lose_nothing_and_end_no_stream_unexpectedly() {
+    let mut config = Config::smoke(
+        server_binary(),
+        env!("CARGO_BIN_EXE_durable-iterator-bench").into(),
+    );
+    config.only = vec!["soak".into()];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(run(&config));
+    let printed = table(&report);
+    println!("{printed}");
+
+    assert!(report.rows.is_empty(), "only the soak ran:\n{printed}");
+    let soak = report
+        .soak
+        .as_ref()
+        .unwrap_or_else(|| panic!("the soak did not run:\n{printed}"));
+    assert!(!soak.failed(), "{printed}");
+    assert_eq!(
+        (
+            soak.lost,
+            soak.duplicates,
+            soak.out_of_order,
+            soak.unexpected
+        ),
+        (0, 0, 0, 0),
+        "{printed}"
+    );
+    assert!(soak.problems.is_empty(), "{printed}");
+    // Every part of the load ran: the three ways to publish, the churn, the refreshes, and
+    // the slow consumers were ended as such (and resumed: nothing was lost).
+    assert!(soak.publish_calls > 0 && soak.batch_calls > 0 && soak.invokes > 0);
+    assert!(soak.reconnects > 0, "{printed}");
+    assert!(soak.refreshes > 0, "{printed}");
+    assert!(soak.slow_ends_of_stalled > 0, "{printed}");
+    // 30 readers on 3 channels: each event reached at least the 10 readers of its channel.
+    assert!(soak.delivered >= 10 * soak.published, "{printed}");
+    assert_eq!(soak.not_caught_up, 0, "{printed}");
+    // A row a second, with the server's memory and the store's file.
+    assert_eq!(soak.samples.len(), 5, "{printed}");
+    assert!(
+        soak.samples
+            .iter()
+            .all(|s| s.rss_mib.is_some_and(|m| m > 0.0) && s.file_mib.is_some_and(|m| m > 0.0)),
+        "{printed}"
+    );
+    assert!(soak.warm_up.is_some() && soak.rss_max_after_warm_up_mib.is_some());
+    assert!(printed.contains("| s | RSS MiB | file MiB |"), "{printed}");
 }
