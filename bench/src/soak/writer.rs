@@ -138,6 +138,7 @@ impl Writer {
             }),
             targets: None,
             exclude: Vec::new(),
+            idempotency_key: None,
         }
     }
 
