@@ -209,7 +209,7 @@ impl Server {
             .expose_headers(GRPC_WEB_EXPOSED_HEADERS.map(HeaderName::from_static))
             .max_age(Duration::from_secs(24 * 60 * 60));
 
-        let maintenance = tokio::spawn(upkeep::maintain(shared.clone()));
+        let maintenance = tokio::spawn(upkeep::maintain(shared.clone(), health.clone()));
         let reaper = tokio::spawn(end_sessions(shared.clone()));
         let stopping = shared.clone();
         let router = tonic::transport::Server::builder()

@@ -1,24 +1,45 @@
 //! Background upkeep, once a second: expired events dropped (and their space given back by the
-//! store), idle channels forgotten, and freed memory handed back to the operating system.
+//! store), idle channels forgotten, freed memory handed back to the operating system, and the
+//! health service told whether the store can serve.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use super::Shared;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use super::{AdminServer, ClientServer, Shared};
 
 /// Freed memory is handed back at least this often, busy or not.
 const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(30);
 
-pub(super) async fn maintain(shared: Arc<Shared>) {
+pub(super) async fn maintain(shared: Arc<Shared>, health: HealthReporter) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut memory = FreedMemory::default();
+    let mut store_serves = true;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        let serves = match shared.channels.store().check().await {
+            Ok(()) => true,
+            Err(error) => {
+                if store_serves {
+                    tracing::error!(%error, "the event store cannot serve: health is NOT_SERVING");
+                }
+                false
+            }
+        };
+        // Shutdown sets NOT_SERVING for good: this leaves it alone once it began.
+        if serves != store_serves && !shared.shutdown.is_cancelled() {
+            store_serves = serves;
+            if serves {
+                tracing::warn!("the event store serves again: health is SERVING");
+            }
+            set_health(&health, serves).await;
         }
         let purged = match shared.channels.store().expire(shared.clock.now_ms()).await {
             Ok(purged) => purged,
@@ -32,6 +53,22 @@ pub(super) async fn maintain(shared: Arc<Shared>) {
         if memory.is_due(replaying, purged > 0) {
             tokio::task::spawn_blocking(release_freed_memory);
         }
+    }
+}
+
+async fn set_health(health: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    if serving {
+        health.set_serving::<ClientServer>().await;
+        health.set_serving::<AdminServer>().await;
+    } else {
+        health.set_not_serving::<ClientServer>().await;
+        health.set_not_serving::<AdminServer>().await;
     }
 }
 

@@ -119,6 +119,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Drops every event no longer retained at `now_ms`; returns how many were dropped.
     async fn expire(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Whether the store can take appends now; the server's health follows it (checked once a
+    /// second). A store in this process always can; one behind a network asks its server.
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Whether an event published at `published_at_ms` is still retained at `now_ms`.

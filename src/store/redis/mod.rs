@@ -512,6 +512,17 @@ impl EventStore for RedisStore {
         Ok(listed)
     }
 
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.reset.load(Ordering::Relaxed) {
+            return Err(Self::reset_error());
+        }
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         if self.retention_ms == 0 {
             return Ok(0);

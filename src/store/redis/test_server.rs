@@ -3,6 +3,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -11,11 +12,24 @@ use std::{
 pub(crate) struct RedisServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// Keeps its data across restarts (append-only file, fsync always).
+    persistent: bool,
 }
 
 impl RedisServer {
+    /// A server that keeps nothing on disk: a restart is a flush.
     pub(crate) fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server with `appendonly yes` and `appendfsync always`: a restart keeps every write.
+    #[allow(dead_code)]
+    pub(crate) fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // redis-server cannot take port 0: take a free one, and try again if another process
         // takes it first.
@@ -24,41 +38,19 @@ impl RedisServer {
                 .and_then(|listener| listener.local_addr())
                 .unwrap()
                 .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is needed by the Redis store's tests (apt-get install redis-server)");
-            let mut server = Self {
-                child,
-                port,
-                _dir: tempfile::tempdir().unwrap(),
-            };
-            if server.wait_until_up() {
-                server._dir = dir;
-                return server;
+            let mut child = spawn(port, dir.path(), persistent);
+            if wait_until_up(&mut child, port) {
+                return Self {
+                    child,
+                    port,
+                    dir,
+                    persistent,
+                };
             }
+            let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("redis-server did not start on a free port");
-    }
-
-    fn wait_until_up(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
     }
 
     pub(crate) fn url(&self) -> String {
@@ -70,6 +62,55 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts the server again on the same port and directory, after [`RedisServer::kill`].
+    #[allow(dead_code)]
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(self.port, self.dir.path(), self.persistent);
+            if wait_until_up(&mut self.child, self.port) {
+                return;
+            }
+            // The port may linger for a moment after the kill.
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
+    let persistence: &[&str] = if persistent {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--protected-mode", "no"])
+        .args(persistence)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is needed by the Redis store's tests (apt-get install redis-server)")
+}
+
+fn wait_until_up(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 impl Drop for RedisServer {

@@ -1,0 +1,122 @@
+//! The Redis store under a server, against a real `redis-server`: health follows Redis, a Redis
+//! that is down refuses publishes at once, and everything comes back when it does.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::common::{redis_server::RedisServer, *};
+use durable_iterator::{RedisStore, pb};
+use serde_json::json;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+async fn server_on(redis: &RedisServer, prefix: &str) -> TestServer {
+    let store = RedisStore::open(&redis.url(), prefix, 3_600_000)
+        .await
+        .unwrap();
+    TestServer::start_with(Options {
+        store: Some(Arc::new(store)),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The next status the health watch reports.
+async fn next_health(
+    watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+) -> ServingStatus {
+    tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("a health update within 30 s")
+        .unwrap()
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_redis_and_publishes_come_back_with_it() {
+    let mut redis = RedisServer::start_persistent();
+    let server = server_on(&redis, "health").await;
+    let before = server.publish("c", json!("before")).await;
+    let mut health = HealthClient::new(server.channel());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_health(&mut watch).await, ServingStatus::Serving);
+
+    redis.kill();
+    let refused = server
+        .publish_with(publish_request("c", json!("while down")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(next_health(&mut watch).await, ServingStatus::NotServing);
+
+    redis.restart();
+    assert_eq!(next_health(&mut watch).await, ServingStatus::Serving);
+    let after = server.publish("c", json!("after")).await;
+    // Nothing of the history was lost: a resume from the start replays both.
+    let (subscribed, stream) = server
+        .subscribe(subscribe_request(server.token("c")))
+        .await
+        .unwrap();
+    drop(stream);
+    let request = pb::SubscribeRequest {
+        last_event_id: Some(format!("{}-0000000000000000", &before[..8])),
+        ..resume_request(server.token("c"), &before, &subscribed.session_ticket)
+    };
+    let (resumed, mut stream) = server.subscribe(request).await.unwrap();
+    assert_eq!(resumed.resume.unwrap().replayed, 2);
+    assert_eq!(next_event(&mut stream).await.id, before);
+    assert_eq!(next_event(&mut stream).await.id, after);
+}
+
+#[tokio::test]
+async fn a_flushed_redis_answers_old_ids_with_store_reset() {
+    let redis = RedisServer::start();
+    let server = server_on(&redis, "flush").await;
+    let old = server.publish("c", json!("old")).await;
+    let (subscribed, stream) = server
+        .subscribe(subscribe_request(server.token("c")))
+        .await
+        .unwrap();
+    drop(stream);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let refused = server
+        .publish_with(publish_request("c", json!("after the flush")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("flushed or replaced"),
+        "{refused:?}"
+    );
+
+    // A restarted node takes the new history: the old id is from another one.
+    let server = server_on(&redis, "flush").await;
+    let (resumed, _stream) = server
+        .subscribe(resume_request(
+            server.token("c"),
+            &old,
+            &subscribed.session_ticket,
+        ))
+        .await
+        .unwrap();
+    let resume = resumed.resume.unwrap();
+    assert!(!resume.recovered);
+    assert_eq!(
+        resume.failure(),
+        pb::ResumeFailure::StoreReset,
+        "{resume:?}"
+    );
+}
