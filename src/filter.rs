@@ -34,6 +34,24 @@ impl Filter {
         self.tags.is_none() && self.targets.is_none() && self.exclude.is_empty()
     }
 
+    /// The filter as the stores keep it: JSON, and nothing at all for everyone (most events).
+    pub(crate) fn to_stored(&self) -> Vec<u8> {
+        if self.is_everyone() {
+            Vec::new()
+        } else {
+            // A filter is strings and lists of strings: serializing it cannot fail.
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+
+    /// A filter kept by [`Filter::to_stored`]; `None` if the bytes are not one.
+    pub(crate) fn from_stored(stored: &[u8]) -> Option<Self> {
+        if stored.is_empty() {
+            return Some(Self::everyone());
+        }
+        serde_json::from_slice(stored).ok()
+    }
+
     /// Whether the session `session_id` holding a token with `session_tags` receives the event.
     pub fn admits(&self, session_id: &str, session_tags: &[String]) -> bool {
         if let Some(tags) = &self.tags

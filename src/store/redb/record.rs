@@ -20,15 +20,7 @@ pub(super) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
         out.extend_from_slice(&event.published_at_ms.to_le_bytes());
         let json = match &filter {
             Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
-            _ => {
-                let json = if event.filter.is_everyone() {
-                    Vec::new()
-                } else {
-                    // A filter is strings and lists of strings: serializing it cannot fail.
-                    serde_json::to_vec(event.filter.as_ref()).unwrap_or_default()
-                };
-                &filter.insert((&event.filter, json)).1
-            }
+            _ => &filter.insert((&event.filter, event.filter.to_stored())).1,
         };
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(json);
@@ -47,11 +39,7 @@ pub(super) struct RawEvent<'a> {
 
 impl RawEvent<'_> {
     pub(super) fn decode(&self) -> Result<StoredEvent, StoreError> {
-        let filter = if self.filter.is_empty() {
-            Filter::everyone()
-        } else {
-            serde_json::from_slice(self.filter).map_err(|_| malformed(self.seq))?
-        };
+        let filter = Filter::from_stored(self.filter).ok_or_else(|| malformed(self.seq))?;
         Ok(StoredEvent {
             seq: self.seq,
             published_at_ms: self.published_at_ms,

@@ -213,23 +213,6 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// A filter as stored: JSON, empty for everyone.
-fn encode_filter(filter: &Filter) -> Vec<u8> {
-    if filter.is_everyone() {
-        Vec::new()
-    } else {
-        // A filter is strings and lists of strings: serializing it cannot fail.
-        serde_json::to_vec(filter).unwrap_or_default()
-    }
-}
-
-fn decode_filter(seq: u64, json: &[u8]) -> Result<Filter, StoreError> {
-    if json.is_empty() {
-        return Ok(Filter::everyone());
-    }
-    serde_json::from_slice(json).map_err(|_| malformed(seq))
-}
-
 fn malformed(seq: u64) -> StoreError {
     StoreError::Corrupt(format!("the stream entry of event {seq} is malformed"))
 }
@@ -255,7 +238,7 @@ fn entry_event(
         .ok()
         .and_then(|at| at.parse().ok())
         .ok_or_else(|| malformed(seq))?;
-    let filter = decode_filter(seq, bytes("f")?)?;
+    let filter = Filter::from_stored(bytes("f")?).ok_or_else(|| malformed(seq))?;
     Ok((
         seq,
         NewEvent {
@@ -304,11 +287,7 @@ impl EventStore for RedisStore {
         for event in events {
             let json = match &filter {
                 Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
-                _ => {
-                    &filter
-                        .insert((&event.filter, encode_filter(&event.filter)))
-                        .1
-                }
+                _ => &filter.insert((&event.filter, event.filter.to_stored())).1,
             };
             let key = match &event.idempotency_key {
                 Some(key) => format!("+{key}"),

@@ -129,7 +129,10 @@ async fn an_append_is_announced_as_it_was_stored() {
     assert_eq!(announced.events.len(), stored.events.len());
     for (announced, stored) in announced.events.iter().zip(&stored.events) {
         assert_eq!(announced.published_at_ms, stored.published_at_ms);
-        assert_eq!(decode_filter(0, announced.filter).unwrap(), *stored.filter);
+        assert_eq!(
+            Filter::from_stored(announced.filter).unwrap(),
+            *stored.filter
+        );
         assert_eq!(announced.payload, b"\x12\x00");
     }
 }
