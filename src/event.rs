@@ -262,6 +262,28 @@ impl StoredBatch {
     pub fn into_events(self) -> Vec<StoredEvent> {
         self.events
     }
+
+    /// Events read back from a store, as one batch: their frames copied into one wire buffer.
+    pub(crate) fn from_events(events: Vec<StoredEvent>) -> Self {
+        let total = events
+            .iter()
+            .map(|event| wire::message_len(event.frame.bytes().len()))
+            .sum();
+        let mut buf = BytesMut::with_capacity(total);
+        let mut bounds = Vec::with_capacity(events.len() + 1);
+        for event in &events {
+            bounds.push(buf.len());
+            wire::put_message(&mut buf, event.frame.bytes());
+        }
+        bounds.push(buf.len());
+        Self {
+            events,
+            wire: buf.freeze(),
+            bounds,
+            compressed: Default::default(),
+            duplicates: Vec::new(),
+        }
+    }
 }
 
 impl Deref for StoredBatch {

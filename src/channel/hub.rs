@@ -6,6 +6,13 @@
 //! sequence delivered live) moves under the same lock as the subscriber list, so a subscriber
 //! that registers sees every event after `head` live and finds the ones up to `head` in the
 //! store: replay and live meet with no gap and no duplicate.
+//!
+//! On a store that several nodes share, the hub also follows the channel's announcements while
+//! it has subscribers (see [`EventStore::follow`]): appends of other nodes reach its
+//! subscribers the same way. Batches are delivered in sequence order, one at a time: one seen
+//! already (this node's own append, announced too) is dropped, and one that leaves a gap after
+//! `head` (an announcement missed while the broker reconnected) has the gap read from the
+//! store first.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -17,12 +24,12 @@ use std::{
 };
 
 use futures::task::AtomicWaker;
-use tokio::sync::oneshot;
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::{
     clock::SharedClock,
     event::{NewEvent, StoredBatch},
-    store::{EventStore, StoreError},
+    store::{Announced, EventStore, StoreError},
 };
 
 /// Events handed to subscribers together, shared by all of them.
@@ -54,6 +61,12 @@ pub(crate) struct Hub {
     clock: SharedClock,
     limits: HubLimits,
     state: Mutex<State>,
+    /// The store's following of this channel, started by the first subscriber: `None` inside
+    /// for a store no other node appends to. Dropped with the hub.
+    following: OnceCell<Option<Box<dyn Send + Sync>>>,
+    /// Held while a batch is delivered (and a gap before it read): batches go out one at a
+    /// time, in sequence order.
+    delivering: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -120,6 +133,8 @@ impl Hub {
             clock,
             limits,
             state: Mutex::default(),
+            following: OnceCell::new(),
+            delivering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -193,7 +208,7 @@ impl Hub {
                     // Duplicates (by idempotency key) are answered the first event's seq and
                     // are not in the batch: subscribers received them the first time.
                     let seqs = stored.answers();
-                    self.fan_out(Arc::new(stored));
+                    self.deliver(Arc::new(stored)).await;
                     for (ack, seq) in acks.into_iter().zip(seqs) {
                         let _ = ack.send(Ok(seq));
                     }
@@ -208,11 +223,84 @@ impl Hub {
         }
     }
 
+    /// Hands `batch` to the subscribers in sequence order: dropped if it was delivered
+    /// already, after the events of a gap before it (read from the store) if there is one.
+    async fn deliver(&self, batch: Batch) {
+        let _turn = self.delivering.lock().await;
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return;
+        };
+        let (first, last) = (first.seq, last.seq);
+        let head = self.state().head;
+        match head {
+            Some(head) if last <= head => return,
+            Some(head) if first > head + 1 => self.fill_gap(head, first - 1).await,
+            _ => {}
+        }
+        self.fan_out(batch);
+    }
+
+    /// Delivers what the store holds after `head` up to `until`, when announcements were
+    /// missed: from a gap before a batch, or after a resync.
+    async fn fill_gap(&self, head: u64, until: u64) {
+        match self
+            .store
+            .read(&self.name, head, until, self.clock.now_ms())
+            .await
+        {
+            Ok(history) if !history.events.is_empty() => {
+                self.fan_out(Arc::new(StoredBatch::from_events(history.events)));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                // The subscribers' queues are closed: each stream ends, and its client resumes
+                // from the store, which has what could not be read now.
+                tracing::warn!(channel = %self.name, %error, "reading missed announcements failed");
+                self.close_subscribers();
+            }
+        }
+    }
+
+    /// After a resync: delivers whatever the store has beyond `head`.
+    async fn resync(&self) {
+        let _turn = self.delivering.lock().await;
+        let Some(head) = self.state().head else {
+            return;
+        };
+        match self.store.last_seq(&self.name).await {
+            Ok(last) if last > head => self.fill_gap(head, last).await,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(channel = %self.name, %error, "resync failed");
+                self.close_subscribers();
+            }
+        }
+    }
+
+    /// Follows the channel's announcements if the store is shared, once per hub.
+    async fn follow(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.following
+            .get_or_try_init(|| async {
+                let Some(follower) = self.store.follow(&self.name).await? else {
+                    return Ok(None);
+                };
+                tokio::spawn(deliver_announcements(
+                    Arc::downgrade(self),
+                    follower.updates,
+                ));
+                Ok::<_, StoreError>(Some(follower.guard))
+            })
+            .await?;
+        Ok(())
+    }
+
     fn fan_out(&self, batch: Batch) {
         let Some(last) = batch.last() else { return };
         let limit = self.limits.subscriber_queue;
         let mut state = self.state();
-        state.head = Some(last.seq);
+        // Never backwards: a batch that overlaps what was delivered only adds its newer events
+        // (subscribers skip the rest by sequence number).
+        state.head = Some(state.head.map_or(last.seq, |head| head.max(last.seq)));
         state.subscribers.retain(|_, sink| {
             let queued = sink.shared.queued.fetch_add(batch.len(), Ordering::AcqRel);
             // Slow means `limit` events already unread, not a batch (of concurrent publishes,
@@ -234,6 +322,8 @@ impl Hub {
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
     ) -> Result<(SubscriberQueue, u64), SubscribeError> {
+        // Following starts before the head is read: an append in between is announced too.
+        self.follow().await.map_err(SubscribeError::Store)?;
         let known_head = self.state().head;
         let store_head = match known_head {
             Some(head) => head,
@@ -285,6 +375,23 @@ impl Hub {
     pub(crate) fn close_subscribers(&self) {
         let closed = std::mem::take(&mut self.state().subscribers);
         drop(closed);
+    }
+}
+
+/// Delivers what the store announces for the hub's channel until the hub or the following
+/// goes.
+async fn deliver_announcements(
+    hub: std::sync::Weak<Hub>,
+    mut updates: mpsc::UnboundedReceiver<Announced>,
+) {
+    while let Some(update) = updates.recv().await {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        match update {
+            Announced::Batch(batch) => hub.deliver(batch).await,
+            Announced::Resync => hub.resync().await,
+        }
     }
 }
 

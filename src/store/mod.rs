@@ -125,6 +125,40 @@ pub trait EventStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Follows the appends of `channel` by every node that shares this store, this one
+    /// included, in sequence order, from now on; `None` for a store that only this process
+    /// appends to (its own appends are all there is). A channel's hub follows while it has
+    /// subscribers.
+    async fn follow(&self, _channel: &str) -> Result<Option<Follower>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// What a shared store tells a follower of a channel.
+#[derive(Debug)]
+pub enum Announced {
+    /// An append, as the appending node stored it (shared by the node's followers).
+    Batch(std::sync::Arc<StoredBatch>),
+    /// Announcements may have been missed (the connection to the broker was lost and is back):
+    /// the follower reads the store from where it stands.
+    Resync,
+}
+
+/// A channel followed (see [`EventStore::follow`]): the announcements, in order, until the
+/// follower is dropped.
+pub struct Follower {
+    /// The announcements; ends when the store stops following (the follower dropped or the
+    /// store closed).
+    pub updates: tokio::sync::mpsc::UnboundedReceiver<Announced>,
+    /// Stops the following when dropped.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower").finish_non_exhaustive()
+    }
 }
 
 /// Whether an event published at `published_at_ms` is still retained at `now_ms`.

@@ -120,3 +120,113 @@ async fn a_flushed_redis_answers_old_ids_with_store_reset() {
         "{resume:?}"
     );
 }
+
+/// Two nodes on one Redis and one key prefix.
+async fn two_nodes(redis: &RedisServer, prefix: &str) -> (TestServer, TestServer) {
+    (
+        server_on(redis, prefix).await,
+        server_on(redis, prefix).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_on_one_node_reach_subscribers_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, "fanout").await;
+    let (_, mut on_b) = b.subscribe(subscribe_request(b.token("c"))).await.unwrap();
+    let (_, mut on_a) = a.subscribe(subscribe_request(a.token("c"))).await.unwrap();
+    let (_, mut tagged_on_b) = b
+        .subscribe(subscribe_request(b.token_with_tags("c", &["vip"])))
+        .await
+        .unwrap();
+    let mut published = Vec::new();
+    for n in 0..20 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        published.push(node.publish("c", json!(n)).await);
+    }
+    let mut for_vip = publish_request("c", json!("vip only"));
+    for_vip.tags = Some(pb::StringList {
+        values: vec!["vip".into()],
+    });
+    let vip = a.publish_with(for_vip).await.unwrap();
+    for stream in [&mut on_a, &mut on_b] {
+        let mut received = Vec::new();
+        for _ in 0..published.len() {
+            received.push(next_event(stream).await.id);
+        }
+        assert_eq!(received, published, "every node's events, once, in order");
+    }
+    // The tag filter holds across nodes too: the untagged sessions never see `vip`.
+    let mut received = Vec::new();
+    for _ in 0..=published.len() {
+        received.push(next_event(&mut tagged_on_b).await.id);
+    }
+    assert_eq!(received.last(), Some(&vip));
+    let marker = b.publish("c", json!("marker")).await;
+    assert_eq!(
+        next_event(&mut on_a).await.id,
+        marker,
+        "no vip event before it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_on_the_other_node_and_goes_on_live() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, "resume").await;
+    let (subscribed, mut on_a) = a.subscribe(subscribe_request(a.token("c"))).await.unwrap();
+    let first = a.publish("c", json!(1)).await;
+    assert_eq!(next_event(&mut on_a).await.id, first);
+    drop(on_a);
+    let missed: Vec<String> =
+        futures::future::join_all((2..6).map(|n| a.publish("c", json!(n)))).await;
+    let mut missed = missed;
+    missed.sort();
+    let (resumed, mut on_b) = b
+        .subscribe(resume_request(
+            b.token("c"),
+            &first,
+            &subscribed.session_ticket,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resumed.session_id, subscribed.session_id);
+    assert_eq!(resumed.resume.unwrap().replayed, 4);
+    for id in &missed {
+        assert_eq!(&next_event(&mut on_b).await.id, id);
+    }
+    let live = a.publish("c", json!("live")).await;
+    assert_eq!(
+        next_event(&mut on_b).await.id,
+        live,
+        "then live, from the other node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_missed_while_pubsub_reconnects_are_read_back() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, "missed").await;
+    let (_, mut on_b) = b.subscribe(subscribe_request(b.token("c"))).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut published = Vec::new();
+    for round in 0..3 {
+        // Every subscriber connection goes: both nodes' pub/sub, mid-stream.
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        for n in 0..10 {
+            published.push(a.publish("c", json!([round, n])).await);
+        }
+    }
+    let mut received = Vec::new();
+    for _ in 0..published.len() {
+        received.push(next_event(&mut on_b).await.id);
+    }
+    assert_eq!(received, published, "nothing skipped, nothing twice");
+}

@@ -11,6 +11,9 @@
 //! - **Epochs.** The history's epoch is a key in Redis, drawn by the first node that finds none.
 //!   A flushed or replaced Redis has a new one, so ids of the old history read as `store
 //!   reset`; a node that finds the epoch changed under it refuses appends until restarted.
+//! - **Nodes share channels.** A node follows the topic of each channel it has subscribers on
+//!   (see `follow.rs`) and delivers every node's appends to them; one that misses
+//!   announcements (its pub/sub connection dropped) reads them back from the stream.
 //! - **Every call is bounded.** Each command has a response timeout; a Redis that is down
 //!   fails calls with `UNAVAILABLE` at once instead of hanging them.
 //!
@@ -20,6 +23,8 @@
 //! `{prefix}:stream:{channel}`, `{prefix}:keys:{channel}` (hash: idempotency key → the event
 //! that carried it), and the pub/sub topic `{prefix}:topic:{channel}`.
 
+mod announcement;
+mod follow;
 mod scripts;
 
 use std::{
@@ -35,7 +40,7 @@ use bytes::Bytes;
 use redis::{AsyncCommands, aio::ConnectionManager, streams::StreamRangeReply};
 
 use super::{
-    Direction, Epoch, EventStore, History, NewEvent, PageQuery, StoreError, StoredBatch,
+    Direction, Epoch, EventStore, Follower, History, NewEvent, PageQuery, StoreError, StoredBatch,
     StoredEvent, is_retained,
 };
 use crate::filter::Filter;
@@ -64,6 +69,15 @@ pub struct RedisStore {
     reset: AtomicBool,
     retention_ms: u64,
     location: String,
+    /// The channels this node follows, and the task that keeps their connection up.
+    topics: Arc<follow::Topics>,
+    following: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.following.abort();
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -126,6 +140,9 @@ impl RedisStore {
             prefix: prefix.to_owned(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
+        let topics = follow::Topics::new(epoch);
+        let messages = follow::connect(&client, &topics).await?;
+        let following = tokio::spawn(follow::run(client, Arc::downgrade(&topics), Some(messages)));
         Ok(Self {
             connection,
             keys,
@@ -134,6 +151,8 @@ impl RedisStore {
             reset: AtomicBool::new(false),
             retention_ms,
             location,
+            topics,
+            following,
         })
     }
 
@@ -489,6 +508,10 @@ impl EventStore for RedisStore {
             }
         }
         Ok(listed)
+    }
+
+    async fn follow(&self, channel: &str) -> Result<Option<Follower>, StoreError> {
+        self.topics.follow(self.keys.topic(channel)).await.map(Some)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

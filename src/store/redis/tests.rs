@@ -1,7 +1,12 @@
+use std::time::Duration;
+
 use futures::StreamExt;
 
 use super::*;
-use crate::store::contract::{self, event};
+use crate::store::{
+    Announced, Follower,
+    contract::{self, event},
+};
 
 #[path = "test_server.rs"]
 mod test_server;
@@ -116,14 +121,9 @@ async fn an_append_is_announced_as_it_was_stored() {
     let mut messages = pubsub.on_message();
     let first = messages.next().await.unwrap();
     let first: Vec<u8> = first.get_payload().unwrap();
-    assert_eq!(
-        scripts::announcement::parse_announcement(&first)
-            .unwrap()
-            .first_seq,
-        1
-    );
+    assert_eq!(announcement::parse(&first).unwrap().first_seq, 1);
     let second: Vec<u8> = messages.next().await.unwrap().get_payload().unwrap();
-    let announced = scripts::announcement::parse_announcement(&second).unwrap();
+    let announced = announcement::parse(&second).unwrap();
     assert_eq!(announced.first_seq, 2);
     let stored = store.read("c", 1, 3, 7).await.unwrap();
     assert_eq!(announced.events.len(), stored.events.len());
@@ -186,4 +186,35 @@ fn passwords_stay_out_of_messages() {
         "redis://***@host:6379/0"
     );
     assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+}
+
+async fn next(follower: &mut Follower) -> Announced {
+    tokio::time::timeout(Duration::from_secs(20), follower.updates.recv())
+        .await
+        .expect("an announcement within 20 s")
+        .expect("still following")
+}
+
+#[tokio::test]
+async fn a_follower_is_told_to_resync_when_pubsub_reconnects_and_then_follows_on() {
+    let redis = RedisServer::start();
+    let store = open(&redis, "s", 10_000).await;
+    let mut follower = store.follow("c").await.unwrap().unwrap();
+    store.append("c", &[event(1)]).await.unwrap();
+    assert!(matches!(next(&mut follower).await, Announced::Batch(b) if b[0].seq == 1));
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut store.connection.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(next(&mut follower).await, Announced::Resync),
+        "what was announced while it was down is to be read back"
+    );
+    // Subscribed again: appends are announced as before.
+    store.append("c", &[event(2)]).await.unwrap();
+    assert!(matches!(next(&mut follower).await, Announced::Batch(b) if b[0].seq == 2));
+    drop(follower);
 }
