@@ -211,6 +211,7 @@ impl Server {
 
         let maintenance = tokio::spawn(upkeep::maintain(shared.clone(), health.clone()));
         let reaper = tokio::spawn(end_sessions(shared.clone()));
+        let mover = tokio::spawn(supersede_moved_sessions(shared.clone()));
         let stopping = shared.clone();
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -262,11 +263,31 @@ impl Server {
         shared.shutdown.cancel();
         maintenance.abort();
         reaper.abort();
+        mover.abort();
         // Wait for the tasks to be gone: they hold the store, which closes when the last holder
         // lets go (a restarted server can then open the same data directory at once).
         let _ = maintenance.await;
         let _ = reaper.await;
+        let _ = mover.await;
         result
+    }
+}
+
+/// Supersedes the streams of sessions that another node sharing the store took over.
+async fn supersede_moved_sessions(shared: Arc<Shared>) {
+    let Some(mut opened_elsewhere) = shared.channels.store().sessions_opened_elsewhere() else {
+        return;
+    };
+    let sessions = shared.channels.sessions().clone();
+    loop {
+        let session_id = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            opened = opened_elsewhere.recv() => match opened {
+                Some(session_id) => session_id,
+                None => return,
+            },
+        };
+        sessions.opened_elsewhere(&session_id);
     }
 }
 

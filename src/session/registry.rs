@@ -29,6 +29,9 @@ pub(crate) struct LiveSession {
     pub resumes: u64,
     /// Set when the same session subscribes again on another stream.
     superseded: AtomicBool,
+    /// Set with `superseded` when that stream is on another node: closing this one does not
+    /// close the session here (no resume window, no session-ended hook on this node).
+    moved: AtomicBool,
     /// Set when the server API disconnects the session.
     disconnected: AtomicBool,
     /// Set with `disconnected` when the session is revoked: it ends when its stream closes,
@@ -280,6 +283,7 @@ impl Sessions {
             connected_at_ms: self.clock.now_ms(),
             resumes: resumed.map_or(0, |resumes| resumes + 1),
             superseded: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             disconnected: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
             stream: AtomicWaker::new(),
@@ -303,6 +307,21 @@ impl Sessions {
         LiveRegistration {
             sessions: self.clone(),
             session,
+        }
+    }
+
+    /// Another node opened a stream of session `session_id`: the stream it has here, if any,
+    /// is superseded, and the session is no longer this node's to end (a closed one waiting out
+    /// its resume window here is forgotten).
+    pub(crate) fn opened_elsewhere(&self, session_id: &str) {
+        let sessions = self.sessions();
+        let live = sessions.by_id.get(session_id).cloned();
+        let _ = self.reopen(session_id);
+        drop(sessions);
+        if let Some(live) = live {
+            live.moved.store(true, Ordering::Release);
+            live.superseded.store(true, Ordering::Release);
+            live.stream.wake();
         }
     }
 
@@ -519,8 +538,11 @@ impl Drop for LiveRegistration {
         {
             sessions.by_id.remove(&self.session.session_id);
             sessions.remove_from_channel(&self.session.channel, &self.session.session_id);
-            // Closed before the live map is released: see `register`.
-            self.sessions.close(&self.session);
+            // Closed before the live map is released: see `register`. A session that moved
+            // to another node is that node's to close.
+            if !self.session.moved.load(Ordering::Acquire) {
+                self.sessions.close(&self.session);
+            }
         }
     }
 }

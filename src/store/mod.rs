@@ -133,6 +133,19 @@ pub trait EventStore: Send + Sync + 'static {
     async fn follow(&self, _channel: &str) -> Result<Option<Follower>, StoreError> {
         Ok(None)
     }
+
+    /// Tells the other nodes sharing this store that session `session_id`'s stream opened on
+    /// this one: a stream of it they still hold is superseded. Nothing to do for a store only
+    /// this process uses.
+    async fn session_opened_here(&self, _session_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The sessions whose stream opened on another node, as other nodes tell; taken once (by
+    /// the server), `None` for a store only this process uses.
+    fn sessions_opened_elsewhere(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
 }
 
 /// What a shared store tells a follower of a channel.

@@ -4,7 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::common::{redis_server::RedisServer, *};
-use durable_iterator::{RedisStore, pb};
+use durable_iterator::{
+    RedisStore,
+    pb::{self, subscribe_response::Kind},
+};
 use serde_json::json;
 use tonic::Code;
 use tonic_health::pb::{
@@ -229,4 +232,37 @@ async fn announcements_missed_while_pubsub_reconnects_are_read_back() {
         received.push(next_event(&mut on_b).await.id);
     }
     assert_eq!(received, published, "nothing skipped, nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_resumes_on_another_node_ends_its_old_stream_with_aborted() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, "supersede").await;
+    let (subscribed, mut on_a) = a.subscribe(subscribe_request(a.token("c"))).await.unwrap();
+    let first = a.publish("c", json!(1)).await;
+    assert_eq!(next_event(&mut on_a).await.id, first);
+    // The old stream is still open (a half-dead connection, say) when the client comes back
+    // through another node.
+    let (_, mut on_b) = b
+        .subscribe(resume_request(
+            b.token("c"),
+            &first,
+            &subscribed.session_ticket,
+        ))
+        .await
+        .unwrap();
+    let ended = loop {
+        match next(&mut on_a).await {
+            Ok(Kind::Heartbeat(_) | Kind::Event(_)) => continue,
+            Ok(other) => panic!("expected the end of the stream, got {other:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
+    let live = a.publish("c", json!(2)).await;
+    assert_eq!(
+        next_event(&mut on_b).await.id,
+        live,
+        "the session goes on on the other node"
+    );
 }

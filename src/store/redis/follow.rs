@@ -41,15 +41,28 @@ pub(super) struct Topics {
     next_follower: AtomicU64,
     /// The store's epoch: announced batches carry it in their ids.
     epoch: Epoch,
+    /// Where nodes say which sessions opened a stream on them: `<node> <session id>`.
+    pub(super) sessions_topic: String,
+    /// This node, in what it publishes on `sessions_topic` (its own messages are skipped).
+    pub(super) node: u64,
+    /// Session ids that opened on other nodes.
+    opened_elsewhere: mpsc::UnboundedSender<String>,
 }
 
 impl Topics {
-    pub(super) fn new(epoch: Epoch) -> Arc<Self> {
+    pub(super) fn new(
+        epoch: Epoch,
+        sessions_topic: String,
+        opened_elsewhere: mpsc::UnboundedSender<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             followers: Mutex::default(),
             sink: tokio::sync::Mutex::new(None),
             next_follower: AtomicU64::new(0),
             epoch,
+            sessions_topic,
+            node: rand::random(),
+            opened_elsewhere,
         })
     }
 
@@ -112,6 +125,17 @@ impl Topics {
 
     /// Hands a message on `topic` to its followers.
     fn route(&self, topic: &str, message: &[u8]) {
+        if topic == self.sessions_topic {
+            let opened = std::str::from_utf8(message)
+                .ok()
+                .and_then(|message| message.split_once(' '));
+            if let Some((node, session_id)) = opened
+                && node.parse() != Ok(self.node)
+            {
+                let _ = self.opened_elsewhere.send(session_id.to_owned());
+            }
+            return;
+        }
         let followers = self.followers();
         let Some(senders) = followers.get(topic) else {
             return;
@@ -233,7 +257,8 @@ pub(super) async fn connect(
         .map_err(unavailable)?;
     let (mut sink, messages) = pubsub.split();
     let mut current = topics.sink.lock().await;
-    let followed: Vec<String> = topics.followers().keys().cloned().collect();
+    let mut followed: Vec<String> = topics.followers().keys().cloned().collect();
+    followed.push(topics.sessions_topic.clone());
     for topic in followed {
         tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&topic))
             .await

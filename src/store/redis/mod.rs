@@ -21,7 +21,9 @@
 //! Redis): `{prefix}:epoch`, `{prefix}:heads` (hash: channel → last sequence number),
 //! `{prefix}:channels` (channels with retained events, a sorted set listed by name),
 //! `{prefix}:stream:{channel}`, `{prefix}:keys:{channel}` (hash: idempotency key → the event
-//! that carried it), and the pub/sub topic `{prefix}:topic:{channel}`.
+//! that carried it), the pub/sub topic `{prefix}:topic:{channel}`, and `{prefix}:sessions`,
+//! where a node says which sessions opened a stream on it (another node's older stream of one
+//! is superseded).
 
 mod announcement;
 mod follow;
@@ -29,7 +31,7 @@ mod scripts;
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
@@ -72,6 +74,8 @@ pub struct RedisStore {
     /// The channels this node follows, and the task that keeps their connection up.
     topics: Arc<follow::Topics>,
     following: tokio::task::JoinHandle<()>,
+    /// Sessions opened on other nodes, until the server takes them.
+    opened_elsewhere: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 impl Drop for RedisStore {
@@ -112,6 +116,9 @@ impl Keys {
     fn topic(&self, channel: &str) -> String {
         format!("{}:topic:{channel}", self.prefix)
     }
+    fn sessions_topic(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
     fn idempotency_keys(&self, channel: &str) -> String {
         format!("{}:keys:{channel}", self.prefix)
     }
@@ -140,7 +147,8 @@ impl RedisStore {
             prefix: prefix.to_owned(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
-        let topics = follow::Topics::new(epoch);
+        let (opened_elsewhere_tx, opened_elsewhere) = tokio::sync::mpsc::unbounded_channel();
+        let topics = follow::Topics::new(epoch, keys.sessions_topic(), opened_elsewhere_tx);
         let messages = follow::connect(&client, &topics).await?;
         let following = tokio::spawn(follow::run(client, Arc::downgrade(&topics), Some(messages)));
         Ok(Self {
@@ -153,6 +161,7 @@ impl RedisStore {
             location,
             topics,
             following,
+            opened_elsewhere: Mutex::new(Some(opened_elsewhere)),
         })
     }
 
@@ -512,6 +521,26 @@ impl EventStore for RedisStore {
 
     async fn follow(&self, channel: &str) -> Result<Option<Follower>, StoreError> {
         self.topics.follow(self.keys.topic(channel)).await.map(Some)
+    }
+
+    async fn session_opened_here(&self, session_id: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .connection
+            .clone()
+            .publish(
+                &self.topics.sessions_topic,
+                format!("{} {session_id}", self.topics.node),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn sessions_opened_elsewhere(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.opened_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     async fn check(&self) -> Result<(), StoreError> {
