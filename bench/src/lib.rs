@@ -17,6 +17,7 @@
 pub mod baseline;
 pub mod frame;
 pub mod load;
+mod redis_rows;
 pub mod scenarios;
 pub mod servers;
 pub mod soak;
@@ -529,6 +530,11 @@ pub async fn run(config: &Config) -> Report {
     }
     if config.runs("resume-memory") {
         rows.extend(resume_memory_rows(config).await);
+    }
+
+    // The Redis store against the embedded one.
+    if config.asks_for("redis") {
+        rows.extend(redis_rows::redis_rows(config).await);
     }
 
     // The product against itself: TLS, gzip.

@@ -62,7 +62,8 @@ struct Cli {
     /// Run only these scenarios, comma separated: fan-out, latency, idle, publish, storm,
     /// resume-memory (long resumes at once, server RSS), tls
     /// (the product plaintext and over TLS), gzip (subscribers without and with gzip), soak
-    /// (mixed load for --soak-seconds: memory, file size, loss; only run when named here).
+    /// (mixed load for --soak-seconds: memory, file size, loss; only run when named here),
+    /// redis (the Redis store against redb, and redis-server's ceiling; only when named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// How long the soak's load runs, in seconds (with `--only soak`; default 1800, 5 with

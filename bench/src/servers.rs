@@ -140,6 +140,8 @@ pub struct ProductOptions {
     pub heartbeat_seconds: Option<u64>,
     /// `--retention-seconds`; `None`: the server's default.
     pub retention_seconds: Option<u64>,
+    /// `--store redis --redis-url URL`; `None`: the embedded redb store.
+    pub redis_url: Option<String>,
 }
 
 impl ProductOptions {
@@ -152,6 +154,7 @@ impl ProductOptions {
             subscriber_queue: 1_000_000,
             heartbeat_seconds: Some(300),
             retention_seconds: None,
+            redis_url: None,
         }
     }
 }
@@ -170,7 +173,7 @@ pub fn start_product_with(binary: &Path, options: &ProductOptions) -> Result<Ser
     let mut command = Command::new(binary);
     command
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--store", "redb"])
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data)
         .args(["--signing-key", SIGNING_KEY, "--api-key", API_KEY])
@@ -178,6 +181,10 @@ pub fn start_product_with(binary: &Path, options: &ProductOptions) -> Result<Ser
         .arg(options.subscriber_queue.to_string())
         .args(["--shutdown-grace-seconds", "1"])
         .env("RUST_LOG", "warn");
+    match &options.redis_url {
+        Some(url) => command.args(["--store", "redis", "--redis-url", url]),
+        None => command.args(["--store", "redb"]),
+    };
     if let Some(seconds) = options.heartbeat_seconds {
         command.arg("--heartbeat-seconds").arg(seconds.to_string());
     }
@@ -232,6 +239,49 @@ pub fn start_nats(binary: &Path) -> Result<Server, String> {
         addr,
         tls: None,
         dir: None,
+    })
+}
+
+/// redis-server on a free loopback port, acknowledging writes only once they are in its
+/// append-only file on disk (`appendfsync always`): the durability the redb store gives.
+pub fn start_redis() -> Result<Server, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("redis-server did not accept connections within 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Server {
+        child,
+        addr,
+        tls: None,
+        dir: Some(dir),
     })
 }
 
