@@ -19,7 +19,7 @@ pub const SUBSCRIBER_QUEUE: usize = 4_096;
 /// Most events a channel appends to the store in one batch (concurrent publishes share it).
 pub const MAX_BATCH: usize = 1_024;
 /// Bytes of events a resume reads from the store at once (it holds one page at a time).
-pub const REPLAY_PAGE_BYTES: usize = 256 << 10;
+pub const REPLAY_PAGE_BYTES: usize = 128 << 10;
 /// Resumes replaying at once; more wait their turn. With [`REPLAY_PAGE_BYTES`], it bounds the
 /// server's replay memory (64 × at most 4 MiB).
 pub const MAX_CONCURRENT_REPLAYS: usize = 64;
