@@ -70,11 +70,16 @@ pub(super) fn raw_events(
     first_seq: u64,
     mut record: &[u8],
 ) -> impl Iterator<Item = Result<RawEvent<'_>, StoreError>> {
-    let mut seq = first_seq;
+    let mut next_seq = Some(first_seq);
     std::iter::from_fn(move || {
         if record.is_empty() {
             return None;
         }
+        let Some(seq) = next_seq else {
+            // More events than sequence numbers left after the key's: the file is damaged.
+            record = &[];
+            return Some(Err(malformed(u64::MAX)));
+        };
         let mut take = |n: usize| {
             let (head, rest) = record.split_at_checked(n)?;
             record = rest;
@@ -97,7 +102,7 @@ pub(super) fn raw_events(
             record = &[];
             malformed(seq)
         });
-        seq += 1;
+        next_seq = seq.checked_add(1);
         Some(event)
     })
 }
@@ -140,7 +145,8 @@ mod tests {
             assert_eq!(decoded.filter, stored.filter);
             assert_eq!(decoded.frame, stored.frame);
         }
-        // A record cut anywhere reads as corrupt, never as fewer events.
+        // A record cut inside an event reads as corrupt, never as fewer events. (One cut
+        // between two events reads as the events before the cut: a record has no count.)
         for cut in [1, 8, 12, record.len() - 1] {
             let results: Vec<_> = raw_events(9, &record[..cut]).collect();
             assert!(
@@ -150,5 +156,19 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_past_the_last_sequence_number_is_corrupt() {
+        // Found by fuzzing: counting past u64::MAX panicked instead of reporting the damage.
+        let stored: Vec<StoredEvent> = (1..=2)
+            .map(|seq| StoredEvent::new(7, seq, &event(seq)))
+            .collect();
+        let mut record = Vec::new();
+        encode_events(&stored, &mut record);
+        let results: Vec<_> = raw_events(u64::MAX, &record).collect();
+        assert_eq!(results.len(), 2);
+        assert!(results[0].as_ref().is_ok_and(|raw| raw.seq == u64::MAX));
+        assert!(matches!(results[1], Err(StoreError::Corrupt(_))));
     }
 }
