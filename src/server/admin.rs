@@ -13,7 +13,7 @@ use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdm
 use crate::{error::Error, filter::Filter, json, pb, token, wire};
 
 /// The events of one channel in a batch: their positions in the request, and the events.
-type ChannelBatch = (Vec<usize>, Vec<(Bytes, Filter)>);
+pub(super) type ChannelBatch = (Vec<usize>, Vec<(Bytes, Filter)>);
 
 /// The server-side service.
 pub(crate) struct AdminApi {
@@ -45,7 +45,10 @@ impl AdminApi {
 
     /// Checks one event of a publish and turns it into what the channel stores: the channel,
     /// the encoded payload, the filter. Changes nothing.
-    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Bytes, Filter), Error> {
+    pub(super) fn checked_event(
+        &self,
+        request: pb::PublishRequest,
+    ) -> Result<(String, Bytes, Filter), Error> {
         let payload = match request.payload {
             Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
             Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
@@ -81,10 +84,12 @@ impl AdminApi {
         Ok(pb::PublishResponse { id: id.to_string() })
     }
 
-    async fn publish_batch(
+    /// Checks every event of a batch, before any is published, and groups them by channel.
+    /// Changes nothing.
+    pub(super) fn checked_batch(
         &self,
         request: pb::PublishBatchRequest,
-    ) -> Result<pb::PublishBatchResponse, Error> {
+    ) -> Result<HashMap<String, ChannelBatch>, Error> {
         let limits = &self.shared.config.limits;
         if request.events.len() > limits.max_batch_events {
             return Err(Error::InvalidArgument(format!(
@@ -93,7 +98,6 @@ impl AdminApi {
                 limits.max_batch_events
             )));
         }
-        // Every event is checked before any is published.
         let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
         for (position, event) in request.events.into_iter().enumerate() {
             let (channel, payload, filter) = self
@@ -103,6 +107,14 @@ impl AdminApi {
             positions.push(position);
             events.push((payload, filter));
         }
+        Ok(by_channel)
+    }
+
+    async fn publish_batch(
+        &self,
+        request: pb::PublishBatchRequest,
+    ) -> Result<pb::PublishBatchResponse, Error> {
+        let by_channel = self.checked_batch(request)?;
         let total = by_channel
             .values()
             .map(|(positions, _)| positions.len())
@@ -122,7 +134,10 @@ impl AdminApi {
         Ok(pb::PublishBatchResponse { ids })
     }
 
-    fn mint_token(&self, request: pb::IssueTokenRequest) -> Result<pb::IssueTokenResponse, Error> {
+    pub(super) fn mint_token(
+        &self,
+        request: pb::IssueTokenRequest,
+    ) -> Result<pb::IssueTokenResponse, Error> {
         let config = &self.shared.config;
         config.limits.check_channel(&request.channel)?;
         config.limits.check_tags(&request.tags)?;

@@ -24,7 +24,7 @@
 
 mod open;
 mod query;
-mod record;
+pub(crate) mod record;
 mod writer;
 
 use std::{

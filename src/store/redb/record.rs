@@ -12,7 +12,7 @@ use crate::{
 
 /// The events of one append, each as `published_at_ms` (8 bytes LE), filter length (4 bytes
 /// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
-pub(super) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
+pub(crate) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
     out.clear();
     // Events of one publish share their filter: it is serialized once for a run of them.
     let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
@@ -38,7 +38,7 @@ pub(super) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
 }
 
 /// One event of a record, not yet decoded.
-pub(super) struct RawEvent<'a> {
+pub(crate) struct RawEvent<'a> {
     pub(super) seq: u64,
     pub(super) published_at_ms: u64,
     pub(super) filter: &'a [u8],
@@ -46,7 +46,7 @@ pub(super) struct RawEvent<'a> {
 }
 
 impl RawEvent<'_> {
-    pub(super) fn decode(&self) -> Result<StoredEvent, StoreError> {
+    pub(crate) fn decode(&self) -> Result<StoredEvent, StoreError> {
         let filter = if self.filter.is_empty() {
             Filter::everyone()
         } else {
@@ -66,7 +66,7 @@ pub(super) fn malformed(seq: u64) -> StoreError {
 }
 
 /// The events of the record of the append that starts at `first_seq`.
-pub(super) fn raw_events(
+pub(crate) fn raw_events(
     first_seq: u64,
     mut record: &[u8],
 ) -> impl Iterator<Item = Result<RawEvent<'_>, StoreError>> {
