@@ -30,7 +30,14 @@ struct Event<'a> {
     payload: &'a [u8],
     published_at_ms: u64,
     /// `None`: the previous event's filter, shared as a publish shares it.
-    filter: Option<(Option<Vec<String>>, Option<Vec<String>>, Vec<String>)>,
+    filter: Option<FilterInput>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct FilterInput {
+    tags: Option<Vec<String>>,
+    targets: Option<Vec<String>>,
+    exclude: Vec<String>,
 }
 
 fuzz_target!(|input: Input<'_>| match input {
@@ -56,11 +63,11 @@ fuzz_target!(|input: Input<'_>| match input {
         let new: Vec<NewEvent> = events
             .iter()
             .map(|event| {
-                if let Some((tags, targets, exclude)) = &event.filter {
+                if let Some(published) = &event.filter {
                     filter = Arc::new(Filter {
-                        tags: tags.clone(),
-                        targets: targets.clone(),
-                        exclude: exclude.clone(),
+                        tags: published.tags.clone(),
+                        targets: published.targets.clone(),
+                        exclude: published.exclude.clone(),
                     });
                 }
                 NewEvent {
