@@ -7,7 +7,7 @@
 //! `Subscribe` accepts.
 #![no_main]
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use durable_iterator::{Limits, fuzz_support::RequestChecks, json, pb, token};
 use durable_iterator_fuzz::{NOW_SECS, assert_keeps_the_key, checks, keyring};
 use libfuzzer_sys::fuzz_target;
@@ -27,22 +27,29 @@ enum Call {
     IssueToken,
 }
 
-fn assert_invalid_argument(status: &Status) {
+/// The refusal of a request made of `sent`: INVALID_ARGUMENT, telling nothing it should not.
+fn assert_invalid_argument(status: &Status, sent: &[u8]) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_keeps_the_key(status);
+    assert_keeps_the_key(status, sent);
 }
 
-fn decode<M: prost::Message + Default>(message: &[u8]) -> Option<M> {
+fn decode<M: prost::Message + Default>(message: &[u8], sent: &[u8]) -> Option<M> {
     RequestChecks::decode(message)
-        .inspect_err(assert_invalid_argument)
+        .inspect_err(|status| assert_invalid_argument(status, sent))
         .ok()
 }
 
-fuzz_target!(|input: Input<'_>| {
+fuzz_target!(|sent: &[u8]| {
+    if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(sent)) {
+        check(input, sent);
+    }
+});
+
+fn check(input: Input<'_>, sent: &[u8]) {
     let limits = Limits::default();
     match input.call {
         Call::Publish => {
-            let Some(request) = decode::<pb::PublishRequest>(input.message) else {
+            let Some(request) = decode::<pb::PublishRequest>(input.message, sent) else {
                 return;
             };
             match checks().publish(request) {
@@ -50,11 +57,11 @@ fuzz_target!(|input: Input<'_>| {
                     assert!(limits.check_channel(&channel).is_ok());
                     assert!(payload.len() <= limits.max_payload_bytes);
                 }
-                Err(status) => assert_invalid_argument(&status),
+                Err(status) => assert_invalid_argument(&status, sent),
             }
         }
         Call::PublishBatch => {
-            let Some(request) = decode::<pb::PublishBatchRequest>(input.message) else {
+            let Some(request) = decode::<pb::PublishBatchRequest>(input.message, sent) else {
                 return;
             };
             let events = request.events.len();
@@ -70,17 +77,17 @@ fuzz_target!(|input: Input<'_>| {
                         "an event lost or doubled"
                     );
                 }
-                Err(status) => assert_invalid_argument(&status),
+                Err(status) => assert_invalid_argument(&status, sent),
             }
         }
         Call::IssueToken => {
-            let Some(request) = decode::<pb::IssueTokenRequest>(input.message) else {
+            let Some(request) = decode::<pb::IssueTokenRequest>(input.message, sent) else {
                 return;
             };
             let asked = request.clone();
             let issued = match checks().issue_token(request) {
                 Ok(issued) => issued,
-                Err(status) => return assert_invalid_argument(&status),
+                Err(status) => return assert_invalid_argument(&status, sent),
             };
             let claims =
                 token::verify(keyring(), &issued.token, NOW_SECS).expect("a minted token verifies");
@@ -98,4 +105,4 @@ fuzz_target!(|input: Input<'_>| {
             }
         }
     }
-});
+}

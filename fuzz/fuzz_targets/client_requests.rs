@@ -12,7 +12,7 @@
 //! (the checks behind the token's), and the ticket with one issued by the server.
 #![no_main]
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use durable_iterator::{
     TokenClaims,
     fuzz_support::RequestChecks,
@@ -108,87 +108,104 @@ fn issue_for_channel(ticket: &mut String, token: &str, choice: &TicketChoice) {
     }
 }
 
-/// A refusal with one of `allowed` codes, telling nothing it should not.
-fn assert_refused(status: &Status, allowed: &[Code]) {
+/// A refusal of a request made of `sent` with one of `allowed` codes, telling nothing it should
+/// not.
+fn assert_refused(status: &Status, allowed: &[Code], sent: &[u8]) {
     assert!(allowed.contains(&status.code()), "{status:?}");
-    assert_keeps_the_key(status);
+    assert_keeps_the_key(status, sent);
 }
 
-fn decode<M: prost::Message + Default>(message: &[u8]) -> Option<M> {
+fn decode<M: prost::Message + Default>(message: &[u8], sent: &[u8]) -> Option<M> {
     RequestChecks::decode(message)
-        .inspect_err(|status| assert_refused(status, &[Code::InvalidArgument]))
+        .inspect_err(|status| assert_refused(status, &[Code::InvalidArgument], sent))
         .ok()
 }
 
-fuzz_target!(|input: Input<'_>| match input.call {
-    Call::Subscribe => {
-        let Some(mut request) = decode::<pb::SubscribeRequest>(input.message) else {
-            return;
-        };
-        choose_token(&mut request.token, input.token);
-        if let Some(ticket) = request.session_ticket.as_mut() {
-            issue_for_channel(ticket, &request.token, &input.ticket);
-        }
-        match checks().subscribe(&request) {
-            Ok((call, last_event_id)) => {
-                assert_eq!(call.channel, call.claims.chn);
-                assert!(NOW_SECS < call.claims.exp);
-                assert!(!call.session_id.is_empty());
-                let asked = request.last_event_id.as_deref().filter(|id| !id.is_empty());
-                assert_eq!(last_event_id.is_some(), asked.is_some());
-                if let Some(ticket) = request.session_ticket.as_deref().filter(|t| !t.is_empty()) {
-                    let kept = verify_ticket(keyring(), &call.channel, ticket);
-                    assert_eq!(kept.as_deref(), Ok(call.session_id.as_str()));
-                }
-            }
-            Err(status) => assert_refused(&status, &[Code::Unauthenticated, Code::InvalidArgument]),
-        }
+fuzz_target!(|sent: &[u8]| {
+    if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(sent)) {
+        check(input, sent);
     }
-    Call::Invoke => {
-        let Some(mut request) = decode::<pb::InvokeRequest>(input.message) else {
-            return;
-        };
-        // An empty token stays empty: the call then acts under the live session of its ticket.
-        if !request.token.is_empty() || matches!(input.token, TokenChoice::Minted { .. }) {
+});
+
+fn check(input: Input<'_>, sent: &[u8]) {
+    match input.call {
+        Call::Subscribe => {
+            let Some(mut request) = decode::<pb::SubscribeRequest>(input.message, sent) else {
+                return;
+            };
             choose_token(&mut request.token, input.token);
-        }
-        if let Some(ticket) = request.session_ticket.as_mut() {
-            issue_for_channel(ticket, &request.token, &input.ticket);
-        }
-        match checks().invoke(request) {
-            Ok(call) => {
-                let method = call.path.first().expect("a call has a method");
-                assert!(call.caller.claims.allows_method(method));
-                assert!(NOW_SECS < call.caller.claims.exp);
+            if let Some(ticket) = request.session_ticket.as_mut() {
+                issue_for_channel(ticket, &request.token, &input.ticket);
             }
-            Err(status) => assert_refused(
+            match checks().subscribe(&request) {
+                Ok((call, last_event_id)) => {
+                    assert_eq!(call.channel, call.claims.chn);
+                    assert!(NOW_SECS < call.claims.exp);
+                    assert!(!call.session_id.is_empty());
+                    let asked = request.last_event_id.as_deref().filter(|id| !id.is_empty());
+                    assert_eq!(last_event_id.is_some(), asked.is_some());
+                    if let Some(ticket) =
+                        request.session_ticket.as_deref().filter(|t| !t.is_empty())
+                    {
+                        let kept = verify_ticket(keyring(), &call.channel, ticket);
+                        assert_eq!(kept.as_deref(), Ok(call.session_id.as_str()));
+                    }
+                }
+                Err(status) => assert_refused(
+                    &status,
+                    &[Code::Unauthenticated, Code::InvalidArgument],
+                    sent,
+                ),
+            }
+        }
+        Call::Invoke => {
+            let Some(mut request) = decode::<pb::InvokeRequest>(input.message, sent) else {
+                return;
+            };
+            // An empty token stays empty: the call then acts under the live session of its ticket.
+            if !request.token.is_empty() || matches!(input.token, TokenChoice::Minted { .. }) {
+                choose_token(&mut request.token, input.token);
+            }
+            if let Some(ticket) = request.session_ticket.as_mut() {
+                issue_for_channel(ticket, &request.token, &input.ticket);
+            }
+            match checks().invoke(request) {
+                Ok(call) => {
+                    let method = call.path.first().expect("a call has a method");
+                    assert!(call.caller.claims.allows_method(method));
+                    assert!(NOW_SECS < call.caller.claims.exp);
+                }
+                Err(status) => assert_refused(
+                    &status,
+                    &[
+                        Code::Unauthenticated,
+                        Code::InvalidArgument,
+                        Code::PermissionDenied,
+                        Code::FailedPrecondition,
+                    ],
+                    sent,
+                ),
+            }
+        }
+        Call::RefreshToken => {
+            let Some(mut request) = decode::<pb::RefreshTokenRequest>(input.message, sent) else {
+                return;
+            };
+            choose_token(&mut request.token, input.token);
+            issue_for_channel(&mut request.session_ticket, &request.token, &input.ticket);
+            // No session is live on this server: every refresh is refused.
+            let status = checks()
+                .refresh_token(&request)
+                .expect_err("a refresh of a session that is not live");
+            assert_refused(
                 &status,
                 &[
                     Code::Unauthenticated,
                     Code::InvalidArgument,
-                    Code::PermissionDenied,
                     Code::FailedPrecondition,
                 ],
-            ),
+                sent,
+            );
         }
     }
-    Call::RefreshToken => {
-        let Some(mut request) = decode::<pb::RefreshTokenRequest>(input.message) else {
-            return;
-        };
-        choose_token(&mut request.token, input.token);
-        issue_for_channel(&mut request.session_ticket, &request.token, &input.ticket);
-        // No session is live on this server: every refresh is refused.
-        let status = checks()
-            .refresh_token(&request)
-            .expect_err("a refresh of a session that is not live");
-        assert_refused(
-            &status,
-            &[
-                Code::Unauthenticated,
-                Code::InvalidArgument,
-                Code::FailedPrecondition,
-            ],
-        );
-    }
-});
+}
