@@ -77,6 +77,9 @@ pub use event::{EventId, MalformedEventId};
 pub mod bench_support {
     pub use crate::channel::{Channels, HubLimits};
 }
+/// What the fuzz targets in `fuzz/` drive below the gRPC edge: not part of the API.
+#[doc(hidden)]
+pub mod fuzz_support;
 pub use filter::Filter;
 pub use interceptor::{Interceptor, Interceptors, InvokeCall, Next, RefreshCall, SubscribeCall};
 pub use limits::Limits;

@@ -22,8 +22,13 @@ pub struct TokenClaims {
     /// The session's tags: events published with tags reach it when the sets intersect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
-    /// Attachment: any JSON, readable by the client. Never put secrets here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Attachment: any JSON, readable by the client. Never put secrets here. `Some(Null)` is
+    /// the attachment `null`, which a token carries as `"att":null`; `None` is no attachment.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub att: Option<serde_json::Value>,
     /// Methods of the channel object the holder may call (`path[0]` of an invoke).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +37,14 @@ pub struct TokenClaims {
     pub iat: u64,
     /// Expires at, Unix seconds: the token is expired once `now >= exp`.
     pub exp: u64,
+}
+
+/// A field that is there, whatever its value: serde reads `null` in an `Option` as `None`, which
+/// would verify `"att":null` as no attachment, unlike oRPC and unlike what was signed.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 impl TokenClaims {
@@ -180,6 +193,28 @@ mod tests {
                 "{payload}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_in_the_attachment_verify_as_signed() {
+        // Found by fuzzing: the default float parser read this back one unit in the last
+        // place off (1.1111111111111111e24).
+        let mut claims = TokenClaims::new("c", 0, 100);
+        claims.att = Some(serde_json::json!({"n": 1.1111111111111112e24, "m": [0.1, 2.5e-308]}));
+        let token = sign(&ring(), &claims);
+        assert_eq!(verify(&ring(), &token, 1).unwrap(), claims);
+    }
+
+    #[test]
+    fn a_null_attachment_verifies_as_null_not_as_none() {
+        // Found by fuzzing: `"att":null` verified as no attachment.
+        let mut claims = TokenClaims::new("c", 0, 100);
+        claims.att = Some(serde_json::Value::Null);
+        let token = sign(&ring(), &claims);
+        assert!(token.starts_with(r#"{"chn":"c","att":null,"iat":0"#));
+        assert_eq!(verify(&ring(), &token, 1).unwrap(), claims);
+        claims.att = None;
+        assert_eq!(verify(&ring(), &sign(&ring(), &claims), 1).unwrap(), claims);
     }
 
     #[test]

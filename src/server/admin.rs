@@ -53,7 +53,10 @@ impl AdminApi {
 
     /// Checks one event of a publish and turns it into what the channel stores: the channel,
     /// and the event. Changes nothing.
-    fn checked_event(&self, request: pb::PublishRequest) -> Result<(String, Publication), Error> {
+    pub(super) fn checked_event(
+        &self,
+        request: pb::PublishRequest,
+    ) -> Result<(String, Publication), Error> {
         let payload = match request.payload {
             Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
             Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
@@ -101,10 +104,12 @@ impl AdminApi {
         Ok(pb::PublishResponse { id: id.to_string() })
     }
 
-    async fn publish_batch(
+    /// Checks every event of a batch, before any is published, and groups them by channel.
+    /// Changes nothing.
+    pub(super) fn checked_batch(
         &self,
         request: pb::PublishBatchRequest,
-    ) -> Result<pb::PublishBatchResponse, Error> {
+    ) -> Result<HashMap<String, ChannelBatch>, Error> {
         let limits = &self.shared.config.limits;
         if request.events.len() > limits.max_batch_events {
             return Err(Error::InvalidArgument(format!(
@@ -113,7 +118,6 @@ impl AdminApi {
                 limits.max_batch_events
             )));
         }
-        // Every event is checked before any is published.
         let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
         for (position, event) in request.events.into_iter().enumerate() {
             let (channel, event) = self
@@ -123,6 +127,14 @@ impl AdminApi {
             positions.push(position);
             events.push(event);
         }
+        Ok(by_channel)
+    }
+
+    async fn publish_batch(
+        &self,
+        request: pb::PublishBatchRequest,
+    ) -> Result<pb::PublishBatchResponse, Error> {
+        let by_channel = self.checked_batch(request)?;
         let total = by_channel
             .values()
             .map(|(positions, _)| positions.len())
@@ -142,7 +154,10 @@ impl AdminApi {
         Ok(pb::PublishBatchResponse { ids })
     }
 
-    fn mint_token(&self, request: pb::IssueTokenRequest) -> Result<pb::IssueTokenResponse, Error> {
+    pub(super) fn mint_token(
+        &self,
+        request: pb::IssueTokenRequest,
+    ) -> Result<pb::IssueTokenResponse, Error> {
         let config = &self.shared.config;
         config.limits.check_channel(&request.channel)?;
         config.limits.check_tags(&request.tags)?;

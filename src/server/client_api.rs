@@ -56,24 +56,7 @@ impl ClientApi {
         request: pb::SubscribeRequest,
     ) -> Result<SubscriberStream, Status> {
         let shared = &self.shared;
-        let claims = shared.verify_token(&request.token)?;
-        let last_event_id = given(&request.last_event_id)
-            .map(str::parse::<EventId>)
-            .transpose()
-            .map_err(Error::from)?;
-        let session_id = match given(&request.session_ticket) {
-            Some(ticket) => self.unrevoked(
-                session::verify_ticket(&shared.config.keyring, &claims.chn, ticket)
-                    .map_err(Error::from)?,
-            )?,
-            None => session::new_session_id(),
-        };
-        let call = SubscribeCall {
-            channel: claims.chn.clone(),
-            session_id,
-            claims: Arc::new(claims),
-            last_event_id: given(&request.last_event_id).map(str::to_owned),
-        };
+        let (call, last_event_id) = self.subscribe_call(&request)?;
         let mut opened = None;
         let (slot, opening) = (&mut opened, &call);
         let open = move || -> BoxFuture<'_, Result<ResumeOutcome, Status>> {
@@ -92,6 +75,34 @@ impl ClientApi {
         // stream of it) and is announced to the channel's object: a refusal after `next.run()`
         // drops the subscription and leaves the session as it was.
         Ok(self.start_stream(&call, pending))
+    }
+
+    /// Checks a `Subscribe` before anything changes: the token, the position to resume from and
+    /// the session ticket.
+    pub(super) fn subscribe_call(
+        &self,
+        request: &pb::SubscribeRequest,
+    ) -> Result<(SubscribeCall, Option<EventId>), Error> {
+        let shared = &self.shared;
+        let claims = shared.verify_token(&request.token)?;
+        let last_event_id = given(&request.last_event_id)
+            .map(str::parse::<EventId>)
+            .transpose()?;
+        let session_id = match given(&request.session_ticket) {
+            Some(ticket) => self.unrevoked(session::verify_ticket(
+                &shared.config.keyring,
+                &claims.chn,
+                ticket,
+            )?)?,
+            None => session::new_session_id(),
+        };
+        let call = SubscribeCall {
+            channel: claims.chn.clone(),
+            session_id,
+            claims: Arc::new(claims),
+            last_event_id: given(&request.last_event_id).map(str::to_owned),
+        };
+        Ok((call, last_event_id))
     }
 
     /// Opens the stream of an authenticated `Subscribe`: registers the subscriber and reads the
@@ -221,10 +232,12 @@ impl ClientApi {
 }
 
 impl ClientApi {
-    async fn refresh(
+    /// Checks a `RefreshToken` before anything changes: the new token, and the ticket of a
+    /// live session.
+    pub(super) fn refresh_call(
         &self,
-        request: pb::RefreshTokenRequest,
-    ) -> Result<pb::RefreshTokenResponse, Status> {
+        request: &pb::RefreshTokenRequest,
+    ) -> Result<RefreshCall, Error> {
         let shared = &self.shared;
         let claims = shared.verify_token(&request.token)?;
         let keyring = &shared.config.keyring;
@@ -232,19 +245,25 @@ impl ClientApi {
             .and_then(|id| shared.channels.sessions().get(id));
         let Some(live) = live else {
             // Authentic but not connected is FAILED_PRECONDITION; anything else is refused.
-            session::verify_ticket(keyring, &claims.chn, &request.session_ticket)
-                .map_err(Error::from)?;
-            return Err(Error::from(RefreshError::NotLive).into());
+            session::verify_ticket(keyring, &claims.chn, &request.session_ticket)?;
+            return Err(RefreshError::NotLive.into());
         };
         // The ticket is checked against the channel it was issued for, so a token for another
         // channel reads as a changed subscription, not as a forged ticket.
-        session::verify_ticket(keyring, &live.channel, &request.session_ticket)
-            .map_err(Error::from)?;
-        let call = RefreshCall {
+        session::verify_ticket(keyring, &live.channel, &request.session_ticket)?;
+        Ok(RefreshCall {
             channel: live.channel.clone(),
             session_id: live.session_id.clone(),
             claims: Arc::new(claims),
-        };
+        })
+    }
+
+    async fn refresh(
+        &self,
+        request: pb::RefreshTokenRequest,
+    ) -> Result<pb::RefreshTokenResponse, Status> {
+        let shared = &self.shared;
+        let call = self.refresh_call(&request)?;
         let live = shared.channels.sessions();
         let check = || -> BoxFuture<'_, Result<i64, Status>> {
             Box::pin(async {
@@ -259,6 +278,32 @@ impl ClientApi {
         live.refresh(&call.session_id, (*call.claims).clone())
             .map_err(Error::from)?;
         Ok(pb::RefreshTokenResponse { token_expires_at })
+    }
+}
+
+impl ClientApi {
+    /// Checks an `Invoke` before anything runs: who calls, and whether their token allows the
+    /// method.
+    pub(super) fn invoke_call(&self, request: pb::InvokeRequest) -> Result<InvokeCall, Error> {
+        let (claims, session_id) = self.caller(&request.token, given(&request.session_ticket))?;
+        let Some(method) = request.path.first() else {
+            return Err(Error::InvalidArgument("path is empty".into()));
+        };
+        if !claims.allows_method(method) {
+            return Err(Error::MethodNotAllowed(method.clone()));
+        }
+        Ok(InvokeCall {
+            channel: claims.chn.clone(),
+            caller: Caller {
+                session_id,
+                claims: Arc::new(claims),
+            },
+            path: request.path,
+            input: request
+                .input
+                .as_ref()
+                .map_or(serde_json::Value::Null, json::from_proto),
+        })
     }
 }
 
@@ -288,26 +333,7 @@ impl DurableIterator for ClientApi {
         &self,
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
-        let request = request.into_inner();
-        let (claims, session_id) = self.caller(&request.token, given(&request.session_ticket))?;
-        let Some(method) = request.path.first() else {
-            return Err(Error::InvalidArgument("path is empty".into()).into());
-        };
-        if !claims.allows_method(method) {
-            return Err(Error::MethodNotAllowed(method.clone()).into());
-        }
-        let call = InvokeCall {
-            channel: claims.chn.clone(),
-            caller: Caller {
-                session_id,
-                claims: Arc::new(claims),
-            },
-            path: request.path,
-            input: request
-                .input
-                .as_ref()
-                .map_or(serde_json::Value::Null, json::from_proto),
-        };
+        let call = self.invoke_call(request.into_inner())?;
         let run = || -> BoxFuture<'_, Result<serde_json::Value, Status>> {
             Box::pin(async {
                 let objects = &self.shared.objects;

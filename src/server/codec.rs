@@ -4,12 +4,13 @@
 
 use std::marker::PhantomData;
 
+use bytes::Buf;
 use prost::Message;
 use tonic::{
     Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder},
 };
-use tonic_prost::{ProstDecoder, ProstEncoder};
+use tonic_prost::ProstEncoder;
 
 /// prost, with decode failures as `INVALID_ARGUMENT` (`codec_path` in `build.rs`).
 #[derive(Debug, Clone, Copy)]
@@ -36,31 +37,35 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(ProstDecoder::new(BufferSettings::default()))
+        RequestDecoder(PhantomData)
     }
 }
 
-/// [`ProstDecoder`], its failures turned into `INVALID_ARGUMENT`.
+/// prost's decoding of `U`, through [`decode_request`].
 #[derive(Debug)]
-pub(crate) struct RequestDecoder<U>(ProstDecoder<U>);
+pub(crate) struct RequestDecoder<U>(PhantomData<U>);
 
 impl<U: Message + Default> Decoder for RequestDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0
-            .decode(buf)
-            .map_err(|status| invalid_request(status.message()))
+        decode_request(buf).map(Some)
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        self.0.buffer_settings()
+        BufferSettings::default()
     }
+}
+
+/// Decodes one request message: every call of both services, `Subscribe` included, decodes
+/// its request here.
+pub(crate) fn decode_request<U: Message + Default>(message: impl Buf) -> Result<U, Status> {
+    U::decode(message).map_err(invalid_request)
 }
 
 /// The status of a request message that does not decode; `reason` is prost's (it names the
 /// message and field, e.g. `PublishRequest.tags: invalid string value`).
-pub(crate) fn invalid_request(reason: impl std::fmt::Display) -> Status {
+fn invalid_request(reason: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("the request does not decode: {reason}"))
 }

@@ -8,6 +8,7 @@ pub mod defaults;
 mod health;
 mod landing;
 mod page_token;
+mod request_checks;
 mod subscribe_service;
 mod subscriber_stream;
 mod tls;
@@ -24,6 +25,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use admin::AdminApi;
 use client_api::ClientApi;
+pub use request_checks::{CheckedBatch, CheckedEvent, RequestChecks};
+pub(crate) use subscribe_service::read_request as read_subscribe_request;
 pub(crate) use subscriber_stream::StreamTiming;
 pub use tls::{TlsConfig, TlsError, dev_certificate, write_private_file};
 

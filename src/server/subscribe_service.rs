@@ -131,14 +131,21 @@ async fn subscribe(
             }
         })?
         .to_bytes();
-    let message = wire::single_message(body, request_encoding, MAX_REQUEST_BYTES)?;
-    let request = <pb::SubscribeRequest as prost::Message>::decode(message)
-        .map_err(super::codec::invalid_request)?;
-    let stream = api.open(request).await?;
+    let stream = api.open(read_request(body, request_encoding)?).await?;
     Ok((
         stream.compressed_with(response_encoding).into_chunks(),
         response_encoding,
     ))
+}
+
+/// The `SubscribeRequest` of a request body: one gRPC message, compressed with `encoding` or
+/// not.
+pub(crate) fn read_request(
+    body: Bytes,
+    encoding: Option<Encoding>,
+) -> Result<pb::SubscribeRequest, Status> {
+    let message = wire::single_message(body, encoding, MAX_REQUEST_BYTES)?;
+    super::codec::decode_request(message)
 }
 
 /// The response body: each chunk is one DATA frame's worth, the end is the status trailers.

@@ -27,7 +27,7 @@ mod idempotency;
 mod open;
 mod pages;
 mod query;
-mod record;
+pub(crate) mod record;
 mod space;
 mod writer;
 

@@ -12,7 +12,7 @@ use crate::{
 
 /// The events of one append, each as `published_at_ms` (8 bytes LE), filter length (4 bytes
 /// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
-pub(super) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
+pub(crate) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
     out.clear();
     // Events of one publish share their filter: it is serialized once for a run of them.
     let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
@@ -30,7 +30,7 @@ pub(super) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
 }
 
 /// One event of a record, not yet decoded.
-pub(super) struct RawEvent<'a> {
+pub(crate) struct RawEvent<'a> {
     pub(super) seq: u64,
     pub(super) published_at_ms: u64,
     pub(super) filter: &'a [u8],
@@ -38,7 +38,7 @@ pub(super) struct RawEvent<'a> {
 }
 
 impl RawEvent<'_> {
-    pub(super) fn decode(&self) -> Result<StoredEvent, StoreError> {
+    pub(crate) fn decode(&self) -> Result<StoredEvent, StoreError> {
         let filter = Filter::from_stored(self.filter).ok_or_else(|| malformed(self.seq))?;
         Ok(StoredEvent {
             seq: self.seq,
@@ -54,15 +54,20 @@ pub(super) fn malformed(seq: u64) -> StoreError {
 }
 
 /// The events of the record of the append that starts at `first_seq`.
-pub(super) fn raw_events(
+pub(crate) fn raw_events(
     first_seq: u64,
     mut record: &[u8],
 ) -> impl Iterator<Item = Result<RawEvent<'_>, StoreError>> {
-    let mut seq = first_seq;
+    let mut next_seq = Some(first_seq);
     std::iter::from_fn(move || {
         if record.is_empty() {
             return None;
         }
+        let Some(seq) = next_seq else {
+            // More events than sequence numbers left after the key's: the file is damaged.
+            record = &[];
+            return Some(Err(malformed(u64::MAX)));
+        };
         let mut take = |n: usize| {
             let (head, rest) = record.split_at_checked(n)?;
             record = rest;
@@ -85,7 +90,7 @@ pub(super) fn raw_events(
             record = &[];
             malformed(seq)
         });
-        seq += 1;
+        next_seq = seq.checked_add(1);
         Some(event)
     })
 }
@@ -128,7 +133,8 @@ mod tests {
             assert_eq!(decoded.filter, stored.filter);
             assert_eq!(decoded.frame, stored.frame);
         }
-        // A record cut anywhere reads as corrupt, never as fewer events.
+        // A record cut inside an event reads as corrupt, never as fewer events. (One cut
+        // between two events reads as the events before the cut: a record has no count.)
         for cut in [1, 8, 12, record.len() - 1] {
             let results: Vec<_> = raw_events(9, &record[..cut]).collect();
             assert!(
@@ -138,5 +144,19 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_past_the_last_sequence_number_is_corrupt() {
+        // Found by fuzzing: counting past u64::MAX panicked instead of reporting the damage.
+        let stored: Vec<StoredEvent> = (1..=2)
+            .map(|seq| StoredEvent::new(7, seq, &event(seq)))
+            .collect();
+        let mut record = Vec::new();
+        encode_events(&stored, &mut record);
+        let results: Vec<_> = raw_events(u64::MAX, &record).collect();
+        assert_eq!(results.len(), 2);
+        assert!(results[0].as_ref().is_ok_and(|raw| raw.seq == u64::MAX));
+        assert!(matches!(results[1], Err(StoreError::Corrupt(_))));
     }
 }
