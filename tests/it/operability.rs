@@ -546,6 +546,21 @@ async fn sighup_rotates_keys_and_keeps_live_streams() {
     }
 }
 
+/// `durable-iterator health` against `server`: whether it exited 0, and what it printed.
+async fn health_command(server: &ServerProcess) -> (bool, String) {
+    let url = format!("http://{}", server.addr);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_durable-iterator"))
+            .args(["health", "--server", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    (output.status.success(), printed.trim().to_owned())
+}
+
 async fn health_status(server: &ServerProcess) -> ServingStatus {
     let mut health = HealthClient::new(server.channel().await);
     let request = HealthCheckRequest {
@@ -568,12 +583,17 @@ async fn sigterm_drains_health_first_then_streams_then_exits() {
         .await
         .unwrap();
     assert_eq!(health_status(&server).await, ServingStatus::Serving);
+    assert_eq!(health_command(&server).await, (true, "SERVING".to_owned()));
 
     server.send("-TERM");
     // Health turns first, while everything else goes on.
     while health_status(&server).await != ServingStatus::NotServing {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(
+        health_command(&server).await,
+        (false, "NOT_SERVING".to_owned())
+    );
     let (_, mut during) = subscribe_on(&mut client, subscribe_request(child_token("drain")))
         .await
         .unwrap();

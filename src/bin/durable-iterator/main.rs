@@ -2,6 +2,7 @@
 //! (the server) or the client crate. One file per command.
 
 mod config;
+mod health;
 mod publish;
 mod serve;
 mod subscribe;
@@ -30,6 +31,8 @@ enum Command {
     Subscribe(subscribe::SubscribeArgs),
     /// Publishes one JSON event through the admin API and prints its id.
     Publish(publish::PublishArgs),
+    /// Asks a server whether it serves (gRPC health): exit status 0 if it does.
+    Health(health::HealthArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +81,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Publish(args) => {
             init_logging(LogFormat::Text);
             publish::run(args).await
+        }
+        Command::Health(args) => {
+            init_logging(LogFormat::Text);
+            health::run(args).await
         }
     }
 }
