@@ -231,6 +231,7 @@ pub async fn soak(server_binary: &Path, plan: &SoakPlan) -> Result<SoakReport, S
             subscriber_queue: plan.subscriber_queue,
             heartbeat_seconds: None,
             retention_seconds: Some(plan.retention_seconds),
+            extra_args: Vec::new(),
         },
     )?;
     let store_file = server.data_dir().map(|dir| dir.join(REDB_FILE_NAME));
