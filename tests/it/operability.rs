@@ -73,11 +73,8 @@ async fn metrics_count_subscribes_resumes_slow_consumers_and_publishes() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = ServerProcess::command(dir.path(), "127.0.0.1:0");
     command.args(["--metrics-listen", "127.0.0.1:0", "--subscriber-queue", "8"]);
-    let server = ServerProcess::spawn(command);
-    let url = server
-        .metrics_url
-        .clone()
-        .expect("the metrics address is printed");
+    let mut server = ServerProcess::spawn(command);
+    let url = server.metrics_url();
     let mut client = DurableIteratorClient::new(server.channel().await);
     let mut admin = DurableIteratorAdminClient::new(server.channel().await);
     let before = scrape(&url).await;
@@ -484,7 +481,13 @@ async fn sighup_rotates_keys_and_keeps_live_streams() {
     std::fs::write(dir.path().join("signing-keys"), "new-signing-key\n").unwrap();
     std::fs::write(dir.path().join("api-keys"), "new-api-key\n").unwrap();
     server.send("-HUP");
-    let reloaded = log.wait_for("keys reloaded");
+    // The files are also watched: a reload between the two writes may come first.
+    let reloaded = loop {
+        let reloaded = log.wait_for("keys reloaded");
+        if reloaded["fields"]["trigger"] == "SIGHUP" {
+            break reloaded;
+        }
+    };
     assert_eq!(reloaded["fields"]["signing_keys"], 1);
     assert_eq!(reloaded["fields"]["api_keys"], 1);
 
@@ -547,6 +550,36 @@ async fn sighup_rotates_keys_and_keeps_live_streams() {
 }
 
 /// `durable-iterator health` against `server`: whether it exited 0, and what it printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_file_is_reloaded_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signing-keys"), "first-key\n").unwrap();
+    std::fs::write(dir.path().join("api-keys"), "api-key\n").unwrap();
+    let (server, mut log) = server_with_key_files(dir.path());
+    let mut client = DurableIteratorClient::new(server.channel().await);
+    let first = token_signed_with("first-key", "watched");
+    let (_, mut live) = subscribe_on(&mut client, subscribe_request(first.clone()))
+        .await
+        .unwrap();
+
+    // The new key first, the old one kept: both verify.
+    std::fs::write(dir.path().join("signing-keys"), "second-key\nfirst-key\n").unwrap();
+    let reloaded = log.wait_for("keys reloaded");
+    assert_eq!(reloaded["fields"]["trigger"], "a changed file");
+    assert_eq!(reloaded["fields"]["signing_keys"], 2);
+    subscribe_on(&mut client, subscribe_request(first))
+        .await
+        .unwrap();
+    let second = token_signed_with("second-key", "watched");
+    subscribe_on(&mut client, subscribe_request(second))
+        .await
+        .unwrap();
+    let mut admin = DurableIteratorAdminClient::new(server.channel().await);
+    let publish = admin_request(publish_request("watched", json!("still here")), "api-key");
+    admin.publish(publish).await.unwrap();
+    assert_eq!(payload(&next_event(&mut live).await), json!("still here"));
+}
+
 async fn health_command(server: &ServerProcess) -> (bool, String) {
     let url = format!("http://{}", server.addr);
     let output = tokio::task::spawn_blocking(move || {

@@ -4,6 +4,7 @@
 mod config;
 mod health;
 mod publish;
+mod reload;
 mod serve;
 mod subscribe;
 mod token;

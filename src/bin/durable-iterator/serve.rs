@@ -11,13 +11,13 @@ use durable_iterator::{
 };
 use rand::RngCore;
 
-use crate::{BoxError, KeyArgs, LogFormat, config};
+use crate::{BoxError, KeyArgs, LogFormat, config, reload};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Read settings from this TOML file: serve's flags as keys (`retention-seconds = 60`).
     /// Flags and environment variables win over it; an unknown key or a bad value refuses to
-    /// start. SIGHUP re-reads its keys.
+    /// start. SIGHUP, or a change of the file, re-reads its keys.
     #[arg(long, env = "DURABLE_ITERATOR_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// Print the effective configuration (secrets redacted, each value with its source) and
@@ -34,7 +34,7 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     keys: KeyArgs,
     /// Signing keys from this file, one per line (the first signs; blank lines and `#`
-    /// comments are skipped), instead of --signing-key. SIGHUP re-reads it.
+    /// comments are skipped), instead of --signing-key. Re-read on SIGHUP or when it changes.
     #[arg(long, env = "DURABLE_ITERATOR_SIGNING_KEY_FILE")]
     signing_key_file: Option<PathBuf>,
     /// API key of the admin service (Publish, IssueToken), sent as `authorization: Bearer <key>`.
@@ -42,7 +42,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// API keys from this file, one per line (any of them opens the admin service; blank lines
-    /// and `#` comments are skipped), instead of --api-key. SIGHUP re-reads it.
+    /// and `#` comments are skipped), instead of --api-key. Re-read on SIGHUP or when it changes.
     #[arg(
         long,
         env = "DURABLE_ITERATOR_API_KEY_FILE",
@@ -320,14 +320,18 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    if let Some(listen) = args.metrics_listen {
-        let metrics_addr = durable_iterator::metrics::install(listen).await?;
-        tracing::info!(addr = %metrics_addr, "metrics at GET /metrics");
-        println!("durable-iterator metrics on http://{metrics_addr}/metrics");
-    }
+    let metrics_addr = match args.metrics_listen {
+        Some(listen) => Some(durable_iterator::metrics::install(listen).await?),
+        None => None,
+    };
     tracing::info!(%addr, tls, retention_seconds = args.retention_seconds, store = %store_name, "serving");
     // A plain line on stdout for scripts and supervisors that wait for the port.
     println!("durable-iterator listening on {addr}");
+    // After it: scripts read the first line for the port.
+    if let Some(metrics_addr) = metrics_addr {
+        tracing::info!(addr = %metrics_addr, "metrics at GET /metrics");
+        println!("durable-iterator metrics on http://{metrics_addr}/metrics");
+    }
     if let Some((cert, fingerprint)) = &dev_certificate {
         println!(
             "TLS with a self-signed development certificate: {}\n  SHA-256 fingerprint {fingerprint}\n  \
@@ -382,11 +386,16 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
     server
         .key_reloader()
         .reload(keyring.clone(), api_keys.clone());
-    let generated = Generated {
+    let generated = reload::Generated {
         keyring: generated_signing_key.then(|| keyring.clone()),
         api_keys: dev_key_file.is_some().then_some(api_keys),
     };
-    reload_keys_on_hangup(server.key_reloader(), argv, generated);
+    let watched = [&args.config, &args.signing_key_file, &args.api_key_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    reload::reload_keys_on_change(server.key_reloader(), argv, generated, watched);
     let serving = server.serve_draining(
         listener,
         draining.cancelled_owned(),
@@ -403,72 +412,6 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// On SIGHUP, reads the keys again (see [`config::reload_keys`]) and swaps them in; a reload
-/// that fails keeps the keys in force and says why. Keys generated for this run stay when none
-/// is configured.
-fn reload_keys_on_hangup(
-    reloader: durable_iterator::KeyReloader,
-    argv: Vec<std::ffi::OsString>,
-    generated: Generated,
-) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP: keys reload only at restart");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            let reloaded = config::reload_keys(argv.clone())
-                .and_then(|(signing, api)| generated.fill_in(signing, api));
-            match reloaded {
-                Ok((keyring, signing_keys, api)) => {
-                    let api_keys = api.len();
-                    reloader.reload(keyring, api);
-                    tracing::info!(signing_keys, api_keys, "keys reloaded");
-                }
-                Err(error) => {
-                    tracing::error!(%error, "key reload failed: the keys in force stay");
-                }
-            }
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = (reloader, argv, generated);
-}
-
-/// The keys made for this run because none was configured: a reload that still finds none
-/// keeps them.
-struct Generated {
-    keyring: Option<Keyring>,
-    api_keys: Option<Vec<String>>,
-}
-
-impl Generated {
-    /// The keyring, the number of signing keys, and the API keys to swap in.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    fn fill_in(
-        &self,
-        signing: Vec<String>,
-        api: Vec<String>,
-    ) -> Result<(Keyring, usize, Vec<String>), String> {
-        let keyring = match (signing.is_empty(), &self.keyring) {
-            (true, Some(generated)) => generated.clone(),
-            (true, None) => return Err("no signing key configured any more".into()),
-            (false, _) => Keyring::new(&signing).map_err(|e| e.to_string())?,
-        };
-        let api = match (api.is_empty(), &self.api_keys) {
-            (true, Some(generated)) => generated.clone(),
-            (true, None) => return Err("no API key configured any more".into()),
-            (false, _) => api,
-        };
-        Ok((keyring, signing.len().max(1), api))
-    }
 }
 
 /// Tells a first-time user how to try the running server: a ready token and grpcurl commands.

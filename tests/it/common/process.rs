@@ -21,10 +21,8 @@ pub(crate) const CHILD_API_KEY: &str = "child-api-key";
 pub(crate) struct ServerProcess {
     child: Child,
     pub addr: String,
-    /// Where `GET /metrics` is, if the server was started with `--metrics-listen`.
-    pub metrics_url: Option<String>,
     // Kept open: the server may still write to its stdout.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
 }
 
 impl ServerProcess {
@@ -77,15 +75,11 @@ impl ServerProcess {
             .unwrap();
         let stderr = child.stderr.take();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut metrics_url = None;
         let addr = loop {
             let line = lines
                 .next()
                 .expect("the server prints its address before anything else")
                 .unwrap();
-            if let Some(url) = line.strip_prefix("durable-iterator metrics on ") {
-                metrics_url = Some(url.to_owned());
-            }
             if let Some(addr) = line.strip_prefix("durable-iterator listening on ") {
                 break addr.to_owned();
             }
@@ -93,10 +87,24 @@ impl ServerProcess {
         let server = Self {
             child,
             addr,
-            metrics_url,
-            _stdout: lines,
+            stdout: lines,
         };
         (server, stderr)
+    }
+
+    /// Where `GET /metrics` is, as a server started with `--metrics-listen` prints it after
+    /// its address.
+    pub(crate) fn metrics_url(&mut self) -> String {
+        loop {
+            let line = self
+                .stdout
+                .next()
+                .expect("the server prints its metrics address")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("durable-iterator metrics on ") {
+                return url.to_owned();
+            }
+        }
     }
 
     /// Sends `signal` (e.g. `-HUP`) without waiting for anything.
