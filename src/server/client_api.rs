@@ -261,6 +261,26 @@ impl ClientApi {
     }
 }
 
+fn resume_to_proto(outcome: &ResumeOutcome) -> pb::ResumeOutcome {
+    let failure = match outcome.failure {
+        None => pb::ResumeFailure::Unspecified,
+        Some(ResumeFailure::ResumeOff) => pb::ResumeFailure::ResumeOff,
+        Some(ResumeFailure::TooOld) => pb::ResumeFailure::TooOld,
+        Some(ResumeFailure::StoreReset) => pb::ResumeFailure::StoreReset,
+        Some(ResumeFailure::UnknownId) => pb::ResumeFailure::UnknownId,
+    };
+    pb::ResumeOutcome {
+        requested: outcome.requested,
+        recovered: outcome.recovered,
+        failure: failure as i32,
+        replayed: outcome.replayed,
+        oldest_retained_id: outcome
+            .oldest_retained
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
 impl ClientApi {
     async fn invoke_method(
         &self,
@@ -309,26 +329,6 @@ impl ClientApi {
 /// A refused call, at debug: its code and message (never a token: statuses do not carry them).
 pub(super) fn refused(call: &'static str, status: &Status) {
     tracing::debug!(call, code = ?status.code(), detail = status.message(), "call refused");
-}
-
-fn resume_to_proto(outcome: &ResumeOutcome) -> pb::ResumeOutcome {
-    let failure = match outcome.failure {
-        None => pb::ResumeFailure::Unspecified,
-        Some(ResumeFailure::ResumeOff) => pb::ResumeFailure::ResumeOff,
-        Some(ResumeFailure::TooOld) => pb::ResumeFailure::TooOld,
-        Some(ResumeFailure::StoreReset) => pb::ResumeFailure::StoreReset,
-        Some(ResumeFailure::UnknownId) => pb::ResumeFailure::UnknownId,
-    };
-    pb::ResumeOutcome {
-        requested: outcome.requested,
-        recovered: outcome.recovered,
-        failure: failure as i32,
-        replayed: outcome.replayed,
-        oldest_retained_id: outcome
-            .oldest_retained
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
-    }
 }
 
 #[tonic::async_trait]
