@@ -52,6 +52,7 @@ mod event;
 mod filter;
 mod interceptor;
 mod limits;
+pub mod metrics;
 mod object;
 mod server;
 pub mod session;
@@ -88,6 +89,7 @@ pub use object::{
     PresentSession, PublishFilter, Router, SessionInfo, proxy::ProxyConfig, relay,
 };
 pub use server::{
-    Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate, write_private_file,
+    KeyReloader, Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate,
+    write_private_file,
 };
 pub use store::{EventStore, MemoryStore, RedbStore, RedisStore, StoreError};

@@ -69,6 +69,8 @@ pub struct Config {
     pub only: Vec<String>,
     /// The soak, when `only` asks for it.
     pub soak: soak::SoakPlan,
+    /// More arguments for every product server the scenarios start (not the soak's).
+    pub server_args: Vec<String>,
 }
 
 impl Config {
@@ -106,6 +108,7 @@ impl Config {
             baseline: true,
             only: Vec::new(),
             soak: soak::SoakPlan::full(1_800),
+            server_args: Vec::new(),
         }
     }
 
@@ -132,6 +135,7 @@ impl Config {
             baseline: true,
             only: Vec::new(),
             soak: soak::SoakPlan::smoke(),
+            server_args: Vec::new(),
         }
     }
 }
@@ -588,7 +592,7 @@ fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> String {
 
 /// One product server (plaintext, or TLS with `--dev-tls`) and one fan-out run against it.
 async fn product_fan_out(config: &Config, tls: bool, plan: &FanOutPlan) -> Result<FanOut, String> {
-    let server = servers::start_product(&config.server_binary, tls)?;
+    let server = servers::start_product(&config.server_binary, tls, &config.server_args)?;
     scenarios::fan_out(System::Product, &server, plan).await
 }
 
@@ -654,13 +658,19 @@ async fn tls_rows(config: &Config) -> Vec<Row> {
         eprintln!("tls: {case}");
         let mut row = Row::versus("tls", case, "bytes/session", WITHOUT, WITH);
         for tls in [false, true] {
-            let result = match servers::start_product(&config.server_binary, tls) {
-                Ok(server) => {
-                    scenarios::idle_memory(System::Product, &server, config.idle_sessions, layout)
+            let result =
+                match servers::start_product(&config.server_binary, tls, &config.server_args) {
+                    Ok(server) => {
+                        scenarios::idle_memory(
+                            System::Product,
+                            &server,
+                            config.idle_sessions,
+                            layout,
+                        )
                         .await
-                }
-                Err(e) => Err(e),
-            };
+                    }
+                    Err(e) => Err(e),
+                };
             match result {
                 Ok(memory) => {
                     row.note(format!(
@@ -837,7 +847,9 @@ fn start(
     nats: Option<&PathBuf>,
 ) -> Result<servers::Server, String> {
     match system {
-        System::Product => servers::start_product(&config.server_binary, false),
+        System::Product => {
+            servers::start_product(&config.server_binary, false, &config.server_args)
+        }
         System::Baseline => servers::start_baseline(&config.bench_binary),
         System::Nats => servers::start_nats(nats.ok_or("no nats-server")?),
     }

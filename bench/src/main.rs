@@ -74,6 +74,10 @@ struct Cli {
     /// `--only soak`; default 1000, 300 with `--size smoke`).
     #[arg(long)]
     soak_rate: Option<f64>,
+    /// One more argument for the product servers of the scenarios, repeatable, e.g.
+    /// `--server-arg=--metrics-listen=127.0.0.1:0` to measure what metrics cost.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +137,7 @@ fn main() -> std::process::ExitCode {
             .collect();
     }
     config.only = cli.only;
+    config.server_args = cli.server_arg;
     if let Some(seconds) = cli.soak_seconds {
         config.soak = config.soak.with_duration(seconds);
     }

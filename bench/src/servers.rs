@@ -142,6 +142,9 @@ pub struct ProductOptions {
     pub retention_seconds: Option<u64>,
     /// `--store redis --redis-url URL`; `None`: the embedded redb store.
     pub redis_url: Option<String>,
+    /// More arguments of `serve`, e.g. `--metrics-listen=127.0.0.1:9464` (what they cost is
+    /// measured by running with and without them).
+    pub extra_args: Vec<String>,
 }
 
 impl ProductOptions {
@@ -155,6 +158,7 @@ impl ProductOptions {
             heartbeat_seconds: Some(300),
             retention_seconds: None,
             redis_url: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -162,8 +166,12 @@ impl ProductOptions {
 /// The product: the `durable-iterator` binary with the embedded (redb) store. With `tls`, it
 /// serves TLS on its port with the self-signed certificate `--dev-tls` makes in its (own)
 /// data directory, which the returned server's `tls` trusts.
-pub fn start_product(binary: &Path, tls: bool) -> Result<Server, String> {
-    start_product_with(binary, &ProductOptions::benchmark(tls))
+pub fn start_product(binary: &Path, tls: bool, extra_args: &[String]) -> Result<Server, String> {
+    let options = ProductOptions {
+        extra_args: extra_args.to_vec(),
+        ..ProductOptions::benchmark(tls)
+    };
+    start_product_with(binary, &options)
 }
 
 /// The product, started with `options`.
@@ -194,6 +202,7 @@ pub fn start_product_with(binary: &Path, options: &ProductOptions) -> Result<Ser
     if options.tls {
         command.arg("--dev-tls");
     }
+    command.args(&options.extra_args);
     let mut server = spawn_announcing(command, "durable-iterator", Some(dir))?;
     if options.tls {
         // Written before the server binds its port, so there once it has announced it.

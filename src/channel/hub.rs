@@ -208,6 +208,7 @@ impl Hub {
                     // Duplicates (by idempotency key) are answered the first event's seq and
                     // are not in the batch: subscribers received them the first time.
                     let seqs = stored.answers();
+                    crate::metrics::published(stored.len());
                     self.deliver(Arc::new(stored)).await;
                     for (ack, seq) in acks.into_iter().zip(seqs) {
                         let _ = ack.send(Ok(seq));

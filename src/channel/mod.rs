@@ -156,9 +156,11 @@ impl Channels {
                 (event.payload, filter, event.idempotency_key.map(Arc::from))
             })
             .collect();
+        let started = crate::metrics::publish_started();
         loop {
             match self.hub(channel).publish(events.iter().cloned()).await {
                 Ok(seqs) => {
+                    crate::metrics::publish_durable(started);
                     let epoch = self.store.epoch();
                     return Ok(seqs.into_iter().map(|seq| EventId { epoch, seq }).collect());
                 }

@@ -15,7 +15,7 @@ use crate::{
     event::EventId,
     filter::Filter,
     interceptor::{InvokeCall, RefreshCall, SubscribeCall},
-    json,
+    json, metrics,
     object::{Caller, SessionInfo},
     pb, session,
     session::RefreshError,
@@ -56,6 +56,9 @@ impl ClientApi {
         request: pb::SubscribeRequest,
     ) -> Result<SubscriberStream, Status> {
         let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown.into());
+        }
         let (call, last_event_id) = self.subscribe_call(&request)?;
         let mut opened = None;
         let (slot, opening) = (&mut opened, &call);
@@ -89,11 +92,7 @@ impl ClientApi {
             .map(str::parse::<EventId>)
             .transpose()?;
         let session_id = match given(&request.session_ticket) {
-            Some(ticket) => self.unrevoked(session::verify_ticket(
-                &shared.config.keyring,
-                &claims.chn,
-                ticket,
-            )?)?,
+            Some(ticket) => self.unrevoked(shared.verify_ticket(&claims.chn, ticket)?)?,
             None => session::new_session_id(),
         };
         let call = SubscribeCall {
@@ -115,7 +114,7 @@ impl ClientApi {
         let shared = &self.shared;
         let claims = &call.claims;
         let session_id = &call.session_id;
-        let ticket = session::issue_ticket(&shared.config.keyring, &claims.chn, session_id);
+        let ticket = session::issue_ticket(&shared.keys().keyring, &claims.chn, session_id);
         let admits: Admits = {
             let (session_id, claims) = (session_id.clone(), claims.clone());
             Arc::new(move |filter: &Filter| filter.admits(&session_id, claims.tags()))
@@ -168,10 +167,14 @@ impl ClientApi {
             session_id: call.session_id.clone(),
             claims: claims.clone(),
         };
-        shared
-            .objects
-            .subscribed(&claims.chn, session, pending.outcome);
-        SubscriberStream::new(
+        tracing::info!(
+            channel = %claims.chn,
+            session_id = %call.session_id,
+            resume = metrics::outcome_label(&pending.outcome),
+            replaying = pending.outcome.replayed,
+            "stream started"
+        );
+        let stream = SubscriberStream::new(
             Some(pending.subscribed),
             pending.replay,
             pending.subscription,
@@ -180,7 +183,12 @@ impl ClientApi {
             shared.timing,
             shared.clock.clone(),
             &shared.shutdown,
-        )
+            &pending.outcome,
+        );
+        shared
+            .objects
+            .subscribed(&claims.chn, session, pending.outcome);
+        stream
     }
 
     /// `session_id`, unless the server API revoked it.
@@ -202,7 +210,7 @@ impl ClientApi {
         if !token.is_empty() {
             let claims = shared.verify_token(token)?;
             let session_id = ticket
-                .map(|t| session::verify_ticket(&shared.config.keyring, &claims.chn, t))
+                .map(|t| shared.verify_ticket(&claims.chn, t))
                 .transpose()?
                 .map(|id| self.unrevoked(id))
                 .transpose()?;
@@ -219,7 +227,7 @@ impl ClientApi {
             .sessions()
             .get(session_id)
             .ok_or(Error::Refresh(RefreshError::NotLive))?;
-        session::verify_ticket(&shared.config.keyring, &live.channel, ticket)?;
+        shared.verify_ticket(&live.channel, ticket)?;
         let claims = live.claims();
         if shared.clock.now_secs() >= claims.exp {
             return Err(crate::token::TokenError::Expired.into());
@@ -240,17 +248,16 @@ impl ClientApi {
     ) -> Result<RefreshCall, Error> {
         let shared = &self.shared;
         let claims = shared.verify_token(&request.token)?;
-        let keyring = &shared.config.keyring;
         let live = session::unverified_session_id(&request.session_ticket)
             .and_then(|id| shared.channels.sessions().get(id));
         let Some(live) = live else {
             // Authentic but not connected is FAILED_PRECONDITION; anything else is refused.
-            session::verify_ticket(keyring, &claims.chn, &request.session_ticket)?;
+            shared.verify_ticket(&claims.chn, &request.session_ticket)?;
             return Err(RefreshError::NotLive.into());
         };
         // The ticket is checked against the channel it was issued for, so a token for another
         // channel reads as a changed subscription, not as a forged ticket.
-        session::verify_ticket(keyring, &live.channel, &request.session_ticket)?;
+        shared.verify_ticket(&live.channel, &request.session_ticket)?;
         Ok(RefreshCall {
             channel: live.channel.clone(),
             session_id: live.session_id.clone(),
@@ -327,13 +334,12 @@ fn resume_to_proto(outcome: &ResumeOutcome) -> pb::ResumeOutcome {
     }
 }
 
-#[tonic::async_trait]
-impl DurableIterator for ClientApi {
-    async fn invoke(
+impl ClientApi {
+    async fn invoke_method(
         &self,
-        request: Request<pb::InvokeRequest>,
-    ) -> Result<Response<pb::InvokeResponse>, Status> {
-        let call = self.invoke_call(request.into_inner())?;
+        request: pb::InvokeRequest,
+    ) -> Result<pb::InvokeResponse, Status> {
+        let call = self.invoke_call(request)?;
         let run = || -> BoxFuture<'_, Result<serde_json::Value, Status>> {
             Box::pin(async {
                 let objects = &self.shared.objects;
@@ -349,15 +355,43 @@ impl DurableIterator for ClientApi {
             })
         };
         let output = self.shared.config.interceptors.invoke(&call, run).await?;
-        Ok(Response::new(pb::InvokeResponse {
+        Ok(pb::InvokeResponse {
             output: Some(json::to_proto(&output)),
-        }))
+        })
+    }
+}
+
+/// A refused call, at debug: its code and message (never a token: statuses do not carry them).
+pub(super) fn refused(call: &'static str, status: &Status) {
+    tracing::debug!(call, code = ?status.code(), detail = status.message(), "call refused");
+}
+
+#[tonic::async_trait]
+impl DurableIterator for ClientApi {
+    async fn invoke(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let answered = self.invoke_method(request.into_inner()).await;
+        match &answered {
+            Ok(_) => metrics::invoked(tonic::Code::Ok),
+            Err(status) => {
+                metrics::invoked(status.code());
+                refused("Invoke", status);
+            }
+        }
+        answered.map(Response::new)
     }
 
     async fn refresh_token(
         &self,
         request: Request<pb::RefreshTokenRequest>,
     ) -> Result<Response<pb::RefreshTokenResponse>, Status> {
-        Ok(Response::new(self.refresh(request.into_inner()).await?))
+        let refreshed = self.refresh(request.into_inner()).await;
+        metrics::refreshed(refreshed.is_ok());
+        if let Err(status) = &refreshed {
+            refused("RefreshToken", status);
+        }
+        Ok(Response::new(refreshed?))
     }
 }

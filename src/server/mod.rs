@@ -6,6 +6,7 @@ mod client_api;
 mod codec;
 pub mod defaults;
 mod health;
+mod keys;
 mod landing;
 mod page_token;
 mod request_checks;
@@ -16,6 +17,7 @@ mod upkeep;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use admin::AdminApi;
 use client_api::ClientApi;
+pub use keys::KeyReloader;
 pub use request_checks::{CheckedBatch, CheckedEvent, RequestChecks};
 pub(crate) use subscribe_service::read_request as read_subscribe_request;
 pub(crate) use subscriber_stream::StreamTiming;
@@ -37,6 +40,7 @@ use crate::{
     interceptor::Interceptors,
     keyring::Keyring,
     limits::Limits,
+    metrics::{self, VerificationFailure},
     object::{ObjectRegistry, Objects},
     store::EventStore,
     token::{self, TokenClaims},
@@ -51,9 +55,11 @@ mod generated {
 /// How the server behaves; the command line fills it in.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Signs tokens and session tickets with the first key, verifies with any.
+    /// Signs tokens and session tickets with the first key, verifies with any (replaced at
+    /// run time through [`Server::key_reloader`]).
     pub keyring: Keyring,
-    /// The admin API key; `None` disables the admin service.
+    /// The admin API key; `None` disables the admin service (replaced at run time, by one or
+    /// more keys, through [`Server::key_reloader`]).
     pub api_key: Option<String>,
     /// A heartbeat is sent after this long without another message.
     pub heartbeat: Duration,
@@ -78,6 +84,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Origins a browser may call from (CORS); empty: any origin.
     pub cors_allowed_origins: Vec<http::HeaderValue>,
+    /// The store's file, whose size is reported as `durable_iterator_store_file_bytes`.
+    pub store_file: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -97,6 +105,7 @@ impl ServerConfig {
             replay: ReplayLimits::default(),
             tls: None,
             cors_allowed_origins: Vec::new(),
+            store_file: None,
         }
     }
 }
@@ -107,23 +116,53 @@ type AdminServer = generated::durable_iterator_admin_server::DurableIteratorAdmi
 /// What the services share.
 pub(crate) struct Shared {
     config: ServerConfig,
+    /// The keys in force: `config`'s until a reload.
+    keys: Arc<ArcSwap<keys::Keys>>,
     timing: StreamTiming,
     channels: Arc<Channels>,
     objects: Objects,
     clock: SharedClock,
     /// Cancelled when the server shuts down: open streams end with UNAVAILABLE.
     shutdown: CancellationToken,
+    /// Cancelled when the drain begins (health NOT_SERVING for good), before `shutdown`.
+    draining: CancellationToken,
 }
 
 impl Shared {
+    /// The keys in force now.
+    fn keys(&self) -> arc_swap::Guard<Arc<keys::Keys>> {
+        self.keys.load()
+    }
+
     /// Checks a token's size, signature, expiry and claims.
     fn verify_token(&self, token: &str) -> Result<TokenClaims, Error> {
+        let verified = self.check_token(token);
+        if let Err(error) = &verified {
+            metrics::verification_failed(match error {
+                Error::Token(token::TokenError::BadSignature) => VerificationFailure::BadSignature,
+                Error::Token(token::TokenError::Expired) => VerificationFailure::Expired,
+                Error::Token(token::TokenError::Malformed(_)) => VerificationFailure::Malformed,
+                _ => VerificationFailure::OverLimit,
+            });
+        }
+        verified
+    }
+
+    fn check_token(&self, token: &str) -> Result<TokenClaims, Error> {
         let limits = &self.config.limits;
         limits.check_token(token)?;
-        let claims = token::verify(&self.config.keyring, token, self.clock.now_secs())?;
+        let claims = token::verify(&self.keys().keyring, token, self.clock.now_secs())?;
         limits.check_channel(&claims.chn)?;
         limits.check_tags(claims.tags())?;
         Ok(claims)
+    }
+
+    /// The session id of `ticket` if this server issued it for `channel`.
+    fn verify_ticket(&self, channel: &str, ticket: &str) -> Result<String, Error> {
+        crate::session::verify_ticket(&self.keys().keyring, channel, ticket).map_err(|invalid| {
+            metrics::verification_failed(VerificationFailure::BadTicket);
+            Error::from(invalid)
+        })
     }
 }
 
@@ -164,16 +203,27 @@ impl Server {
         };
         let channels = Arc::new(Channels::new(store, clock.clone(), hub_limits));
         let objects = Objects::new(config.objects.clone(), channels.clone(), config.limits);
+        let keys = Arc::new(ArcSwap::from_pointee(keys::Keys {
+            keyring: config.keyring.clone(),
+            api_keys: config.api_key.iter().cloned().collect(),
+        }));
         Self {
             shared: Arc::new(Shared {
                 config,
+                keys,
                 timing,
                 channels,
                 objects,
                 clock,
                 shutdown: CancellationToken::new(),
+                draining: CancellationToken::new(),
             }),
         }
+    }
+
+    /// A handle that replaces the signing and API keys while the server runs.
+    pub fn key_reloader(&self) -> KeyReloader {
+        KeyReloader::new(self.shared.keys.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves; then open streams are told to reconnect
@@ -182,6 +232,20 @@ impl Server {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        self.serve_draining(listener, shutdown, std::future::ready(()))
+            .await
+    }
+
+    /// Serves on `listener`; once `draining` resolves, health reports NOT_SERVING (load
+    /// balancers move clients away) while everything else goes on; once `stop` resolves too,
+    /// new streams are refused and open ones told to reconnect (UNAVAILABLE), and the server
+    /// waits for calls in flight to finish.
+    pub async fn serve_draining(
+        self,
+        listener: TcpListener,
+        draining: impl Future<Output = ()> + Send,
+        stop: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let shared = self.shared;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -239,14 +303,16 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(health_service);
         let stop = async move {
-            shutdown.await;
-            // Load balancers stop routing here while open streams are told to
-            // reconnect elsewhere.
+            draining.await;
+            stopping.draining.cancel();
+            // Load balancers stop routing here, before open streams are told to reconnect
+            // elsewhere.
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
             health.set_not_serving::<ClientServer>().await;
             health.set_not_serving::<AdminServer>().await;
+            stop.await;
             // Cancelled first: a stream that registers after its channel's queues
             // were closed sees it and ends (SubscriberStream::new).
             stopping.shutdown.cancel();

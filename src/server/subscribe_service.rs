@@ -96,7 +96,10 @@ impl Service<http::Request<Body>> for ClientService {
                     response
                 }
                 // Trailers-only, as tonic answers a refused call.
-                Err(status) => status.into_http(),
+                Err(status) => {
+                    super::client_api::refused("Subscribe", &status);
+                    status.into_http()
+                }
             })
         })
     }

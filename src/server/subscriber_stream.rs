@@ -5,7 +5,7 @@
 //! HTTP/2 stream as they are (see `subscribe_service.rs`). Live events go out as slices of their batch's
 //! shared wire buffer, a run of consecutive events per chunk.
 
-use std::{future::Future, pin::Pin, sync::Arc, task::Poll};
+use std::{future::Future, pin::Pin, sync::Arc, task::Poll, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
-    channel::{Batch, QueueEnd, Replay, SubscriberQueue},
+    channel::{Batch, QueueEnd, Replay, ResumeOutcome, SubscriberQueue},
     clock::{SharedClock, Sleep},
     error::Error,
+    metrics::{self, EndReason},
     pb,
     session::{LiveRegistration, StreamEnd},
     token::{self, TokenClaims},
@@ -82,6 +83,19 @@ pub(crate) struct SubscriberStream {
     done: bool,
     /// The compression of the response, if the client accepts one.
     encoding: Option<Encoding>,
+    /// What the stream's end is reported with (metrics and its log line).
+    report: EndReport,
+}
+
+/// What the log line and the metrics say when a stream ends.
+struct EndReport {
+    /// The resume outcome it opened with, as its metrics label.
+    outcome: &'static str,
+    started: Instant,
+    /// Events sent live and replayed.
+    events_sent: u64,
+    /// The end was counted and logged.
+    reported: bool,
 }
 
 impl SubscriberStream {
@@ -95,7 +109,10 @@ impl SubscriberStream {
         timing: StreamTiming,
         clock: SharedClock,
         shutdown: &CancellationToken,
+        outcome: &ResumeOutcome,
     ) -> Self {
+        // Paired with `stream_ended` in `Drop`: from here on the stream counts as live.
+        metrics::stream_started(outcome);
         // Shutdown closes the queues of the streams open then (`Channels::close_subscribers`);
         // one that registered afterwards sees the cancelled token here and closes its own, so
         // it too sends what is queued and ends. No stream watches the server-wide token, which
@@ -126,6 +143,12 @@ impl SubscriberStream {
             registration,
             done: false,
             encoding: None,
+            report: EndReport {
+                outcome: metrics::outcome_label(outcome),
+                started: Instant::now(),
+                events_sent: 0,
+                reported: false,
+            },
         }
     }
 
@@ -150,7 +173,43 @@ impl SubscriberStream {
 
     fn end(&mut self, error: Error) -> Option<Result<Bytes, Status>> {
         self.done = true;
+        self.report_end(match &error {
+            Error::Token(_) => EndReason::Expired,
+            Error::SlowConsumer => EndReason::SlowConsumer,
+            Error::Superseded => EndReason::Superseded,
+            Error::Disconnected => EndReason::Disconnected,
+            Error::ShuttingDown => EndReason::Shutdown,
+            _ => EndReason::StoreError,
+        });
         Some(Err(error.into()))
+    }
+
+    /// Counts the end and logs it, once: before the status goes out when the server ends the
+    /// stream (a client that sees it can rely on the metrics having moved), on drop when the
+    /// client went away.
+    fn report_end(&mut self, reason: EndReason) {
+        if self.report.reported {
+            return;
+        }
+        self.report.reported = true;
+        metrics::stream_ended(reason);
+        let session = self.registration.session();
+        tracing::info!(
+            channel = %session.channel,
+            session_id = %session.session_id,
+            resume = self.report.outcome,
+            reason = reason.label(),
+            events_sent = self.report.events_sent,
+            duration_ms = self.report.started.elapsed().as_millis() as u64,
+            "stream ended"
+        );
+    }
+
+    /// Counts a run of `events` live events about to be sent.
+    fn counted_run(&mut self, events: usize, run: Bytes) -> Bytes {
+        self.report.events_sent += events as u64;
+        metrics::delivered(events as u64);
+        run
     }
 
     fn take(&mut self, batch: Batch) {
@@ -175,16 +234,22 @@ impl SubscriberStream {
                 None if admitted => start = Some(*index),
                 Some(first) if !admitted => {
                     let run = batch.wire_with(first..*index, self.encoding);
+                    let events = *index - first;
                     *index += 1;
-                    return Some(run);
+                    return Some(self.counted_run(events, run));
                 }
                 _ => {}
             }
             *index += 1;
         }
-        let run = start.map(|first| batch.wire_with(first..*index, self.encoding));
+        let run = start.map(|first| {
+            (
+                *index - first,
+                batch.wire_with(first..*index, self.encoding),
+            )
+        });
         self.batch = None;
-        run
+        run.map(|(events, run)| self.counted_run(events, run))
     }
 
     /// `first`, and when it is small, the runs queued behind it copied after it into one chunk,
@@ -243,6 +308,7 @@ impl SubscriberStream {
             wire::put_message_with(&mut chunk, subscribed.bytes(), self.encoding);
         }
         if let Some(replay) = &mut self.replay {
+            let mut replayed = 0;
             while let Some(len) = replay.peek_ready_len() {
                 if !chunk.is_empty() && chunk.len() + wire::message_len(len) > BACKLOG_CHUNK_BYTES {
                     break;
@@ -251,8 +317,13 @@ impl SubscriberStream {
                     break;
                 };
                 wire::put_message_with(&mut chunk, event.frame.bytes(), self.encoding);
+                replayed += 1;
             }
             replay.progressed();
+            if replayed > 0 {
+                self.report.events_sent += replayed;
+                metrics::replayed(replayed);
+            }
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
     }
@@ -385,6 +456,13 @@ impl SubscriberStream {
     }
 }
 
+impl Drop for SubscriberStream {
+    /// A stream the server did not end was dropped: the client went away.
+    fn drop(&mut self) {
+        self.report_end(EndReason::Client);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
@@ -447,6 +525,7 @@ mod tests {
             timing,
             clock.clone(),
             shutdown,
+            &ResumeOutcome::default(),
         )
         .into_chunks()
     }

@@ -33,8 +33,8 @@ pub(super) async fn maintain(shared: Arc<Shared>, health: HealthReporter) {
                 false
             }
         };
-        // Shutdown sets NOT_SERVING for good: this leaves it alone once it began.
-        if serves != store_serves && !shared.shutdown.is_cancelled() {
+        // A drain sets NOT_SERVING for good: this leaves it alone once it began.
+        if serves != store_serves && !shared.draining.is_cancelled() {
             store_serves = serves;
             if serves {
                 tracing::warn!("the event store serves again: health is SERVING");
@@ -48,7 +48,13 @@ pub(super) async fn maintain(shared: Arc<Shared>, health: HealthReporter) {
                 0
             }
         };
-        shared.channels.sweep_idle();
+        let active_channels = shared.channels.sweep_idle();
+        let store_file_bytes = match &shared.config.store_file {
+            // One stat a second: not worth a blocking task.
+            Some(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            None => None,
+        };
+        crate::metrics::upkeep_gauges(active_channels, store_file_bytes);
         let replaying = shared.channels.replays_in_progress() > 0;
         if memory.is_due(replaying, purged > 0) {
             tokio::task::spawn_blocking(release_freed_memory);

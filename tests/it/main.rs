@@ -13,6 +13,7 @@ mod fanout;
 mod interceptor_refusals;
 mod lifecycle;
 mod objects;
+mod operability;
 mod redis_store;
 mod resume;
 mod server_api;

@@ -232,6 +232,7 @@ pub async fn soak(server_binary: &Path, plan: &SoakPlan) -> Result<SoakReport, S
             heartbeat_seconds: None,
             retention_seconds: Some(plan.retention_seconds),
             redis_url: None,
+            extra_args: Vec::new(),
         },
     )?;
     let store_file = server.data_dir().map(|dir| dir.join(REDB_FILE_NAME));

@@ -1,7 +1,10 @@
 //! The `durable-iterator` command line: thin, every piece of behaviour lives in the library
 //! (the server) or the client crate. One file per command.
 
+mod config;
+mod health;
 mod publish;
+mod reload;
 mod serve;
 mod subscribe;
 mod token;
@@ -21,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Mints a channel token with the signing key (for grpcurl and scripts).
     Token(token::TokenArgs),
     /// Subscribes to a channel and prints each event as one JSON line, reconnecting and
@@ -29,6 +32,8 @@ enum Command {
     Subscribe(subscribe::SubscribeArgs),
     /// Publishes one JSON event through the admin API and prints its id.
     Publish(publish::PublishArgs),
+    /// Asks a server whether it serves (gRPC health): exit status 0 if it does.
+    Health(health::HealthArgs),
 }
 
 #[derive(Args)]
@@ -63,18 +68,51 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match cli.command {
+        // `serve` starts its log once its configuration (which may choose JSON) is resolved.
         Command::Serve(args) => serve::run(args).await,
-        Command::Token(args) => token::run(args),
-        Command::Subscribe(args) => subscribe::run(args).await,
-        Command::Publish(args) => publish::run(args).await,
+        Command::Token(args) => {
+            init_logging(LogFormat::Text);
+            token::run(args)
+        }
+        Command::Subscribe(args) => {
+            init_logging(LogFormat::Text);
+            subscribe::run(args).await
+        }
+        Command::Publish(args) => {
+            init_logging(LogFormat::Text);
+            publish::run(args).await
+        }
+        Command::Health(args) => {
+            init_logging(LogFormat::Text);
+            health::run(args).await
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum LogFormat {
+    /// For people: one line per event, colored on a terminal.
+    Text,
+    /// For log collectors: one JSON object per line (`timestamp`, `level`, `target`,
+    /// `fields`).
+    Json,
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
+pub(crate) fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
     }
 }
 

@@ -11,10 +11,19 @@ use durable_iterator::{
 };
 use rand::RngCore;
 
-use crate::{BoxError, KeyArgs};
+use crate::{BoxError, KeyArgs, LogFormat, config, reload};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
+    /// Read settings from this TOML file: serve's flags as keys (`retention-seconds = 60`).
+    /// Flags and environment variables win over it; an unknown key or a bad value refuses to
+    /// start. SIGHUP, or a change of the file, re-reads its keys.
+    #[arg(long, env = "DURABLE_ITERATOR_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted, each value with its source) and
+    /// exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
     /// Address to listen on (gRPC, grpc-web, reflection and health share it).
     #[arg(
         long,
@@ -24,10 +33,22 @@ pub(crate) struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     keys: KeyArgs,
+    /// Signing keys from this file, one per line (the first signs; blank lines and `#`
+    /// comments are skipped), instead of --signing-key. Re-read on SIGHUP or when it changes.
+    #[arg(long, env = "DURABLE_ITERATOR_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
     /// API key of the admin service (Publish, IssueToken), sent as `authorization: Bearer <key>`.
     /// Without one, a key is generated for this run and written to a file (see the output).
     #[arg(long, env = "DURABLE_ITERATOR_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// API keys from this file, one per line (any of them opens the admin service; blank lines
+    /// and `#` comments are skipped), instead of --api-key. Re-read on SIGHUP or when it changes.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_API_KEY_FILE",
+        conflicts_with = "api_key"
+    )]
+    api_key_file: Option<PathBuf>,
     /// Where events are kept: `redb`, an embedded on-disk log in --data-dir that survives
     /// restarts; `redis`, Redis Streams at --redis-url; or `memory`, lost at exit.
     #[arg(long, env = "DURABLE_ITERATOR_STORE", value_enum, default_value_t = StoreKind::Redb)]
@@ -87,7 +108,13 @@ pub(crate) struct ServeArgs {
         default_value_t = defaults::METHOD_PROXY_TIMEOUT.as_secs()
     )]
     method_proxy_timeout_seconds: u64,
-    /// On SIGTERM or Ctrl-C, how long open calls may take to finish before the process exits.
+    /// On SIGTERM or Ctrl-C, how long to keep serving with health NOT_SERVING (so load
+    /// balancers move clients away) before new streams are refused and open ones end; a
+    /// second signal ends the wait.
+    #[arg(long, env = "DURABLE_ITERATOR_DRAIN_SECONDS", default_value_t = 0)]
+    drain_seconds: u64,
+    /// Once streams are told to reconnect, how long open calls may take to finish before the
+    /// process exits.
     #[arg(
         long,
         env = "DURABLE_ITERATOR_SHUTDOWN_GRACE_SECONDS",
@@ -119,6 +146,39 @@ pub(crate) struct ServeArgs {
     /// only). Default: `dev-api-key` in --data-dir.
     #[arg(long, env = "DURABLE_ITERATOR_DEV_KEY_FILE")]
     dev_key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at `GET /metrics` on this address (off without it).
+    #[arg(long, env = "DURABLE_ITERATOR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as `text` or `json` (one object per line), on stderr; `RUST_LOG` filters.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+/// The signing keys `args` configure: from --signing-key-file, else --signing-key (empty:
+/// none configured).
+pub(crate) fn signing_keys(args: &ServeArgs) -> Result<Vec<String>, String> {
+    match &args.signing_key_file {
+        Some(_) if !args.keys.signing_key.is_empty() => {
+            Err("give --signing-key or --signing-key-file, not both".into())
+        }
+        Some(path) => crate::config::read_key_file(path),
+        None => Ok(args.keys.signing_key.clone()),
+    }
+}
+
+/// The API keys `args` configure: from --api-key-file, else --api-key (empty: none
+/// configured).
+pub(crate) fn api_keys(args: &ServeArgs) -> Result<Vec<String>, String> {
+    match (&args.api_key_file, &args.api_key) {
+        (Some(path), _) => crate::config::read_key_file(path),
+        (None, Some(key)) if key.is_empty() => Err("--api-key is empty".into()),
+        (None, key) => Ok(key.iter().cloned().collect()),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,8 +194,22 @@ fn random_key() -> String {
     hex::encode(bytes)
 }
 
-pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
-    let generated_signing_key = args.keys.signing_key.is_empty();
+/// `serve`: the command line (and its file) resolved again, so that the file sits between the
+/// environment and the defaults (`_parsed` is what clap made without the file).
+pub(crate) async fn run(_parsed: Box<ServeArgs>) -> Result<(), BoxError> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let resolved = config::resolve(argv.clone())?;
+    if resolved.args.print_config {
+        print!("{}", config::print(&resolved));
+        return Ok(());
+    }
+    crate::init_logging(resolved.args.log_format);
+    serve(resolved.args, argv).await
+}
+
+async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), BoxError> {
+    let signing_keys = signing_keys(&args)?;
+    let generated_signing_key = signing_keys.is_empty();
     let keyring = if generated_signing_key {
         tracing::warn!(
             "no signing key configured (--signing-key / DURABLE_ITERATOR_SIGNING_KEY): using a \
@@ -143,11 +217,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         );
         Keyring::new([random_key()])?
     } else {
-        Keyring::new(&args.keys.signing_key)?
+        Keyring::new(&signing_keys)?
     };
-    let (api_key, dev_key_file) = match args.api_key {
-        Some(key) if key.is_empty() => return Err("--api-key is empty".into()),
-        Some(key) => (key, None),
+    let mut api_keys = api_keys(&args)?;
+    let (api_key, dev_key_file) = match api_keys.first() {
+        Some(key) => (key.clone(), None),
         None => {
             // Written to a file readable by this user only, never to the log.
             let key = random_key();
@@ -171,6 +245,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
                 path = %path.display(),
                 "no admin API key configured (--api-key / DURABLE_ITERATOR_API_KEY): generated one for this run"
             );
+            api_keys.push(key.clone());
             (key, Some(path))
         }
     };
@@ -222,6 +297,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
         StoreKind::Redb => {
             let store = RedbStore::open(&args.data_dir, retention_ms)
                 .map_err(|e| format!("cannot open the event store: {e}"))?;
+            config.store_file = Some(args.data_dir.join(durable_iterator::store::REDB_FILE_NAME));
             let name = format!("redb at {}", store.location());
             (Arc::new(store), name)
         }
@@ -244,9 +320,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    let metrics_addr = match args.metrics_listen {
+        Some(listen) => Some(durable_iterator::metrics::install(listen).await?),
+        None => None,
+    };
     tracing::info!(%addr, tls, retention_seconds = args.retention_seconds, store = %store_name, "serving");
     // A plain line on stdout for scripts and supervisors that wait for the port.
     println!("durable-iterator listening on {addr}");
+    // After it: scripts read the first line for the port.
+    if let Some(metrics_addr) = metrics_addr {
+        tracing::info!(addr = %metrics_addr, "metrics at GET /metrics");
+        println!("durable-iterator metrics on http://{metrics_addr}/metrics");
+    }
     if let Some((cert, fingerprint)) = &dev_certificate {
         println!(
             "TLS with a self-signed development certificate: {}\n  SHA-256 fingerprint {fingerprint}\n  \
@@ -272,17 +357,50 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), BoxError> {
             &transport,
         );
     }
+    let draining = tokio_util::sync::CancellationToken::new();
     let stopping = tokio_util::sync::CancellationToken::new();
+    let drain = Duration::from_secs(args.drain_seconds);
     tokio::spawn({
-        let stopping = stopping.clone();
+        let (draining, stopping) = (draining.clone(), stopping.clone());
         async move {
             crate::stop_signal().await;
+            if !drain.is_zero() {
+                tracing::info!(
+                    drain_seconds = drain.as_secs(),
+                    "draining: health is NOT_SERVING, streams go on until the drain ends (or a \
+                     second signal)"
+                );
+                draining.cancel();
+                tokio::select! {
+                    _ = tokio::time::sleep(drain) => {}
+                    _ = crate::stop_signal() => {}
+                }
+            }
             tracing::info!("shutting down: streams are told to reconnect");
+            draining.cancel();
             stopping.cancel();
         }
     });
-    let serving =
-        Server::new(config, store, clock).serve(listener, stopping.clone().cancelled_owned());
+    let server = Server::new(config, store, clock);
+    // Every API key of the file, not only the first that the configuration holds.
+    server
+        .key_reloader()
+        .reload(keyring.clone(), api_keys.clone());
+    let generated = reload::Generated {
+        keyring: generated_signing_key.then(|| keyring.clone()),
+        api_keys: dev_key_file.is_some().then_some(api_keys),
+    };
+    let watched = [&args.config, &args.signing_key_file, &args.api_key_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    reload::reload_keys_on_change(server.key_reloader(), argv, generated, watched);
+    let serving = server.serve_draining(
+        listener,
+        draining.cancelled_owned(),
+        stopping.clone().cancelled_owned(),
+    );
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tokio::select! {
         result = serving => result?,

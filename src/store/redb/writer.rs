@@ -61,6 +61,7 @@ pub(super) fn write_loop(
                 Err(_) => break,
             }
         }
+        let started = crate::metrics::commit_started();
         let committed = db.get().and_then(|current| {
             let result = commit(&current, db.epoch, retention_ms, &batch);
             if result.as_ref().is_err_and(needs_reopen) {
@@ -77,6 +78,8 @@ pub(super) fn write_loop(
                     tracing::warn!(failed_commits = failed, "event store commits succeed again");
                 }
                 commits.fetch_add(1, Ordering::Relaxed);
+                let events = stored.iter().map(|batch| batch.len()).sum();
+                crate::metrics::committed(events, started);
                 for (append, stored) in batch.into_iter().zip(stored) {
                     let _ = append.reply.send(Ok(stored));
                 }

@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader, Lines},
     path::Path,
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio},
 };
 
 use durable_iterator::{
@@ -22,7 +22,7 @@ pub(crate) struct ServerProcess {
     child: Child,
     pub addr: String,
     // Kept open: the server may still write to its stdout.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
 }
 
 impl ServerProcess {
@@ -57,12 +57,23 @@ impl ServerProcess {
 
     /// Starts `command` (from [`ServerProcess::command`], with more arguments or environment)
     /// and waits for the line that names its address.
-    pub(crate) fn spawn(mut command: Command) -> Self {
+    pub(crate) fn spawn(command: Command) -> Self {
+        Self::spawn_with_stderr(command, Stdio::inherit()).0
+    }
+
+    /// As [`ServerProcess::spawn`], with the server's stderr (its log) to read.
+    pub(crate) fn spawn_logging(command: Command) -> (Self, ChildStderr) {
+        let (server, stderr) = Self::spawn_with_stderr(command, Stdio::piped());
+        (server, stderr.unwrap())
+    }
+
+    fn spawn_with_stderr(mut command: Command, stderr: Stdio) -> (Self, Option<ChildStderr>) {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
+        let stderr = child.stderr.take();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = loop {
             let line = lines
@@ -73,11 +84,41 @@ impl ServerProcess {
                 break addr.to_owned();
             }
         };
-        Self {
+        let server = Self {
             child,
             addr,
-            _stdout: lines,
+            stdout: lines,
+        };
+        (server, stderr)
+    }
+
+    /// Where `GET /metrics` is, as a server started with `--metrics-listen` prints it after
+    /// its address.
+    pub(crate) fn metrics_url(&mut self) -> String {
+        loop {
+            let line = self
+                .stdout
+                .next()
+                .expect("the server prints its metrics address")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("durable-iterator metrics on ") {
+                return url.to_owned();
+            }
         }
+    }
+
+    /// Sends `signal` (e.g. `-HUP`) without waiting for anything.
+    pub(crate) fn send(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub(crate) fn wait(&mut self) -> ExitStatus {
+        self.child.wait().unwrap()
     }
 
     pub(crate) async fn channel(&self) -> Channel {
@@ -96,11 +137,7 @@ impl ServerProcess {
 
     /// Sends `signal` (e.g. `-TERM`) and waits for the process to exit.
     pub(crate) fn signal(&mut self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.send(signal);
         self.child.wait().unwrap();
     }
 }
