@@ -222,24 +222,40 @@ pub fn start_baseline(bench_binary: &Path) -> Result<Server, String> {
 
 /// nats-server on a free loopback port.
 pub fn start_nats(binary: &Path) -> Result<Server, String> {
-    let port = TcpListener::bind("127.0.0.1:0")
+    let port = free_port()?;
+    let mut command = Command::new(binary);
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    spawn_on_port(command, port, "nats-server", None)
+}
+
+/// A free loopback port, for servers that cannot be told to take port 0.
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Starts `command`, quiet, and waits (15 s at most) until it accepts connections on `port`.
+fn spawn_on_port(
+    mut command: Command,
+    port: u16,
+    what: &str,
+    dir: Option<tempfile::TempDir>,
+) -> Result<Server, String> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start nats-server: {e}"))?;
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err("nats-server did not accept connections within 15 s".into());
+            return Err(format!("{what} did not accept connections within 15 s"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -247,20 +263,17 @@ pub fn start_nats(binary: &Path) -> Result<Server, String> {
         child,
         addr,
         tls: None,
-        dir: None,
+        dir,
     })
 }
 
 /// redis-server on a free loopback port, acknowledging writes only once they are in its
 /// append-only file on disk (`appendfsync always`): the durability the redb store gives.
 pub fn start_redis() -> Result<Server, String> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
+    let port = free_port()?;
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--save",
@@ -271,27 +284,13 @@ pub fn start_redis() -> Result<Server, String> {
             "always",
         ])
         .arg("--dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("redis-server did not accept connections within 15 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Server {
-        child,
-        addr,
-        tls: None,
-        dir: Some(dir),
-    })
+        .arg(dir.path());
+    spawn_on_port(
+        command,
+        port,
+        "redis-server (apt-get install redis-server)",
+        Some(dir),
+    )
 }
 
 /// Finds nats-server; installs the Debian package when running as root with apt. `Err` says why
