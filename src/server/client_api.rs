@@ -157,12 +157,10 @@ impl ClientApi {
             .sessions()
             .register(call.session_id.clone(), claims.clone());
         // Other nodes on a shared store supersede a stream of this session they still hold.
-        let (store, session_id) = (shared.channels.store().clone(), call.session_id.clone());
-        tokio::spawn(async move {
-            if let Err(error) = store.session_opened_here(&session_id).await {
-                tracing::debug!(%error, "telling other nodes of a session's new stream failed");
-            }
-        });
+        shared
+            .channels
+            .store()
+            .session_opened_here(&call.session_id);
         let session = SessionInfo {
             session_id: call.session_id.clone(),
             claims: claims.clone(),

@@ -523,17 +523,18 @@ impl EventStore for RedisStore {
         self.topics.follow(self.keys.topic(channel)).await.map(Some)
     }
 
-    async fn session_opened_here(&self, session_id: &str) -> Result<(), StoreError> {
-        let _: i64 = self
-            .connection
-            .clone()
-            .publish(
-                &self.topics.sessions_topic,
-                format!("{} {session_id}", self.topics.node),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    fn session_opened_here(&self, session_id: &str) {
+        let mut connection = self.connection.clone();
+        let (topic, message) = (
+            self.topics.sessions_topic.clone(),
+            format!("{} {session_id}", self.topics.node),
+        );
+        tokio::spawn(async move {
+            let published: Result<i64, _> = connection.publish(topic, message).await;
+            if let Err(error) = published {
+                tracing::debug!(%error, "telling other nodes of a session's new stream failed");
+            }
+        });
     }
 
     fn sessions_opened_elsewhere(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
