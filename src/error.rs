@@ -70,6 +70,10 @@ pub enum Error {
     /// (`FAILED_PRECONDITION`); says where to start again.
     #[error("{0}")]
     HistoryPosition(String),
+    /// The answer of the node holding the session, to a call forwarded to it: its status as
+    /// it gave it.
+    #[error("{}", .0.message())]
+    Forwarded(Status),
     /// The server is shutting down (`UNAVAILABLE`): reconnect and resume.
     #[error("server shutting down, reconnect and resume from last id")]
     ShuttingDown,
@@ -94,6 +98,7 @@ impl Error {
             Error::Store(StoreError::Corrupt(_)) => Code::DataLoss,
             Error::SlowConsumer => Code::ResourceExhausted,
             Error::Superseded => Code::Aborted,
+            Error::Forwarded(status) => status.code(),
         }
     }
 }

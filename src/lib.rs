@@ -47,6 +47,7 @@
 //! cheaper than an async mutex and cannot be held across an `.await`.
 
 mod channel;
+pub mod cluster;
 mod error;
 mod event;
 mod filter;

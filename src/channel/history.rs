@@ -116,7 +116,7 @@ impl Channels {
             newest: (head > 0).then(|| id(head)),
             oldest_retained: oldest.map(id),
             retained_events: oldest.map_or(0, |oldest| (head + 1).saturating_sub(oldest)),
-            live_sessions: self.sessions().count_on(channel) as u64,
+            live_sessions: self.sessions().presence_count(channel).await? as u64,
         })
     }
 
@@ -210,7 +210,10 @@ impl Channels {
             .store()
             .channels(prefix, after, limit, self.clock.now_ms())
             .await?;
-        let live = self.sessions().channels(prefix, after, limit);
+        let live = self
+            .sessions()
+            .present_channels(prefix, after, limit)
+            .await?;
         // Both are sorted and hold the first `limit` of their kind: merged, the first `limit`
         // of either kind.
         let mut names: Vec<String> = stored.into_iter().chain(live).collect();

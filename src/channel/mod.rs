@@ -78,7 +78,11 @@ pub(crate) struct Opened {
 impl Channels {
     /// Channels over `store`, with time from `clock`.
     pub fn new(store: Arc<dyn EventStore>, clock: SharedClock, limits: HubLimits) -> Self {
-        let live = Arc::new(Sessions::new(clock.clone(), store.retention_ms()));
+        let live = Arc::new(Sessions::new(
+            clock.clone(),
+            store.retention_ms(),
+            store.cluster(),
+        ));
         Self {
             store,
             clock,

@@ -74,7 +74,7 @@ impl ChannelHandle {
         let value = serde_json::to_value(event)
             .map_err(|e| Error::InvalidArgument(format!("event does not serialize: {e}")))?;
         let payload = wire::encode_payload(&pb::event::Payload::Json(json::to_proto(&value)));
-        let filter = filter.resolve(|| self.sessions());
+        let filter = filter.resolve(&self.channels, &self.name).await?;
         self.limits
             .check_publish(&self.name, &payload, &filter, None)?;
         Ok(self.channels.publish(&self.name, payload, filter).await?)
@@ -92,22 +92,17 @@ impl ChannelHandle {
         self.channels.history(&self.name, query).await
     }
 
-    /// At most `limit` of the sessions with a stream open on this channel now, in session id
-    /// order, after the session `after` (the last of the previous page).
-    pub fn presence(&self, after: Option<&str>, limit: usize) -> Vec<PresentSession> {
+    /// At most `limit` of the sessions with a stream open on this channel now, on any node,
+    /// in session id order, after the session `after` (the last of the previous page).
+    pub async fn presence(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PresentSession>, Error> {
         self.channels
             .sessions()
-            .page_on(&self.name, after, limit)
-            .into_iter()
-            .map(|session| PresentSession {
-                session: SessionInfo {
-                    session_id: session.session_id.clone(),
-                    claims: session.claims(),
-                },
-                connected_at_ms: session.connected_at_ms,
-                resumes: session.resumes,
-            })
-            .collect()
+            .presence(&self.name, after, limit)
+            .await
     }
 
     /// Ends the stream of session `session_id` on this channel with PERMISSION_DENIED
@@ -115,24 +110,16 @@ impl ChannelHandle {
     /// is refused from then on and [`on_session_ended`](super::ChannelObject::on_session_ended)
     /// runs at once. Returns whether a stream was open; `NOT_FOUND` when the session is not on
     /// the channel.
-    pub fn disconnect(&self, session_id: &str, revoke: bool) -> Result<bool, Error> {
-        Ok(self
-            .channels
-            .sessions()
-            .disconnect(&self.name, session_id, revoke)?)
-    }
-
-    /// The sessions with a stream open on this channel now.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
+    pub async fn disconnect(&self, session_id: &str, revoke: bool) -> Result<bool, Error> {
         self.channels
             .sessions()
-            .on_channel(&self.name)
-            .into_iter()
-            .map(|session| SessionInfo {
-                session_id: session.session_id.clone(),
-                claims: session.claims(),
-            })
-            .collect()
+            .disconnect_anywhere(&self.name, session_id, revoke)
+            .await
+    }
+
+    /// The sessions with a stream open on this channel now, on any node.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, Error> {
+        self.channels.sessions().everyone_on(&self.name).await
     }
 }
 
@@ -222,22 +209,32 @@ impl PublishFilter {
         self
     }
 
-    /// The stored filter: predicates turned into the ids of the live sessions they pick.
-    pub(crate) fn resolve(&self, live_sessions: impl FnOnce() -> Vec<SessionInfo>) -> Filter {
+    /// The stored filter: predicates turned into the ids of the sessions they pick among those
+    /// live on `channel`, on any node.
+    pub(crate) async fn resolve(
+        &self,
+        channels: &Channels,
+        channel: &str,
+    ) -> Result<Filter, Error> {
         let needs_live = self
             .targets
             .iter()
             .chain(&self.exclude)
             .any(|s| matches!(s, Selection::Matching(_)));
         let live = if needs_live {
-            live_sessions()
+            channels.sessions().everyone_on(channel).await?
         } else {
             Vec::new()
         };
+        Ok(self.resolve_among(&live))
+    }
+
+    /// The stored filter, predicates picking among `live`.
+    fn resolve_among(&self, live: &[SessionInfo]) -> Filter {
         Filter {
             tags: self.tags.clone(),
-            targets: self.targets.as_ref().map(|s| s.resolve(&live)),
-            exclude: self.exclude.iter().flat_map(|s| s.resolve(&live)).collect(),
+            targets: self.targets.as_ref().map(|s| s.resolve(live)),
+            exclude: self.exclude.iter().flat_map(|s| s.resolve(live)).collect(),
         }
     }
 }
@@ -271,7 +268,7 @@ mod tests {
             .targets_matching(move |s| !is_admin(s))
             .exclude(["c"])
             .exclude_matching(|s| s.session_id == "z")
-            .resolve(live);
+            .resolve_among(&live());
         assert_eq!(filter.tags, Some(vec!["t".to_owned()]));
         assert_eq!(filter.targets, Some(vec!["b".to_owned(), "c".to_owned()]));
         assert_eq!(filter.exclude, vec!["c".to_owned()]);
@@ -282,10 +279,8 @@ mod tests {
 
     #[test]
     fn id_lists_need_no_live_sessions() {
-        let filter = PublishFilter::everyone()
-            .targets(["x"])
-            .resolve(|| panic!("not asked"));
+        let filter = PublishFilter::everyone().targets(["x"]).resolve_among(&[]);
         assert_eq!(filter.targets, Some(vec!["x".to_owned()]));
-        assert!(PublishFilter::everyone().resolve(Vec::new).is_everyone());
+        assert!(PublishFilter::everyone().resolve_among(&[]).is_everyone());
     }
 }

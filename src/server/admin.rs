@@ -260,32 +260,33 @@ impl AdminApi {
         })
     }
 
-    fn presence(&self, request: pb::PresenceRequest) -> Result<pb::PresenceResponse, Error> {
+    async fn presence(&self, request: pb::PresenceRequest) -> Result<pb::PresenceResponse, Error> {
         self.shared.config.limits.check_channel(&request.channel)?;
         let limit = page_limit(request.limit)?;
         let after = page_token::parse(&request.page_token)?;
-        let mut sessions =
-            self.shared
-                .channels
-                .sessions()
-                .page_on(&request.channel, after.as_deref(), limit + 1);
+        let mut sessions = self
+            .shared
+            .channels
+            .sessions()
+            .presence(&request.channel, after.as_deref(), limit + 1)
+            .await?;
         let more = sessions.len() > limit;
         sessions.truncate(limit);
         let next_page_token = match sessions.last() {
-            Some(last) if more => page_token::after(&last.session_id),
+            Some(last) if more => page_token::after(&last.session.session_id),
             _ => String::new(),
         };
         Ok(pb::PresenceResponse {
             sessions: sessions
                 .iter()
-                .map(|session| {
-                    let claims = session.claims();
+                .map(|present| {
+                    let claims = &present.session.claims;
                     pb::PresentSession {
-                        session_id: session.session_id.clone(),
+                        session_id: present.session.session_id.clone(),
                         tags: claims.tags().to_vec(),
                         att: claims.att.as_ref().map(json::to_proto),
-                        connected_at_ms: session.connected_at_ms as i64,
-                        resumes: session.resumes,
+                        connected_at_ms: present.connected_at_ms as i64,
+                        resumes: present.resumes,
                     }
                 })
                 .collect(),
@@ -293,15 +294,20 @@ impl AdminApi {
         })
     }
 
-    fn presence_stats(
+    async fn presence_stats(
         &self,
         request: pb::PresenceStatsRequest,
     ) -> Result<pb::PresenceStatsResponse, Error> {
         self.shared.config.limits.check_channel(&request.channel)?;
-        let sessions = self.shared.channels.sessions().on_channel(&request.channel);
+        let sessions = self
+            .shared
+            .channels
+            .sessions()
+            .everyone_on(&request.channel)
+            .await?;
         let mut sessions_by_tag: HashMap<String, u64> = HashMap::new();
         for session in &sessions {
-            let claims = session.claims();
+            let claims = &session.claims;
             // A token may repeat a tag: the session counts once.
             let mut tags: Vec<&String> = claims.tags().iter().collect();
             tags.sort_unstable();
@@ -316,20 +322,24 @@ impl AdminApi {
         })
     }
 
-    fn disconnect(&self, request: pb::DisconnectRequest) -> Result<pb::DisconnectResponse, Error> {
+    async fn disconnect(
+        &self,
+        request: pb::DisconnectRequest,
+    ) -> Result<pb::DisconnectResponse, Error> {
         self.shared.config.limits.check_channel(&request.channel)?;
         if request.session_id.is_empty() {
             return Err(Error::InvalidArgument("session_id is empty".into()));
         }
-        let was_live = self.shared.channels.sessions().disconnect(
-            &request.channel,
-            &request.session_id,
-            request.revoke,
-        )?;
+        let was_live = self
+            .shared
+            .channels
+            .sessions()
+            .disconnect_anywhere(&request.channel, &request.session_id, request.revoke)
+            .await?;
         Ok(pb::DisconnectResponse { was_live })
     }
 
-    fn disconnect_all(
+    async fn disconnect_all(
         &self,
         request: pb::DisconnectAllRequest,
     ) -> Result<pb::DisconnectAllResponse, Error> {
@@ -338,10 +348,9 @@ impl AdminApi {
             .shared
             .channels
             .sessions()
-            .disconnect_all(&request.channel, request.revoke);
-        Ok(pb::DisconnectAllResponse {
-            disconnected: disconnected as u64,
-        })
+            .disconnect_all_anywhere(&request.channel, request.revoke)
+            .await?;
+        Ok(pb::DisconnectAllResponse { disconnected })
     }
 }
 
@@ -416,7 +425,7 @@ impl DurableIteratorAdmin for AdminApi {
         request: Request<pb::PresenceRequest>,
     ) -> Result<Response<pb::PresenceResponse>, Status> {
         self.authorize(request.metadata())?;
-        Ok(Response::new(self.presence(request.into_inner())?))
+        Ok(Response::new(self.presence(request.into_inner()).await?))
     }
 
     async fn presence_stats(
@@ -424,7 +433,9 @@ impl DurableIteratorAdmin for AdminApi {
         request: Request<pb::PresenceStatsRequest>,
     ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
         self.authorize(request.metadata())?;
-        Ok(Response::new(self.presence_stats(request.into_inner())?))
+        Ok(Response::new(
+            self.presence_stats(request.into_inner()).await?,
+        ))
     }
 
     async fn disconnect(
@@ -432,7 +443,7 @@ impl DurableIteratorAdmin for AdminApi {
         request: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
         self.authorize(request.metadata())?;
-        Ok(Response::new(self.disconnect(request.into_inner())?))
+        Ok(Response::new(self.disconnect(request.into_inner()).await?))
     }
 
     async fn disconnect_all(
@@ -440,7 +451,9 @@ impl DurableIteratorAdmin for AdminApi {
         request: Request<pb::DisconnectAllRequest>,
     ) -> Result<Response<pb::DisconnectAllResponse>, Status> {
         self.authorize(request.metadata())?;
-        Ok(Response::new(self.disconnect_all(request.into_inner())?))
+        Ok(Response::new(
+            self.disconnect_all(request.into_inner()).await?,
+        ))
     }
 }
 

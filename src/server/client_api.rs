@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     channel::{Admits, Replay, ResumeFailure, ResumeOutcome, SubscriberQueue},
+    cluster::{ForwardedCall, NodeId},
     error::Error,
     event::EventId,
     filter::Filter,
@@ -60,6 +61,9 @@ impl ClientApi {
             return Err(Error::ShuttingDown.into());
         }
         let (call, last_event_id) = self.subscribe_call(&request)?;
+        if given(&request.session_ticket).is_some() {
+            self.unrevoked_anywhere(&call.session_id).await?;
+        }
         let mut opened = None;
         let (slot, opening) = (&mut opened, &call);
         let open = move || -> BoxFuture<'_, Result<ResumeOutcome, Status>> {
@@ -156,11 +160,6 @@ impl ClientApi {
             .channels
             .sessions()
             .register(call.session_id.clone(), claims.clone());
-        // Other nodes on a shared store supersede a stream of this session they still hold.
-        shared
-            .channels
-            .store()
-            .session_opened_here(&call.session_id);
         let session = SessionInfo {
             session_id: call.session_id.clone(),
             claims: claims.clone(),
@@ -195,6 +194,53 @@ impl ClientApi {
             return Err(Error::Revoked);
         }
         Ok(session_id)
+    }
+
+    /// Refuses session `session_id` if any node revoked it (the local check is in
+    /// [`Self::unrevoked`]).
+    async fn unrevoked_anywhere(&self, session_id: &str) -> Result<(), Error> {
+        let sessions = self.shared.channels.sessions();
+        if sessions.cluster().is_some() && sessions.is_revoked_anywhere(session_id).await? {
+            return Err(Error::Revoked);
+        }
+        Ok(())
+    }
+
+    /// The node that holds the session `ticket` names, when it is not this one (the ticket is
+    /// verified there).
+    async fn held_elsewhere(&self, ticket: &str) -> Result<Option<NodeId>, Error> {
+        let sessions = self.shared.channels.sessions();
+        let Some(cluster) = sessions.cluster() else {
+            return Ok(None);
+        };
+        let Some(session_id) = session::unverified_session_id(ticket) else {
+            return Ok(None);
+        };
+        if sessions.get(session_id).is_some() {
+            return Ok(None);
+        }
+        Ok(cluster
+            .place(session_id)
+            .await?
+            .map(|place| place.node)
+            .filter(|node| *node != cluster.node()))
+    }
+
+    /// Runs `call` on `node` and decodes its answer.
+    async fn forward<M: prost::Message + Default>(
+        &self,
+        node: NodeId,
+        call: ForwardedCall,
+    ) -> Result<M, Status> {
+        let cluster = self
+            .shared
+            .channels
+            .sessions()
+            .cluster()
+            .ok_or_else(|| Status::internal("forwarding without other nodes"))?;
+        let answer = cluster.forward(node, call).await?;
+        M::decode(answer.as_slice())
+            .map_err(|_| Status::internal("the node holding the session answered malformed"))
     }
 
     /// The claims a call acts under: those of the token if one is given, else those of the
@@ -263,7 +309,22 @@ impl ClientApi {
         })
     }
 
+    /// `RefreshToken`, on the node that holds the session's stream.
     async fn refresh(
+        &self,
+        request: pb::RefreshTokenRequest,
+    ) -> Result<pb::RefreshTokenResponse, Status> {
+        match self.held_elsewhere(&request.session_ticket).await? {
+            Some(node) => {
+                self.forward(node, ForwardedCall::RefreshToken(request))
+                    .await
+            }
+            None => self.refresh_here(request).await,
+        }
+    }
+
+    /// `RefreshToken` for a session whose stream is on this node (or on none).
+    pub(super) async fn refresh_here(
         &self,
         request: pb::RefreshTokenRequest,
     ) -> Result<pb::RefreshTokenResponse, Status> {
@@ -333,11 +394,31 @@ fn resume_to_proto(outcome: &ResumeOutcome) -> pb::ResumeOutcome {
 }
 
 impl ClientApi {
+    /// `Invoke`; one that names a session (by its ticket) runs on the node holding its
+    /// stream.
     async fn invoke_method(
         &self,
         request: pb::InvokeRequest,
     ) -> Result<pb::InvokeResponse, Status> {
+        let held_elsewhere = match given(&request.session_ticket) {
+            Some(ticket) => self.held_elsewhere(ticket).await?,
+            None => None,
+        };
+        match held_elsewhere {
+            Some(node) => self.forward(node, ForwardedCall::Invoke(request)).await,
+            None => self.invoke_here(request).await,
+        }
+    }
+
+    /// `Invoke` on this node's channel object.
+    pub(super) async fn invoke_here(
+        &self,
+        request: pb::InvokeRequest,
+    ) -> Result<pb::InvokeResponse, Status> {
         let call = self.invoke_call(request)?;
+        if let Some(session_id) = &call.caller.session_id {
+            self.unrevoked_anywhere(session_id).await?;
+        }
         let run = || -> BoxFuture<'_, Result<serde_json::Value, Status>> {
             Box::pin(async {
                 let objects = &self.shared.objects;

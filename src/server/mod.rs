@@ -8,6 +8,7 @@ pub mod defaults;
 mod health;
 mod keys;
 mod landing;
+mod other_nodes;
 mod page_token;
 mod request_checks;
 mod subscribe_service;
@@ -278,7 +279,8 @@ impl Server {
 
         let maintenance = tokio::spawn(upkeep::maintain(shared.clone(), health.clone()));
         let reaper = tokio::spawn(end_sessions(shared.clone()));
-        let mover = tokio::spawn(supersede_moved_sessions(shared.clone()));
+        let mover = tokio::spawn(other_nodes::supersede_moved_sessions(shared.clone()));
+        let forwarded = tokio::spawn(other_nodes::serve_forwarded_calls(shared.clone()));
         let stopping = shared.clone();
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -333,34 +335,20 @@ impl Server {
         maintenance.abort();
         reaper.abort();
         mover.abort();
+        forwarded.abort();
         // Wait for the tasks to be gone: they hold the store, which closes when the last holder
         // lets go (a restarted server can then open the same data directory at once).
         let _ = maintenance.await;
         let _ = reaper.await;
         let _ = mover.await;
+        let _ = forwarded.await;
         result
     }
 }
 
-/// Supersedes the streams of sessions that another node sharing the store took over.
-async fn supersede_moved_sessions(shared: Arc<Shared>) {
-    let Some(mut opened_elsewhere) = shared.channels.store().sessions_opened_elsewhere() else {
-        return;
-    };
-    let sessions = shared.channels.sessions().clone();
-    loop {
-        let session_id = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            opened = opened_elsewhere.recv() => match opened {
-                Some(session_id) => session_id,
-                None => return,
-            },
-        };
-        sessions.opened_elsewhere(&session_id);
-    }
-}
-
-/// Tells channel objects about sessions whose resume window lapsed without a reconnect.
+/// Tells channel objects about sessions whose resume window lapsed without a reconnect; with
+/// other nodes, only of those no other node took over meanwhile (the session ends once, on one
+/// node).
 async fn end_sessions(shared: Arc<Shared>) {
     let live = shared.channels.sessions().clone();
     loop {
@@ -368,6 +356,24 @@ async fn end_sessions(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             ended = live.next_ended() => ended,
         };
+        if let Some(cluster) = live.cluster() {
+            let ended_here = loop {
+                match cluster.ended_here(&ended.session_id).await {
+                    Ok(ended_here) => break ended_here,
+                    // Redis is away: the session ends late rather than twice.
+                    Err(error) => {
+                        tracing::debug!(%error, "asking whether a session ended here failed");
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            };
+            if !ended_here {
+                continue;
+            }
+        }
         shared
             .objects
             .session_ended(&ended.channel, &ended.session_id)

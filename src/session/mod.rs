@@ -2,6 +2,7 @@
 //! reconnects by a signed ticket ([`issue_ticket`], [`verify_ticket`]), and the registry of sessions with a stream open
 //! now or closed less than a resume window ago.
 
+mod across_nodes;
 mod registry;
 mod ticket;
 

@@ -15,7 +15,12 @@ use std::{
 use futures::task::AtomicWaker;
 use tokio::sync::{Notify, watch};
 
-use crate::{clock::SharedClock, token::TokenClaims};
+use crate::{
+    clock::SharedClock,
+    cluster::Cluster,
+    object::{PresentSession, SessionInfo},
+    token::TokenClaims,
+};
 
 /// A session whose stream is open.
 #[derive(Debug)]
@@ -54,6 +59,18 @@ impl LiveSession {
     /// The claims of the session's current token.
     pub(crate) fn claims(&self) -> Arc<TokenClaims> {
         self.claims.borrow().clone()
+    }
+
+    /// The session as presence lists it.
+    pub(crate) fn present(&self) -> PresentSession {
+        PresentSession {
+            session: SessionInfo {
+                session_id: self.session_id.clone(),
+                claims: self.claims(),
+            },
+            connected_at_ms: self.connected_at_ms,
+            resumes: self.resumes,
+        }
     }
 
     /// Follows token refreshes.
@@ -140,6 +157,8 @@ pub(crate) struct Sessions {
     clock: SharedClock,
     /// How long a closed session may come back before it has ended: the resume window.
     window_ms: u64,
+    /// The other nodes, told of every session that opens and closes here.
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// A session that ended: its resume window lapsed without a reconnect.
@@ -172,8 +191,13 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// Sessions that end `window_ms` after their stream closes, by `clock`.
-    pub(crate) fn new(clock: SharedClock, window_ms: u64) -> Self {
+    /// Sessions that end `window_ms` after their stream closes, by `clock`; `cluster` (if
+    /// any) is told of every session that opens and closes here.
+    pub(crate) fn new(
+        clock: SharedClock,
+        window_ms: u64,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Self {
         Self {
             sessions: Mutex::default(),
             closed: Mutex::default(),
@@ -181,7 +205,13 @@ impl Sessions {
             closed_changed: Notify::new(),
             clock,
             window_ms,
+            cluster,
         }
+    }
+
+    /// The other nodes sharing this node's channels, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.as_ref()
     }
 
     fn sessions(&self) -> MutexGuard<'_, Live> {
@@ -199,11 +229,15 @@ impl Sessions {
     fn close(&self, session: &LiveSession) {
         let now = self.clock.now_ms();
         // A revoked session cannot come back: it has ended now.
-        let deadline = if session.revoked.load(Ordering::Acquire) {
-            now
+        let window_ms = if session.revoked.load(Ordering::Acquire) {
+            0
         } else {
-            now.saturating_add(self.window_ms)
+            self.window_ms
         };
+        let deadline = now.saturating_add(window_ms);
+        if let Some(cluster) = &self.cluster {
+            cluster.closed(&session.session_id, window_ms);
+        }
         let closing = ClosedSession {
             deadline,
             channel: session.channel.clone(),
@@ -299,6 +333,10 @@ impl Sessions {
             .entry(session.channel.clone())
             .or_default()
             .insert(session_id);
+        // Under the live map's lock, as a close is: the directory gets them in order.
+        if let Some(cluster) = &self.cluster {
+            cluster.opened(&session.present());
+        }
         drop(sessions);
         if let Some(previous) = previous {
             previous.superseded.store(true, Ordering::Release);
@@ -352,6 +390,9 @@ impl Sessions {
         let session = self.check_refresh(session_id, &claims)?;
         session.claims.send_replace(Arc::new(claims));
         session.stream.wake();
+        if let Some(cluster) = &self.cluster {
+            cluster.refreshed(&session.present());
+        }
         Ok(())
     }
 
@@ -426,7 +467,7 @@ impl Sessions {
         if live.is_none() && !self.end_closed_now(channel, session_id, now) {
             return Err(not_found());
         }
-        let until = now.saturating_add(self.window_ms.max(MIN_REVOCATION_MS));
+        let until = self.revocation_until();
         let mut revoked = self.revocations();
         revoked.until.insert(session_id.to_owned(), until);
         if revoked.until.len() >= revoked.prune_at {
@@ -449,6 +490,22 @@ impl Sessions {
                     .unwrap_or(false)
             })
             .count()
+    }
+
+    /// Until when a revocation made now refuses the session's ticket: as long as the session
+    /// could come back, and at least [`MIN_REVOCATION_MS`].
+    pub(crate) fn revocation_until(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .saturating_add(self.window_ms.max(MIN_REVOCATION_MS))
+    }
+
+    /// Whether session `session_id` of `channel` closed here and may still come back.
+    pub(crate) fn is_closed_here(&self, channel: &str, session_id: &str) -> bool {
+        self.closed()
+            .sessions
+            .get(session_id)
+            .is_some_and(|session| session.channel == channel)
     }
 
     /// Moves the deadline of the closed session `session_id` of `channel` to `now`, so it

@@ -134,14 +134,9 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Tells the other nodes sharing this store, in the background, that session
-    /// `session_id`'s stream opened on this one: a stream of it they still hold is superseded.
-    /// Nothing to do (and no task started) for a store only this process uses.
-    fn session_opened_here(&self, _session_id: &str) {}
-
-    /// The sessions whose stream opened on another node, as other nodes tell; taken once (by
-    /// the server), `None` for a store only this process uses.
-    fn sessions_opened_elsewhere(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    /// The other nodes that share this store, and this node's place among them; `None` for a
+    /// store only this process uses.
+    fn cluster(&self) -> Option<std::sync::Arc<dyn crate::cluster::Cluster>> {
         None
     }
 }

@@ -651,6 +651,8 @@ impl ChannelObject for Inspector {
                 Ok(inspector
                     .channel
                     .presence(None, 100)
+                    .await
+                    .map_err(MethodError::from)?
                     .into_iter()
                     .map(|p| p.session.session_id)
                     .collect())
@@ -662,6 +664,7 @@ impl ChannelObject for Inspector {
                 inspector
                     .channel
                     .disconnect(&session_id, true)
+                    .await
                     .map_err(MethodError::from)
             },
         );

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 
-use super::{announcement, unavailable};
+use super::{announcement, calls, directory::RedisCluster, unavailable};
 use crate::{
     event::{Epoch, StoredEvent},
     store::{Announced, Follower, StoreError},
@@ -42,27 +42,24 @@ pub(super) struct Topics {
     /// The store's epoch: announced batches carry it in their ids.
     epoch: Epoch,
     /// Where nodes say which sessions opened a stream on them: `<node> <session id>`.
-    pub(super) sessions_topic: String,
-    /// This node, in what it publishes on `sessions_topic` (its own messages are skipped).
-    pub(super) node: u64,
-    /// Session ids that opened on other nodes.
-    opened_elsewhere: mpsc::UnboundedSender<String>,
+    sessions_topic: String,
+    /// Where calls to this node, and answers to its calls, come.
+    node_topic: String,
+    /// This node's directory: told of sessions that opened elsewhere, and of calls.
+    cluster: Arc<RedisCluster>,
 }
 
 impl Topics {
-    pub(super) fn new(
-        epoch: Epoch,
-        sessions_topic: String,
-        opened_elsewhere: mpsc::UnboundedSender<String>,
-    ) -> Arc<Self> {
+    pub(super) fn new(epoch: Epoch, prefix: &str, cluster: Arc<RedisCluster>) -> Arc<Self> {
+        use crate::cluster::Cluster;
         Arc::new(Self {
             followers: Mutex::default(),
             sink: tokio::sync::Mutex::new(None),
             next_follower: AtomicU64::new(0),
             epoch,
-            sessions_topic,
-            node: rand::random(),
-            opened_elsewhere,
+            sessions_topic: format!("{prefix}:sessions"),
+            node_topic: calls::node_topic(prefix, cluster.node()),
+            cluster,
         })
     }
 
@@ -130,11 +127,14 @@ impl Topics {
                 .ok()
                 .and_then(|message| message.split_once(' '));
             if let Some((node, session_id)) = opened
-                && node.parse() != Ok(self.node)
+                && let Ok(node) = node.parse()
             {
-                let _ = self.opened_elsewhere.send(session_id.to_owned());
+                self.cluster.moved_away(node, session_id);
             }
             return;
+        }
+        if topic == self.node_topic {
+            return self.cluster.calls.route(message);
         }
         let followers = self.followers();
         let Some(senders) = followers.get(topic) else {
@@ -259,6 +259,7 @@ pub(super) async fn connect(
     let mut current = topics.sink.lock().await;
     let mut followed: Vec<String> = topics.followers().keys().cloned().collect();
     followed.push(topics.sessions_topic.clone());
+    followed.push(topics.node_topic.clone());
     for topic in followed {
         tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&topic))
             .await

@@ -26,12 +26,15 @@
 //! is superseded).
 
 mod announcement;
+mod calls;
+mod directory;
+mod directory_scripts;
 mod follow;
 mod scripts;
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
@@ -74,13 +77,15 @@ pub struct RedisStore {
     /// The channels this node follows, and the task that keeps their connection up.
     topics: Arc<follow::Topics>,
     following: tokio::task::JoinHandle<()>,
-    /// Sessions opened on other nodes, until the server takes them.
-    opened_elsewhere: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// This node's sessions in the directory other nodes read, and the task that keeps it.
+    cluster: Arc<directory::RedisCluster>,
+    keeping: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.following.abort();
+        self.keeping.abort();
     }
 }
 
@@ -116,9 +121,6 @@ impl Keys {
     fn topic(&self, channel: &str) -> String {
         format!("{}:topic:{channel}", self.prefix)
     }
-    fn sessions_topic(&self) -> String {
-        format!("{}:sessions", self.prefix)
-    }
     fn idempotency_keys(&self, channel: &str) -> String {
         format!("{}:keys:{channel}", self.prefix)
     }
@@ -147,9 +149,12 @@ impl RedisStore {
             prefix: prefix.to_owned(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
-        let (opened_elsewhere_tx, opened_elsewhere) = tokio::sync::mpsc::unbounded_channel();
-        let topics = follow::Topics::new(epoch, keys.sessions_topic(), opened_elsewhere_tx);
-        let messages = follow::connect(&client, &topics).await?;
+        let (cluster, keeping) =
+            directory::RedisCluster::start(prefix, connection.clone(), retention_ms).await?;
+        let topics = follow::Topics::new(epoch, prefix, cluster.clone());
+        let messages = follow::connect(&client, &topics)
+            .await
+            .inspect_err(|_| keeping.abort())?;
         let following = tokio::spawn(follow::run(client, Arc::downgrade(&topics), Some(messages)));
         Ok(Self {
             connection,
@@ -161,7 +166,8 @@ impl RedisStore {
             location,
             topics,
             following,
-            opened_elsewhere: Mutex::new(Some(opened_elsewhere)),
+            cluster,
+            keeping,
         })
     }
 
@@ -523,25 +529,8 @@ impl EventStore for RedisStore {
         self.topics.follow(self.keys.topic(channel)).await.map(Some)
     }
 
-    fn session_opened_here(&self, session_id: &str) {
-        let mut connection = self.connection.clone();
-        let (topic, message) = (
-            self.topics.sessions_topic.clone(),
-            format!("{} {session_id}", self.topics.node),
-        );
-        tokio::spawn(async move {
-            let published: Result<i64, _> = connection.publish(topic, message).await;
-            if let Err(error) = published {
-                tracing::debug!(%error, "telling other nodes of a session's new stream failed");
-            }
-        });
-    }
-
-    fn sessions_opened_elsewhere(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
-        self.opened_elsewhere
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+    fn cluster(&self) -> Option<Arc<dyn crate::cluster::Cluster>> {
+        Some(self.cluster.clone())
     }
 
     async fn check(&self) -> Result<(), StoreError> {
