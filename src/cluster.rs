@@ -62,6 +62,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// with [`Self::closed`].
     fn opened(&self, session: &PresentSession);
 
+    /// Returns once the changes told so far reached the directory (or failed to): a client
+    /// told its stream opened may then call any node about it.
+    async fn settled(&self);
+
     /// The token of `session`, present here, was refreshed: presence shows its new claims.
     fn refreshed(&self, session: &PresentSession);
 
@@ -74,8 +78,8 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// opened on another node meanwhile: that node ends it.
     async fn ended_here(&self, session_id: &str) -> Result<bool, StoreError>;
 
-    /// Refuses the ticket of session `session_id` on every node until `until_ms`.
-    async fn revoke(&self, session_id: &str, until_ms: u64) -> Result<(), StoreError>;
+    /// Refuses the ticket of session `session_id` on every node for `for_ms` from now.
+    async fn revoke(&self, session_id: &str, for_ms: u64) -> Result<(), StoreError>;
 
     /// Whether a node revoked the ticket of session `session_id`.
     async fn is_revoked(&self, session_id: &str) -> Result<bool, StoreError>;

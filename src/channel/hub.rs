@@ -278,13 +278,23 @@ impl Hub {
         }
     }
 
-    /// Follows the channel's announcements if the store is shared, once per hub.
+    /// Follows the channel's announcements if the store is shared, once per hub, before its
+    /// first subscriber registers.
     async fn follow(self: &Arc<Self>) -> Result<(), StoreError> {
         self.following
             .get_or_try_init(|| async {
                 let Some(follower) = self.store.follow(&self.name).await? else {
                     return Ok(None);
                 };
+                // Until now the hub knew only this node's appends (it published with no
+                // subscribers): its head moves to the store's. Nobody subscribed yet, so
+                // nobody waits for what it skips; appends from here on are announced.
+                let last = self.store.last_seq(&self.name).await?;
+                let mut state = self.state();
+                if state.head.is_some_and(|head| head < last) {
+                    state.head = Some(last);
+                }
+                drop(state);
                 tokio::spawn(deliver_announcements(
                     Arc::downgrade(self),
                     follower.updates,

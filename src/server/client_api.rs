@@ -81,7 +81,12 @@ impl ClientApi {
         // Only a stream every interceptor let through takes the session over (ending an older
         // stream of it) and is announced to the channel's object: a refusal after `next.run()`
         // drops the subscription and leaves the session as it was.
-        Ok(self.start_stream(&call, pending))
+        let stream = self.start_stream(&call, pending);
+        // The other nodes know where the session is before its client does.
+        if let Some(cluster) = shared.channels.sessions().cluster() {
+            cluster.settled().await;
+        }
+        Ok(stream)
     }
 
     /// Checks a `Subscribe` before anything changes: the token, the position to resume from and

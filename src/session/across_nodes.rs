@@ -106,7 +106,7 @@ impl Sessions {
             || self.is_closed_here(channel, session_id);
         if here {
             if revoke {
-                cluster.revoke(session_id, self.revocation_until()).await?;
+                cluster.revoke(session_id, self.revocation_ms()).await?;
             }
             return Ok(self.disconnect(channel, session_id, revoke)?);
         }
@@ -120,7 +120,7 @@ impl Sessions {
             .filter(|place| place.channel == channel && place.node != cluster.node())
             .ok_or_else(not_found)?;
         if revoke {
-            cluster.revoke(session_id, self.revocation_until()).await?;
+            cluster.revoke(session_id, self.revocation_ms()).await?;
         }
         let call = ForwardedCall::Disconnect(pb::DisconnectRequest {
             channel: channel.to_owned(),
@@ -149,7 +149,7 @@ impl Sessions {
             // Recorded for every node first: a session cannot resume elsewhere meanwhile.
             for session in self.everyone_on(channel).await? {
                 cluster
-                    .revoke(&session.session_id, self.revocation_until())
+                    .revoke(&session.session_id, self.revocation_ms())
                     .await?;
             }
         }

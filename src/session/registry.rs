@@ -467,7 +467,7 @@ impl Sessions {
         if live.is_none() && !self.end_closed_now(channel, session_id, now) {
             return Err(not_found());
         }
-        let until = self.revocation_until();
+        let until = now.saturating_add(self.revocation_ms());
         let mut revoked = self.revocations();
         revoked.until.insert(session_id.to_owned(), until);
         if revoked.until.len() >= revoked.prune_at {
@@ -492,12 +492,10 @@ impl Sessions {
             .count()
     }
 
-    /// Until when a revocation made now refuses the session's ticket: as long as the session
-    /// could come back, and at least [`MIN_REVOCATION_MS`].
-    pub(crate) fn revocation_until(&self) -> u64 {
-        self.clock
-            .now_ms()
-            .saturating_add(self.window_ms.max(MIN_REVOCATION_MS))
+    /// How long a revocation refuses the session's ticket: as long as the session could come
+    /// back, and at least [`MIN_REVOCATION_MS`].
+    pub(crate) fn revocation_ms(&self) -> u64 {
+        self.window_ms.max(MIN_REVOCATION_MS)
     }
 
     /// Whether session `session_id` of `channel` closed here and may still come back.

@@ -1373,3 +1373,6 @@ async fn read(subscription: &mut Subscription) -> Option<Item> {
         .await
         .expect("an item within 20 s")
 }
+
+#[path = "client_on_nodes.rs"]
+mod on_nodes;

@@ -12,6 +12,7 @@ mod edge;
 mod fanout;
 mod interceptor_refusals;
 mod lifecycle;
+mod nodes;
 mod objects;
 mod operability;
 mod redis_store;

@@ -56,6 +56,8 @@ enum Change {
         keep_ms: u64,
         live: Vec<String>,
     },
+    /// Answered once the changes before it were applied (or failed).
+    Settled(oneshot::Sender<()>),
 }
 
 /// The Redis store's [`Cluster`].
@@ -223,8 +225,16 @@ impl RedisCluster {
         invocation.arg(&self.prefix).arg(self.node);
         // Where each `end`'s answer goes, by its place among the changes.
         let mut ends = Vec::new();
-        for (place, change) in changes.into_iter().enumerate() {
+        let mut settled = Vec::new();
+        let mut place = 0;
+        for change in changes {
+            if let Change::Settled(waiting) = change {
+                settled.push(waiting);
+                continue;
+            }
+            place += 1;
             match change {
+                Change::Settled(_) => {}
                 Change::Open(session) => session_args(&mut invocation, "open", &session),
                 Change::Assert(session) => session_args(&mut invocation, "assert", &session),
                 Change::Close {
@@ -235,12 +245,15 @@ impl RedisCluster {
                 }
                 Change::End { session_id, ended } => {
                     invocation.arg("end").arg(session_id);
-                    ends.push((place, ended));
+                    ends.push((place - 1, ended));
                 }
                 Change::Prune { keep_ms, live } => {
                     invocation.arg("prune").arg(keep_ms).arg(live);
                 }
             }
+        }
+        if place == 0 {
+            return Ok(());
         }
         let done: Result<Vec<i64>, StoreError> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -252,6 +265,9 @@ impl RedisCluster {
                 Err(error) => Err(error.clone()),
             };
             let _ = ended.send(answer);
+        }
+        for waiting in settled {
+            let _ = waiting.send(());
         }
         done.map(drop)
     }
@@ -302,6 +318,13 @@ impl Cluster for RedisCluster {
         });
     }
 
+    async fn settled(&self) {
+        let (settled, answer) = oneshot::channel();
+        self.change(Change::Settled(settled));
+        // Bounded by the script's own timeout; a lost change is said again later.
+        let _ = answer.await;
+    }
+
     async fn ended_here(&self, session_id: &str) -> Result<bool, StoreError> {
         let (ended, answer) = oneshot::channel();
         self.change(Change::End {
@@ -313,12 +336,11 @@ impl Cluster for RedisCluster {
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the store is closing".into())))
     }
 
-    async fn revoke(&self, session_id: &str, until_ms: u64) -> Result<(), StoreError> {
-        let ttl = until_ms.saturating_sub(now_ms()).max(1);
+    async fn revoke(&self, session_id: &str, for_ms: u64) -> Result<(), StoreError> {
         let _: () = self
             .connection
             .clone()
-            .pset_ex(self.key("revoked", session_id), 1, ttl)
+            .pset_ex(self.key("revoked", session_id), 1, for_ms.max(1))
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -1,6 +1,7 @@
 //! A real server on 127.0.0.1:0 with a manual clock, and gRPC clients for it.
 #![allow(dead_code)]
 
+pub(crate) mod balancer;
 pub(crate) mod process;
 #[path = "../../../src/store/redis/test_server.rs"]
 pub(crate) mod redis_server;
