@@ -112,6 +112,8 @@ struct QueueShared {
     queued: AtomicUsize,
     /// The hub dropped this subscriber because its queue overflowed.
     overflowed: AtomicBool,
+    /// The hub dropped this subscriber because the store it follows is out of reach.
+    store_lost: AtomicBool,
 }
 
 impl QueueShared {
@@ -257,7 +259,7 @@ impl Hub {
                 // The subscribers' queues are closed: each stream ends, and its client resumes
                 // from the store, which has what could not be read now.
                 tracing::warn!(channel = %self.name, %error, "reading missed announcements failed");
-                self.close_subscribers();
+                self.lose_subscribers();
             }
         }
     }
@@ -273,7 +275,7 @@ impl Hub {
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(channel = %self.name, %error, "resync failed");
-                self.close_subscribers();
+                self.lose_subscribers();
             }
         }
     }
@@ -387,6 +389,17 @@ impl Hub {
         let closed = std::mem::take(&mut self.state().subscribers);
         drop(closed);
     }
+
+    /// Closes every subscriber's queue because the store is out of reach: each stream sends
+    /// what is queued, then ends as [`QueueEnd::StoreLost`] (its client resumes, maybe on a
+    /// node that reaches the store).
+    pub(crate) fn lose_subscribers(&self) {
+        let lost = std::mem::take(&mut self.state().subscribers);
+        for sink in lost.values() {
+            sink.shared.store_lost.store(true, Ordering::Release);
+        }
+        drop(lost);
+    }
 }
 
 /// Delivers what the store announces for the hub's channel until the hub or the following
@@ -426,6 +439,8 @@ pub(crate) enum QueueEnd {
     Overflowed,
     /// The hub went away (server shutting down).
     Closed,
+    /// The hub could not read what the store holds for it (see [`Hub::lose_subscribers`]).
+    StoreLost,
 }
 
 impl SubscriberQueue {
@@ -484,6 +499,8 @@ impl SubscriberQueue {
     fn end(&self) -> QueueEnd {
         if self.shared.overflowed.load(Ordering::Acquire) {
             QueueEnd::Overflowed
+        } else if self.shared.store_lost.load(Ordering::Acquire) {
+            QueueEnd::StoreLost
         } else {
             QueueEnd::Closed
         }

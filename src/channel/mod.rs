@@ -253,6 +253,15 @@ impl Channels {
         }
     }
 
+    /// Ends every live subscriber's stream because the store is out of reach (see
+    /// [`Hub::lose_subscribers`]).
+    pub(crate) fn lose_subscribers(&self) {
+        let hubs: Vec<Arc<Hub>> = self.hubs().values().cloned().collect();
+        for hub in hubs {
+            hub.lose_subscribers();
+        }
+    }
+
     /// Replays holding a slot now.
     pub(crate) fn replays_in_progress(&self) -> usize {
         self.limits

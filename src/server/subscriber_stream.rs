@@ -20,6 +20,7 @@ use crate::{
     metrics::{self, EndReason},
     pb,
     session::{LiveRegistration, StreamEnd},
+    store::StoreError,
     token::{self, TokenClaims},
     wire::{self, Encoding, Frame},
 };
@@ -452,6 +453,9 @@ impl SubscriberStream {
         match end {
             QueueEnd::Overflowed => self.end(Error::SlowConsumer),
             QueueEnd::Closed => self.end(Error::ShuttingDown),
+            QueueEnd::StoreLost => self.end(Error::Store(StoreError::Unavailable(
+                "this node lost the event store: reconnect and resume from the last id".into(),
+            ))),
         }
     }
 }

@@ -38,6 +38,10 @@ pub(super) async fn maintain(shared: Arc<Shared>, health: HealthReporter) {
             store_serves = serves;
             if serves {
                 tracing::warn!("the event store serves again: health is SERVING");
+            } else if shared.channels.sessions().cluster().is_some() {
+                // Events reach this node's streams through the store: they end, and their
+                // clients resume, on another node if this one stays cut off.
+                shared.channels.lose_subscribers();
             }
             set_health(&health, serves).await;
         }

@@ -51,6 +51,10 @@ async fn health_follows_redis_and_publishes_come_back_with_it() {
         .unwrap()
         .into_inner();
     assert_eq!(next_health(&mut watch).await, ServingStatus::Serving);
+    let (_, mut open_stream) = server
+        .subscribe(subscribe_request(server.token("c")))
+        .await
+        .unwrap();
 
     redis.kill();
     let refused = server
@@ -59,6 +63,9 @@ async fn health_follows_redis_and_publishes_come_back_with_it() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert_eq!(next_health(&mut watch).await, ServingStatus::NotServing);
+    // Open streams end so their clients resume, on another node if this one stays cut off.
+    let ended = expect_end(&mut open_stream, Code::Unavailable).await;
+    assert!(ended.contains("lost the event store"), "{ended}");
 
     redis.restart();
     assert_eq!(next_health(&mut watch).await, ServingStatus::Serving);

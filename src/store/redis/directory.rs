@@ -145,7 +145,7 @@ impl RedisCluster {
     }
 
     /// Renews the lease; whether the directory knew this node.
-    async fn heartbeat(&self) -> Result<bool, StoreError> {
+    pub(super) async fn heartbeat(&self) -> Result<bool, StoreError> {
         let now = now_ms();
         let known: i64 = self
             .scripts

@@ -218,3 +218,98 @@ async fn a_follower_is_told_to_resync_when_pubsub_reconnects_and_then_follows_on
     assert!(matches!(next(&mut follower).await, Announced::Batch(b) if b[0].seq == 2));
     drop(follower);
 }
+
+fn present(session_id: &str, channel: &str, tags: &[&str]) -> crate::object::PresentSession {
+    let mut claims = crate::token::TokenClaims::new(channel, 0, 60);
+    claims.tags = Some(tags.iter().map(|t| t.to_string()).collect());
+    crate::object::PresentSession {
+        session: crate::object::SessionInfo {
+            session_id: session_id.into(),
+            claims: Arc::new(claims),
+        },
+        connected_at_ms: 7,
+        resumes: 1,
+    }
+}
+
+async fn presence_ids(store: &RedisStore, channel: &str) -> Vec<String> {
+    let cluster = store.cluster().unwrap();
+    let page = cluster.presence(channel, None, 100).await.unwrap();
+    page.into_iter().map(|p| p.session.session_id).collect()
+}
+
+#[tokio::test]
+async fn the_directory_follows_sessions_from_node_to_node_and_ends_each_once() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        open(&redis, "d", 10_000).await,
+        open(&redis, "d", 10_000).await,
+    );
+    let (on_a, on_b) = (a.cluster().unwrap(), b.cluster().unwrap());
+    on_a.opened(&present("s1", "room", &["x"]));
+    on_a.opened(&present("s2", "room", &[]));
+    on_a.settled().await;
+    assert_eq!(presence_ids(&b, "room").await, ["s1", "s2"]);
+    let listed = on_b.presence("room", None, 100).await.unwrap();
+    assert_eq!(listed[0].session.claims.tags(), ["x".to_owned()]);
+    assert_eq!((listed[0].connected_at_ms, listed[0].resumes), (7, 1));
+    assert_eq!(on_b.presence_count("room").await.unwrap(), 2);
+    assert_eq!(on_b.present_channels("", None, 10).await.unwrap(), ["room"]);
+    let place = on_b.place("s1").await.unwrap().unwrap();
+    assert_eq!((place.node, place.channel.as_str()), (on_a.node(), "room"));
+    // Pages of one.
+    let first = on_b.presence("room", None, 1).await.unwrap();
+    let second = on_b.presence("room", Some("s1"), 1).await.unwrap();
+    assert_eq!(first[0].session.session_id, "s1");
+    assert_eq!(second[0].session.session_id, "s2");
+
+    // s1 closes on a and comes back on b within its window: b holds it, and the lapse of a's
+    // window does not end it there.
+    on_a.closed("s1", 60_000);
+    on_a.settled().await;
+    assert_eq!(presence_ids(&b, "room").await, ["s2"]);
+    on_b.opened(&present("s1", "room", &["x"]));
+    on_b.settled().await;
+    assert!(!on_a.ended_here("s1").await.unwrap(), "it moved to b");
+    on_b.closed("s1", 60_000);
+    assert!(on_b.ended_here("s1").await.unwrap(), "it ends on b");
+    assert!(!on_b.ended_here("s1").await.unwrap(), "once");
+    assert_eq!(on_b.place("s1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_sessions_of_a_node_whose_lease_lapsed_leave_the_directory() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        open(&redis, "lease", 10_000).await,
+        open(&redis, "lease", 10_000).await,
+    );
+    let dead = a.cluster().unwrap();
+    dead.opened(&present("gone", "room", &[]));
+    dead.settled().await;
+    b.cluster().unwrap().opened(&present("kept", "room", &[]));
+    b.cluster().unwrap().settled().await;
+    let node = dead.node();
+    drop(dead);
+    // Node a dies (its keeper stops with it) and its lease lapses: a kill -9, without the
+    // ten seconds.
+    drop(a);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = connection.zadd("lease:nodes", node, 1).await.unwrap();
+    // Presence leaves it out at once; b's next heartbeat cleans it up.
+    assert_eq!(presence_ids(&b, "room").await, ["kept"]);
+    let on_b = b.cluster().unwrap();
+    assert_eq!(on_b.place("gone").await.unwrap(), None);
+    assert_eq!(
+        on_b.presence_count("room").await.unwrap(),
+        2,
+        "counted until cleaned up"
+    );
+    b.cluster.heartbeat().await.unwrap();
+    assert_eq!(on_b.presence_count("room").await.unwrap(), 1);
+    let nodes = on_b.nodes().await.unwrap();
+    assert_eq!(nodes, [on_b.node()], "the dead node is forgotten");
+    let left: Option<String> = connection.hget("lease:session:gone", "node").await.unwrap();
+    assert_eq!(left, None);
+}
