@@ -444,7 +444,7 @@ async fn a_session_that_moved_to_another_node_ends_once_on_that_node() {
         ))
         .await
         .unwrap();
-    wait_for_presence(&a, "room:1", &[subscribed.session_id.clone()]).await;
+    wait_for_presence(&a, "room:1", std::slice::from_ref(&subscribed.session_id)).await;
     drop(on_b);
     wait_for_presence(&a, "room:1", &[]).await;
     // Both nodes see the window lapse; the session ends once, on node b.

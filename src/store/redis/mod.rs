@@ -16,14 +16,18 @@
 //!   announcements (its pub/sub connection dropped) reads them back from the stream.
 //! - **Every call is bounded.** Each command has a response timeout; a Redis that is down
 //!   fails calls with `UNAVAILABLE` at once instead of hanging them.
+//! - **Sessions across nodes.** The store is also the node's [`Cluster`](crate::cluster):
+//!   a directory of which node holds each session, and calls forwarded to it (see
+//!   `directory.rs` and `calls.rs`).
 //!
 //! Keys, under a prefix (`durable-iterator` unless configured, so deployments can share a
 //! Redis): `{prefix}:epoch`, `{prefix}:heads` (hash: channel → last sequence number),
 //! `{prefix}:channels` (channels with retained events, a sorted set listed by name),
 //! `{prefix}:stream:{channel}`, `{prefix}:keys:{channel}` (hash: idempotency key → the event
-//! that carried it), the pub/sub topic `{prefix}:topic:{channel}`, and `{prefix}:sessions`,
-//! where a node says which sessions opened a stream on it (another node's older stream of one
-//! is superseded).
+//! that carried it), the pub/sub topic `{prefix}:topic:{channel}`; the directory's keys (see
+//! `directory_scripts.rs`); `{prefix}:sessions`, where a node says which sessions opened a
+//! stream on it (another node's older stream of one is superseded), and `{prefix}:node:{node}`,
+//! where a node takes calls and answers.
 
 mod announcement;
 mod calls;
