@@ -34,23 +34,40 @@ fn client_through(balancer: &Balancer, clock: &ManualClock) -> Client {
         .with_clock(Arc::new(clock.clone()))
 }
 
+/// A subscription to `room` through the balancer (its stream on node `a`), live and past one
+/// event published on each node.
+async fn live_on_a(
+    balancer: &Balancer,
+    clock: &ManualClock,
+    a: &TestServer,
+    b: &TestServer,
+) -> Consumer {
+    let mut consumer = consume(
+        client_through(balancer, clock)
+            .subscribe(FixedToken(a.token("room")), SubscribeOptions::default()),
+    );
+    consumer
+        .wait_for(|p| p.state == ConnectionState::Live)
+        .await;
+    let first = [
+        a.publish("room", json!("first")).await,
+        b.publish("room", json!("second")).await,
+    ];
+    consumer
+        .expect_event(clock, &first[0], json!("first"))
+        .await;
+    consumer
+        .expect_event(clock, &first[1], json!("second"))
+        .await;
+    consumer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopping_mid_stream_hands_the_session_to_the_other_with_every_event_once() {
     let redis = RedisServer::start();
     let clock = ManualClock::new(START_MS);
     let (mut a, b, balancer) = node_pair(&redis, &clock).await;
-    let client = client_through(&balancer, &clock);
-    let mut consumer =
-        consume(client.subscribe(FixedToken(a.token("room")), SubscribeOptions::default()));
-    consumer
-        .wait_for(|p| p.state == ConnectionState::Live)
-        .await;
-    let first = [
-        a.publish("room", json!(1)).await,
-        b.publish("room", json!(2)).await,
-    ];
-    consumer.expect_event(&clock, &first[0], json!(1)).await;
-    consumer.expect_event(&clock, &first[1], json!(2)).await;
+    let mut consumer = live_on_a(&balancer, &clock, &a, &b).await;
     let session = consumer.handle.session_id().unwrap();
 
     // The client's node goes; what is published meanwhile is read back on the other one.
@@ -107,13 +124,7 @@ async fn a_disconnect_through_the_other_node_stops_the_client() {
     let redis = RedisServer::start();
     let clock = ManualClock::new(START_MS);
     let (a, b, balancer) = node_pair(&redis, &clock).await;
-    let mut consumer = consume(
-        client_through(&balancer, &clock)
-            .subscribe(FixedToken(a.token("room")), SubscribeOptions::default()),
-    );
-    consumer
-        .wait_for(|p| p.state == ConnectionState::Live)
-        .await;
+    let mut consumer = live_on_a(&balancer, &clock, &a, &b).await;
     let session_id = consumer.handle.session_id().unwrap();
     let request = pb::DisconnectRequest {
         channel: "room".into(),
@@ -165,19 +176,7 @@ async fn a_redis_restart_mid_stream_loses_nothing_and_repeats_nothing() {
     let mut redis = RedisServer::start_persistent();
     let clock = ManualClock::new(START_MS);
     let (a, b, balancer) = node_pair(&redis, &clock).await;
-    let mut consumer = consume(
-        client_through(&balancer, &clock)
-            .subscribe(FixedToken(a.token("room")), SubscribeOptions::default()),
-    );
-    consumer
-        .wait_for(|p| p.state == ConnectionState::Live)
-        .await;
-    let before = [
-        a.publish("room", json!(1)).await,
-        b.publish("room", json!(2)).await,
-    ];
-    consumer.expect_event(&clock, &before[0], json!(1)).await;
-    consumer.expect_event(&clock, &before[1], json!(2)).await;
+    let mut consumer = live_on_a(&balancer, &clock, &a, &b).await;
 
     redis.kill();
     // The node notices (its health check), ends the stream, and the client backs off.
