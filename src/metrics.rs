@@ -66,6 +66,8 @@ pub const TOKEN_REFRESHES: &str = "durable_iterator_token_refreshes_total";
 pub const VERIFICATION_FAILURES: &str = "durable_iterator_token_verification_failures_total";
 /// `Invoke` calls, by gRPC status code.
 pub const INVOKES: &str = "durable_iterator_invokes_total";
+/// See [`METRICS`].
+pub const FORWARDED_CALLS: &str = "durable_iterator_forwarded_calls_total";
 /// Channels with live subscribers or publishes in flight.
 pub const ACTIVE_CHANNELS: &str = "durable_iterator_active_channels";
 /// Size of the on-disk store's file.
@@ -211,13 +213,13 @@ pub const METRICS: &[MetricInfo] = &[
         name: STORE_COMMIT_EVENTS,
         kind: MetricKind::Histogram,
         label: None,
-        help: "Events written by one commit of the on-disk store.",
+        help: "Events written by one commit of the store (an on-disk commit, or a Redis append).",
     },
     MetricInfo {
         name: STORE_COMMIT_SECONDS,
         kind: MetricKind::Histogram,
         label: None,
-        help: "Duration of one commit of the on-disk store (fsync included), in seconds.",
+        help: "Duration of one commit of the store (an on-disk commit with its fsync, or a Redis append script), in seconds.",
     },
     MetricInfo {
         name: TOKEN_REFRESHES,
@@ -236,6 +238,12 @@ pub const METRICS: &[MetricInfo] = &[
         kind: MetricKind::Counter,
         label: Some(("code", &CODES)),
         help: "Invoke calls, by gRPC status code.",
+    },
+    MetricInfo {
+        name: FORWARDED_CALLS,
+        kind: MetricKind::Counter,
+        label: Some(("code", &CODES)),
+        help: "Calls this node forwarded to the node holding a session, by the answer's gRPC status code.",
     },
     MetricInfo {
         name: ACTIVE_CHANNELS,
@@ -276,6 +284,7 @@ struct Handles {
     refreshes: [Counter; REFRESH_RESULTS.len()],
     verification_failures: [Counter; VERIFICATION_REASONS.len()],
     invokes: [Counter; CODES.len()],
+    forwarded_calls: [Counter; CODES.len()],
     active_channels: Gauge,
     store_file_bytes: Gauge,
 }
@@ -323,6 +332,7 @@ impl Handles {
             refreshes: counters(TOKEN_REFRESHES, "result", REFRESH_RESULTS),
             verification_failures: counters(VERIFICATION_FAILURES, "reason", VERIFICATION_REASONS),
             invokes: counters(INVOKES, "code", CODES),
+            forwarded_calls: counters(FORWARDED_CALLS, "code", CODES),
             active_channels: ::metrics::gauge!(ACTIVE_CHANNELS),
             store_file_bytes: ::metrics::gauge!(STORE_FILE_BYTES),
         }
@@ -539,6 +549,13 @@ pub(crate) fn invoked(code: tonic::Code) {
     }
 }
 
+/// A call forwarded to another node was answered `code`.
+pub(crate) fn forwarded(code: tonic::Code) {
+    if let Some(counter) = handles().and_then(|h| h.forwarded_calls.get(code as usize)) {
+        counter.increment(1);
+    }
+}
+
 /// Channels active now, and the store file's size if there is one.
 pub(crate) fn upkeep_gauges(active_channels: usize, store_file_bytes: Option<u64>) {
     if let Some(h) = handles() {
@@ -563,7 +580,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("README has no table row for {}", metric.name));
             if let Some((label, values)) = metric.label {
                 assert!(row.contains(&format!("`{label}`")), "{row}");
-                if metric.name != INVOKES {
+                // Status codes: the README names the common ones only.
+                if label != "code" {
                     for value in values {
                         assert!(row.contains(&format!("`{value}`")), "{row}: {value}");
                     }

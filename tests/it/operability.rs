@@ -652,3 +652,65 @@ async fn sigterm_drains_health_first_then_streams_then_exits() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A node of the binary on `redis`, with metrics.
+fn redis_node(dir: &Path, redis: &redis_server::RedisServer) -> (ServerProcess, String) {
+    let mut command = ServerProcess::command(dir, "127.0.0.1:0");
+    command
+        .args(["--store", "redis", "--redis-url", &redis.url()])
+        .args(["--metrics-listen", "127.0.0.1:0"]);
+    let mut server = ServerProcess::spawn(command);
+    let url = server.metrics_url();
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_calls_and_redis_appends_are_counted() {
+    let redis = redis_server::RedisServer::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, url_a) = redis_node(dir_a.path(), &redis);
+    let (b, url_b) = redis_node(dir_b.path(), &redis);
+    let (before_a, before_b) = (scrape(&url_a).await, scrape(&url_b).await);
+
+    let mut on_a = DurableIteratorClient::new(a.channel().await);
+    let (subscribed, mut stream) = subscribe_on(&mut on_a, subscribe_request(child_token("room")))
+        .await
+        .unwrap();
+    let id = DurableIteratorAdminClient::new(a.channel().await)
+        .publish(child_publish("room", json!(1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert_eq!(next_event(&mut stream).await.id, id);
+    // A refresh through node b runs on node a, where the stream is.
+    let refresh = pb::RefreshTokenRequest {
+        session_ticket: subscribed.session_ticket.clone(),
+        token: child_token("room"),
+    };
+    DurableIteratorClient::new(b.channel().await)
+        .refresh_token(refresh)
+        .await
+        .unwrap();
+
+    let (after_a, after_b) = (scrape(&url_a).await, scrape(&url_b).await);
+    let forwarded_ok = "durable_iterator_forwarded_calls_total{code=\"OK\"}";
+    assert_eq!(moved(&before_b, &after_b, forwarded_ok), 1.0);
+    assert_eq!(
+        moved(&before_a, &after_a, forwarded_ok),
+        0.0,
+        "run, not forwarded, on a"
+    );
+    let refreshed = "durable_iterator_token_refreshes_total{result=\"ok\"}";
+    assert_eq!(
+        moved(&before_b, &after_b, refreshed),
+        1.0,
+        "counted where it came in"
+    );
+    let commits = "durable_iterator_store_commit_events_count";
+    assert_eq!(
+        moved(&before_a, &after_a, commits),
+        1.0,
+        "one append script"
+    );
+}

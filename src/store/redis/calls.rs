@@ -67,6 +67,12 @@ impl Calls {
 
     /// Runs `call` on `node` and waits for its answer.
     pub(super) async fn forward(&self, node: NodeId, call: &ForwardedCall) -> ForwardedAnswer {
+        let answer = self.send(node, call).await;
+        crate::metrics::forwarded(answer.as_ref().err().map_or(Code::Ok, Status::code));
+        answer
+    }
+
+    async fn send(&self, node: NodeId, call: &ForwardedCall) -> ForwardedAnswer {
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (answered, answer) = oneshot::channel();
         self.waiting().insert(id, answered);

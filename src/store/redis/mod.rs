@@ -337,8 +337,12 @@ impl EventStore for RedisStore {
                 .arg(event.payload.as_ref())
                 .arg(key);
         }
+        let started = crate::metrics::commit_started();
         let answer: Result<Vec<String>, _> =
             invocation.invoke_async(&mut self.connection.clone()).await;
+        if answer.is_ok() {
+            crate::metrics::committed(events.len(), started);
+        }
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) if error.code() == Some("EPOCH") => {
