@@ -17,7 +17,9 @@ use async_trait::async_trait;
 pub use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
 
 pub use self::redb::{FILE_NAME as REDB_FILE_NAME, RedbStore};
-pub use self::redis::{DEFAULT_KEY_PREFIX as REDIS_DEFAULT_KEY_PREFIX, RedisStore};
+pub use self::redis::{
+    DEFAULT_KEY_PREFIX as REDIS_DEFAULT_KEY_PREFIX, RedisConfig, RedisStore, RedisTls,
+};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.

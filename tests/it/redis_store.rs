@@ -3,9 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::common::{redis_server::RedisServer, *};
+use crate::common::{
+    process::{ServerProcess, child_publish, child_token},
+    redis_server::RedisServer,
+    *,
+};
 use durable_iterator::{
-    RedisStore,
+    RedisConfig, RedisStore, RedisTls,
     pb::{self, subscribe_response::Kind},
 };
 use serde_json::json;
@@ -265,4 +269,180 @@ async fn a_session_that_resumes_on_another_node_ends_its_old_stream_with_aborted
         live,
         "the session goes on on the other node"
     );
+}
+
+/// The configuration of a node on `redis` under `prefix`.
+fn config_for(redis: &RedisServer, prefix: &str) -> RedisConfig {
+    let mut config = RedisConfig::new(redis.url(), 3_600_000);
+    config.key_prefix = prefix.to_owned();
+    config
+}
+
+/// The configuration of a node on the TLS `redis`, trusting its CA.
+fn tls_config_for(redis: &RedisServer, prefix: &str) -> RedisConfig {
+    let mut config = config_for(redis, prefix);
+    config.tls = RedisTls::from_pem_files(Some(&redis.tls_files().ca), None).unwrap();
+    config
+}
+
+async fn server_with(config: RedisConfig) -> TestServer {
+    let store = RedisStore::open_with(config).await.unwrap();
+    TestServer::start_with(Options {
+        store: Some(Arc::new(store)),
+        ..Options::default()
+    })
+    .await
+}
+
+/// A CA that signed nothing of the test's servers, in `dir`.
+fn unrelated_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+    let path = dir.join("unrelated-ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    path
+}
+
+/// Every event `server` has on `channel`, replayed from the start of the epoch of `id`.
+async fn replayed_from_start(server: &TestServer, channel: &str, id: &str) -> Vec<String> {
+    let (subscribed, stream) = server
+        .subscribe(subscribe_request(server.token(channel)))
+        .await
+        .unwrap();
+    drop(stream);
+    let request = pb::SubscribeRequest {
+        last_event_id: Some(format!("{}-0000000000000000", &id[..8])),
+        ..resume_request(server.token(channel), id, &subscribed.session_ticket)
+    };
+    let (resumed, mut stream) = server.subscribe(request).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..resumed.resume.unwrap().replayed {
+        ids.push(next_event(&mut stream).await.id);
+    }
+    ids
+}
+
+// The TLS server has no plaintext port: everything below, the pub/sub connection that carries
+// events between nodes included, can only have gone over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_publish_subscribe_and_fan_out_over_tls() {
+    let redis = RedisServer::start_tls(false);
+    assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
+    let a = server_with(tls_config_for(&redis, "tls")).await;
+    let b = server_with(tls_config_for(&redis, "tls")).await;
+    let (_, mut on_a) = a.subscribe(subscribe_request(a.token("c"))).await.unwrap();
+    let (_, mut on_b) = b.subscribe(subscribe_request(b.token("c"))).await.unwrap();
+    let mut published = Vec::new();
+    for n in 0..6 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        published.push(node.publish("c", json!(n)).await);
+    }
+    for stream in [&mut on_a, &mut on_b] {
+        let mut received = Vec::new();
+        for _ in 0..published.len() {
+            received.push(next_event(stream).await.id);
+        }
+        assert_eq!(received, published, "every node's events, once, in order");
+    }
+    // History is read back over TLS too.
+    assert_eq!(replayed_from_start(&b, "c", &published[0]).await, published);
+}
+
+#[test]
+fn a_redis_whose_certificate_the_configured_ca_did_not_sign_is_refused_at_startup() {
+    let redis = RedisServer::start_tls(false);
+    let dir = tempfile::tempdir().unwrap();
+    let unrelated = unrelated_ca(dir.path());
+    let serve = |ca: Option<&std::path::Path>| {
+        let mut command = ServerProcess::command(dir.path(), "127.0.0.1:0");
+        command.args(["--store", "redis", "--redis-url", &redis.url()]);
+        if let Some(ca) = ca {
+            command.arg("--redis-ca-file").arg(ca);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // With the wrong CA, and with the system's roots (which do not know the test's CA).
+    for refused in [serve(Some(&unrelated)), serve(None)] {
+        assert!(
+            refused.contains("cannot reach Redis at rediss://127.0.0.1"),
+            "{refused}"
+        );
+        assert!(refused.contains("the TLS handshake failed"), "{refused}");
+        assert!(refused.contains("--redis-ca-file"), "{refused}");
+    }
+    // The right CA: it starts (and is stopped by the drop).
+    let mut command = ServerProcess::command(dir.path(), "127.0.0.1:0");
+    command
+        .args(["--store", "redis", "--redis-url", &redis.url()])
+        .arg("--redis-ca-file")
+        .arg(redis.tls_files().ca);
+    let _server = ServerProcess::spawn(command);
+}
+
+// The client certificate comes from each place a setting can: the file names one, the
+// environment the other, and the command line the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_asks_for_client_certificates_takes_the_configured_one() {
+    let redis = RedisServer::start_tls(true);
+    let files = redis.tls_files();
+    let refused = RedisStore::open_with(tls_config_for(&redis, "mtls"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("asks for a client certificate"),
+        "{refused}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"redis\"\nredis-ca-file = {:?}\nredis-cert-file = {:?}\n",
+            files.ca.display().to_string(),
+            files.client_cert.display().to_string()
+        ),
+    )
+    .unwrap();
+    let command = || {
+        let mut command = ServerProcess::command(dir.path(), "127.0.0.1:0");
+        command
+            .args(["--redis-url", &redis.url(), "--config"])
+            .arg(&config)
+            .env("DURABLE_ITERATOR_REDIS_KEY_FILE", &files.client_key);
+        command
+    };
+    let printed = command().arg("--print-config").output().unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    for line in [
+        "redis-ca-file = ",
+        "redis-cert-file = ",
+        "redis-key-file = ",
+    ] {
+        assert!(printed.contains(line), "{line}: {printed}");
+    }
+    let server = ServerProcess::spawn(command());
+    let mut client = durable_iterator::pb::durable_iterator_client::DurableIteratorClient::new(
+        server.channel().await,
+    );
+    let (_, mut stream) = subscribe_on(&mut client, subscribe_request(child_token("c")))
+        .await
+        .unwrap();
+    let mut admin =
+        durable_iterator::pb::durable_iterator_admin_client::DurableIteratorAdminClient::new(
+            server.channel().await,
+        );
+    let id = admin
+        .publish(child_publish("c", json!("over mutual TLS")))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert_eq!(next_event(&mut stream).await.id, id);
 }

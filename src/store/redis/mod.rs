@@ -8,6 +8,8 @@
 //!   `appendonly yes` and `appendfsync always` the events are on Redis's disk, with `everysec`
 //!   up to a second of them can be lost in a Redis crash, with neither only what the next RDB
 //!   snapshot holds survives one.
+//! - **TLS.** A `rediss://` URL connects with TLS (rustls), trusting the system's roots or the
+//!   CA the configuration gives, optionally with a client certificate (see `connect.rs`).
 //! - **Epochs.** The history's epoch is a key in Redis, drawn by the first node that finds none.
 //!   A flushed or replaced Redis has a new one, so ids of the old history read as `store
 //!   reset`; a node that finds the epoch changed under it refuses appends until restarted.
@@ -26,6 +28,7 @@
 //! is superseded).
 
 mod announcement;
+mod connect;
 mod follow;
 mod scripts;
 
@@ -46,6 +49,7 @@ use super::{
     StoredEvent, is_retained,
 };
 use crate::filter::Filter;
+pub use connect::{RedisConfig, RedisTls};
 use scripts::Scripts;
 
 /// The key prefix when none is configured.
@@ -126,25 +130,31 @@ impl Keys {
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`), keeping events for
-    /// `retention_ms` under keys starting with `prefix`.
-    ///
-    /// Fails when Redis cannot be reached or its history has a malformed epoch.
+    /// `retention_ms` under keys starting with `prefix`; [`RedisStore::open_with`] says more.
     pub async fn open(url: &str, prefix: &str, retention_ms: u64) -> Result<Self, StoreError> {
-        let location = redacted(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL {location}: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
+        let mut config = RedisConfig::new(url, retention_ms);
+        config.key_prefix = prefix.to_owned();
+        Self::open_with(config).await
+    }
+
+    /// Connects to the Redis of `config` (over TLS for a `rediss://` URL).
+    ///
+    /// Fails when Redis cannot be reached (a TLS handshake that fails says so), the
+    /// configuration is contradictory (certificates for a `redis://` URL), or the history has
+    /// a malformed epoch.
+    pub async fn open_with(config: RedisConfig) -> Result<Self, StoreError> {
+        let location = redacted(&config.url);
+        let client = connect::client(&config)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(1);
         let connection = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(manager_config)
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot reach Redis at {location}: {e}"))
-            })?;
+            .map_err(|e| connect::unreachable(&location, &e))?;
         let keys = Keys {
-            prefix: prefix.to_owned(),
+            prefix: config.key_prefix.clone(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
         let (opened_elsewhere_tx, opened_elsewhere) = tokio::sync::mpsc::unbounded_channel();
@@ -157,7 +167,7 @@ impl RedisStore {
             scripts: Arc::default(),
             epoch: AtomicU32::new(epoch),
             reset: AtomicBool::new(false),
-            retention_ms,
+            retention_ms: config.retention_ms,
             location,
             topics,
             following,
