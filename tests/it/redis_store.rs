@@ -305,6 +305,23 @@ fn unrelated_ca(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// A direct connection to `redis`, to look at what it holds.
+async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn stream_length(connection: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
 /// Every event `server` has on `channel`, replayed from the start of the epoch of `id`.
 async fn replayed_from_start(server: &TestServer, channel: &str, id: &str) -> Vec<String> {
     let (subscribed, stream) = server
@@ -424,6 +441,7 @@ async fn a_redis_that_asks_for_client_certificates_takes_the_configured_one() {
         "redis-ca-file = ",
         "redis-cert-file = ",
         "redis-key-file = ",
+        "redis-wait-replicas = 0",
     ] {
         assert!(printed.contains(line), "{line}: {printed}");
     }
@@ -445,4 +463,101 @@ async fn a_redis_that_asks_for_client_certificates_takes_the_configured_one() {
         .into_inner()
         .id;
     assert_eq!(next_event(&mut stream).await.id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_publish_is_on_the_replicas_it_waits_for() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    primary.wait_for_replicas(1);
+    let mut config = config_for(&primary, "wait");
+    config.wait_replicas = 1;
+    let server = server_with(config).await;
+    let mut on_replica = redis_connection(&replica).await;
+    let (_, mut stream) = server
+        .subscribe(subscribe_request(server.token("c")))
+        .await
+        .unwrap();
+    for n in 1..=5 {
+        let id = server.publish("c", json!(n)).await;
+        assert_eq!(stream_length(&mut on_replica, "wait:stream:c").await, n);
+        assert_eq!(next_event(&mut stream).await.id, id);
+    }
+    // Publishes in flight together (they share WAITs): each is on the replica once answered.
+    let channels: Vec<String> = (0..24).map(|n| format!("many-{n}")).collect();
+    futures::future::join_all(
+        channels
+            .iter()
+            .map(|channel| server.publish(channel, json!(1))),
+    )
+    .await;
+    for channel in &channels {
+        let key = format!("wait:stream:{channel}");
+        assert_eq!(stream_length(&mut on_replica, &key).await, 1, "{channel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_too_few_replicas_acknowledge_fails_unavailable_but_is_stored() {
+    let primary = RedisServer::start();
+    let _replica = RedisServer::start_replica_of(&primary);
+    primary.wait_for_replicas(1);
+    let mut config = config_for(&primary, "few");
+    config.wait_replicas = 2;
+    config.wait_timeout = Duration::from_millis(200);
+    let server = server_with(config).await;
+    let request = pb::PublishRequest {
+        idempotency_key: Some("order-1".into()),
+        ..publish_request("c", json!("once"))
+    };
+    let refused = server.publish_with(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    for said in [
+        "stored on the Redis primary",
+        "only 1 of the 2 replicas",
+        "same idempotency key",
+    ] {
+        assert!(refused.message().contains(said), "{said}: {refused:?}");
+    }
+    let mut on_primary = redis_connection(&primary).await;
+    assert_eq!(stream_length(&mut on_primary, "few:stream:c").await, 1);
+
+    // With a second replica, the retry is acknowledged: the same event, not a second one.
+    let _second = RedisServer::start_replica_of(&primary);
+    primary.wait_for_replicas(2);
+    let id = server.publish_with(request).await.unwrap();
+    assert_eq!(replayed_from_start(&server, "c", &id).await, [id]);
+}
+
+// A retry whose events are all stored already writes nothing; its WAIT must still cover the
+// first attempt, even when that was another node's (which `{prefix}:replicated` makes sure of;
+// Redis 7.0 also counts from its read-only script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_node_is_acknowledged_only_once_the_replica_has_the_first_attempt() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    primary.wait_for_replicas(1);
+    let node = || {
+        let mut config = config_for(&primary, "retry");
+        config.wait_replicas = 1;
+        config.wait_timeout = Duration::from_millis(200);
+        server_with(config)
+    };
+    let (a, b) = (node().await, node().await);
+    let request = pb::PublishRequest {
+        idempotency_key: Some("order-2".into()),
+        ..publish_request("c", json!("once"))
+    };
+    // The replica stays connected but takes nothing in: it lags.
+    replica.pause();
+    let first = a.publish_with(request.clone()).await.unwrap_err();
+    assert_eq!(first.code(), Code::Unavailable, "{first:?}");
+    let retry = b.publish_with(request.clone()).await.unwrap_err();
+    assert_eq!(retry.code(), Code::Unavailable, "{retry:?}");
+    assert!(retry.message().contains("0 of the 1"), "{retry:?}");
+    replica.resume();
+    let id = b.publish_with(request).await.unwrap();
+    let mut on_replica = redis_connection(&replica).await;
+    assert_eq!(stream_length(&mut on_replica, "retry:stream:c").await, 1);
+    assert_eq!(replayed_from_start(&a, "c", &id).await, [id]);
 }

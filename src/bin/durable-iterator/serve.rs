@@ -78,6 +78,23 @@ pub(crate) struct ServeArgs {
     /// The PEM private key of --redis-cert-file.
     #[arg(long, env = "DURABLE_ITERATOR_REDIS_KEY_FILE")]
     redis_key_file: Option<PathBuf>,
+    /// Acknowledge a publish only once this many Redis replicas have its events (Redis
+    /// `WAIT`); 0: once the primary has them. See the README for what each setting promises.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_REDIS_WAIT_REPLICAS",
+        default_value_t = 0
+    )]
+    redis_wait_replicas: u32,
+    /// How long a publish waits for --redis-wait-replicas before it fails UNAVAILABLE (its
+    /// events are then stored on the primary: retry with the same idempotency key).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_REDIS_WAIT_TIMEOUT_MS",
+        default_value_t = durable_iterator::store::REDIS_DEFAULT_WAIT_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    redis_wait_timeout_ms: u64,
     /// Data directory of the `redb` store (created if missing; one server at a time).
     #[arg(
         long,
@@ -203,6 +220,7 @@ fn check_redis_args(args: &ServeArgs) -> Result<(), String> {
             ("--redis-ca-file", args.redis_ca_file.is_some()),
             ("--redis-cert-file", args.redis_cert_file.is_some()),
             ("--redis-key-file", args.redis_key_file.is_some()),
+            ("--redis-wait-replicas", args.redis_wait_replicas > 0),
         ];
         if let Some((flag, _)) = redis_only.iter().find(|(_, set)| *set) {
             return Err(format!("{flag} is for --store redis"));
@@ -347,11 +365,17 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
             let mut redis = RedisConfig::new(url, retention_ms);
             redis.key_prefix = args.redis_key_prefix.clone();
             redis.tls = tls;
+            redis.wait_replicas = args.redis_wait_replicas;
+            redis.wait_timeout = Duration::from_millis(args.redis_wait_timeout_ms);
             let store = RedisStore::open_with(redis)
                 .await
                 .map_err(|e| format!("cannot open the event store: {e}"))?;
+            let replicas = match args.redis_wait_replicas {
+                0 => String::new(),
+                n => format!(", publishes wait for {n} replicas"),
+            };
             let name = format!(
-                "redis at {} (keys {}:*)",
+                "redis at {} (keys {}:*{replicas})",
                 store.location(),
                 args.redis_key_prefix
             );

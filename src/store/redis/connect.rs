@@ -1,17 +1,20 @@
 //! Reaching Redis: the store's configuration, and the `redis::Client` it makes for a
 //! `redis://` or a `rediss://` (TLS) URL.
 //!
-//! Every connection of the store comes from that one client (commands, and the pub/sub
-//! connection that follows channels), so TLS covers them all.
+//! Every connection of the store comes from that one client (commands, appends that wait for
+//! replicas, and the pub/sub connection that follows channels), so TLS covers them all.
 
-use std::{fmt, path::Path};
+use std::{fmt, path::Path, time::Duration};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::{DEFAULT_KEY_PREFIX, redacted};
 use crate::store::StoreError;
 
-/// How the Redis store reaches Redis.
+/// How long an append waits for replicas when none is configured.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How the Redis store reaches Redis, and when it acknowledges an append.
 #[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://[:PASSWORD@]HOST:PORT/DB`, or `rediss://` for TLS.
@@ -23,16 +26,25 @@ pub struct RedisConfig {
     pub retention_ms: u64,
     /// The certificates of a `rediss://` URL.
     pub tls: RedisTls,
+    /// Replicas that must have an append's events before it is acknowledged (Redis `WAIT`);
+    /// 0 acknowledges it once the primary ran it.
+    pub wait_replicas: u32,
+    /// How long an append waits for `wait_replicas` before it fails `UNAVAILABLE` (its events
+    /// are then stored on the primary). Not zero: Redis reads a zero as "wait forever".
+    pub wait_timeout: Duration,
 }
 
 impl RedisConfig {
-    /// The store at `url` with the default key prefix and no TLS certificates of its own.
+    /// The store at `url` with the default key prefix, no TLS certificates of its own and no
+    /// replicas to wait for.
     pub fn new(url: impl Into<String>, retention_ms: u64) -> Self {
         Self {
             url: url.into(),
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             retention_ms,
             tls: RedisTls::default(),
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
     }
 }
@@ -44,6 +56,8 @@ impl fmt::Debug for RedisConfig {
             .field("key_prefix", &self.key_prefix)
             .field("retention_ms", &self.retention_ms)
             .field("tls", &self.tls)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }

@@ -6,8 +6,10 @@
 //!   channel's topic (see `scripts.rs`).
 //! - **Acknowledged means what Redis promises.** An append answers once the script ran: with
 //!   `appendonly yes` and `appendfsync always` the events are on Redis's disk, with `everysec`
-//!   up to a second of them can be lost in a Redis crash, with neither only what the next RDB
-//!   snapshot holds survives one.
+//!   they are in the AOF file but an OS crash can lose about the last second of them, with no
+//!   AOF a Redis crash loses what came after the last RDB snapshot (the README has the table).
+//!   With `wait_replicas` set, an append also waits until that many replicas have it (`WAIT`,
+//!   on a connection of its own: see `replicated.rs`, which also writes `{prefix}:replicated`).
 //! - **TLS.** A `rediss://` URL connects with TLS (rustls), trusting the system's roots or the
 //!   CA the configuration gives, optionally with a client certificate (see `connect.rs`).
 //! - **Epochs.** The history's epoch is a key in Redis, drawn by the first node that finds none.
@@ -30,6 +32,7 @@
 mod announcement;
 mod connect;
 mod follow;
+mod replicated;
 mod scripts;
 
 use std::{
@@ -49,7 +52,8 @@ use super::{
     StoredEvent, is_retained,
 };
 use crate::filter::Filter;
-pub use connect::{RedisConfig, RedisTls};
+pub use connect::{DEFAULT_WAIT_TIMEOUT, RedisConfig, RedisTls};
+use replicated::{Refused, ReplicatedAppends};
 use scripts::Scripts;
 
 /// The key prefix when none is configured.
@@ -68,6 +72,9 @@ const SCAN_CHUNK: usize = 256;
 /// Events in Redis, shared by every node connected to it.
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// Appends that wait for replicas, on a connection of their own (none: appends go on
+    /// `connection` and answer once the primary ran them).
+    replicated: Option<ReplicatedAppends>,
     keys: Keys,
     scripts: Arc<Scripts>,
     epoch: AtomicU32,
@@ -140,31 +147,58 @@ impl RedisStore {
     /// Connects to the Redis of `config` (over TLS for a `rediss://` URL).
     ///
     /// Fails when Redis cannot be reached (a TLS handshake that fails says so), the
-    /// configuration is contradictory (certificates for a `redis://` URL), or the history has
-    /// a malformed epoch.
+    /// configuration is contradictory (certificates for a `redis://` URL, replicas to wait for
+    /// with no timeout), or the history has a malformed epoch.
     pub async fn open_with(config: RedisConfig) -> Result<Self, StoreError> {
         let location = redacted(&config.url);
+        if config.wait_replicas > 0 && config.wait_timeout.is_zero() {
+            return Err(StoreError::Unavailable(
+                "waiting for replicas needs a timeout above zero (Redis would wait forever)".into(),
+            ));
+        }
         let client = connect::client(&config)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(1);
+        let manager_config = |response_timeout| {
+            redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(response_timeout))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_number_of_retries(1)
+        };
         let connection = client
-            .get_connection_manager_with_config(manager_config)
+            .get_connection_manager_with_config(manager_config(RESPONSE_TIMEOUT))
             .await
             .map_err(|e| connect::unreachable(&location, &e))?;
         let keys = Keys {
             prefix: config.key_prefix.clone(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
+        let scripts = Arc::<Scripts>::default();
+        let replicated = match config.wait_replicas {
+            0 => None,
+            replicas => {
+                // The answer of an append is its WAIT's, which may take the whole wait.
+                let appends = client
+                    .get_connection_manager_with_config(manager_config(
+                        RESPONSE_TIMEOUT + config.wait_timeout,
+                    ))
+                    .await
+                    .map_err(|e| connect::unreachable(&location, &e))?;
+                let wait = replicated::Wait {
+                    replicas,
+                    timeout: config.wait_timeout,
+                };
+                let marker = format!("{}:replicated", keys.prefix);
+                Some(ReplicatedAppends::start(appends, scripts.clone(), marker, wait).await)
+            }
+        };
         let (opened_elsewhere_tx, opened_elsewhere) = tokio::sync::mpsc::unbounded_channel();
         let topics = follow::Topics::new(epoch, keys.sessions_topic(), opened_elsewhere_tx);
         let messages = follow::connect(&client, &topics).await?;
         let following = tokio::spawn(follow::run(client, Arc::downgrade(&topics), Some(messages)));
         Ok(Self {
             connection,
+            replicated,
             keys,
-            scripts: Arc::default(),
+            scripts,
             epoch: AtomicU32::new(epoch),
             reset: AtomicBool::new(false),
             retention_ms: config.retention_ms,
@@ -337,8 +371,19 @@ impl EventStore for RedisStore {
                 .arg(event.payload.as_ref())
                 .arg(key);
         }
-        let answer: Result<Vec<String>, _> =
-            invocation.invoke_async(&mut self.connection.clone()).await;
+        let answer: Result<Vec<String>, _> = match &self.replicated {
+            None => invocation.invoke_async(&mut self.connection.clone()).await,
+            Some(replicated) => match replicated
+                .append(redis::Cmd::invoke_script(&invocation))
+                .await
+            {
+                Ok(answer) => Ok(answer),
+                Err(Refused::Redis(error)) => Err(error),
+                Err(Refused::NotReplicated(message)) => {
+                    return Err(StoreError::Unavailable(message));
+                }
+            },
+        };
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) if error.code() == Some("EPOCH") => {
