@@ -93,4 +93,6 @@ pub use server::{
     KeyReloader, Server, ServerConfig, TlsConfig, TlsError, defaults, dev_certificate,
     write_private_file,
 };
-pub use store::{EventStore, MemoryStore, RedbStore, RedisStore, StoreError};
+pub use store::{
+    EventStore, MemoryStore, RedbStore, RedisConfig, RedisStore, RedisTls, StoreError,
+};

@@ -17,7 +17,10 @@ use async_trait::async_trait;
 pub use crate::event::{Epoch, NewEvent, StoredBatch, StoredEvent};
 
 pub use self::redb::{FILE_NAME as REDB_FILE_NAME, RedbStore};
-pub use self::redis::{DEFAULT_KEY_PREFIX as REDIS_DEFAULT_KEY_PREFIX, RedisStore};
+pub use self::redis::{
+    DEFAULT_KEY_PREFIX as REDIS_DEFAULT_KEY_PREFIX,
+    DEFAULT_WAIT_TIMEOUT as REDIS_DEFAULT_WAIT_TIMEOUT, RedisConfig, RedisStore, RedisTls,
+};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.

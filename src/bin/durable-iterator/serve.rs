@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, ValueEnum};
 use durable_iterator::{
-    EventStore, Keyring, Limits, MemoryStore, ProxyConfig, RedbStore, RedisStore, Server,
-    ServerConfig, TlsConfig, TokenClaims,
+    EventStore, Keyring, Limits, MemoryStore, ProxyConfig, RedbStore, RedisConfig, RedisStore,
+    RedisTls, Server, ServerConfig, TlsConfig, TokenClaims,
     clock::{Clock, SharedClock, SystemClock},
     defaults, token,
 };
@@ -53,7 +53,8 @@ pub(crate) struct ServeArgs {
     /// restarts; `redis`, Redis Streams at --redis-url; or `memory`, lost at exit.
     #[arg(long, env = "DURABLE_ITERATOR_STORE", value_enum, default_value_t = StoreKind::Redb)]
     store: StoreKind,
-    /// The Redis of the `redis` store: `redis://[:PASSWORD@]HOST:PORT/DB`.
+    /// The Redis of the `redis` store: `redis://[:PASSWORD@]HOST:PORT/DB`, or `rediss://...`
+    /// for TLS.
     #[arg(long, env = "DURABLE_ITERATOR_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Prefix of the `redis` store's keys: deployments with different prefixes share a Redis
@@ -64,6 +65,36 @@ pub(crate) struct ServeArgs {
         default_value = durable_iterator::store::REDIS_DEFAULT_KEY_PREFIX
     )]
     redis_key_prefix: String,
+    /// PEM CA certificates that a `rediss://` Redis's certificate must chain to, instead of the
+    /// system's roots (a private CA, a self-signed Redis).
+    #[arg(long, env = "DURABLE_ITERATOR_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain sent to a `rediss://` Redis that asks for one
+    /// (`tls-auth-clients yes`). Needs --redis-key-file.
+    // Checked in `serve`, not with clap's `requires`: the two may come from different places
+    // (a file and the environment), and the first parse sees no file.
+    #[arg(long, env = "DURABLE_ITERATOR_REDIS_CERT_FILE")]
+    redis_cert_file: Option<PathBuf>,
+    /// The PEM private key of --redis-cert-file.
+    #[arg(long, env = "DURABLE_ITERATOR_REDIS_KEY_FILE")]
+    redis_key_file: Option<PathBuf>,
+    /// Acknowledge a publish only once this many Redis replicas have its events (Redis
+    /// `WAIT`); 0: once the primary has them. See the README for what each setting promises.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_REDIS_WAIT_REPLICAS",
+        default_value_t = 0
+    )]
+    redis_wait_replicas: u32,
+    /// How long a publish waits for --redis-wait-replicas before it fails UNAVAILABLE (its
+    /// events are then stored on the primary: retry with the same idempotency key).
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_REDIS_WAIT_TIMEOUT_MS",
+        default_value_t = durable_iterator::store::REDIS_DEFAULT_WAIT_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    redis_wait_timeout_ms: u64,
     /// Data directory of the `redb` store (created if missing; one server at a time).
     #[arg(
         long,
@@ -181,6 +212,27 @@ pub(crate) fn api_keys(args: &ServeArgs) -> Result<Vec<String>, String> {
     }
 }
 
+/// Refuses Redis settings without the Redis store, and half a client identity.
+fn check_redis_args(args: &ServeArgs) -> Result<(), String> {
+    if !matches!(args.store, StoreKind::Redis) {
+        let redis_only = [
+            ("--redis-url", args.redis_url.is_some()),
+            ("--redis-ca-file", args.redis_ca_file.is_some()),
+            ("--redis-cert-file", args.redis_cert_file.is_some()),
+            ("--redis-key-file", args.redis_key_file.is_some()),
+            ("--redis-wait-replicas", args.redis_wait_replicas > 0),
+        ];
+        if let Some((flag, _)) = redis_only.iter().find(|(_, set)| *set) {
+            return Err(format!("{flag} is for --store redis"));
+        }
+    }
+    match (&args.redis_cert_file, &args.redis_key_file) {
+        (Some(_), None) => Err("--redis-cert-file needs --redis-key-file".into()),
+        (None, Some(_)) => Err("--redis-key-file needs --redis-cert-file".into()),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum StoreKind {
     Redb,
@@ -208,6 +260,7 @@ pub(crate) async fn run(_parsed: Box<ServeArgs>) -> Result<(), BoxError> {
 }
 
 async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), BoxError> {
+    check_redis_args(&args)?;
     let signing_keys = signing_keys(&args)?;
     let generated_signing_key = signing_keys.is_empty();
     let keyring = if generated_signing_key {
@@ -289,9 +342,6 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
     let tls = config.tls.is_some();
     let clock: SharedClock = Arc::new(SystemClock);
     let retention_ms = args.retention_seconds.saturating_mul(1000);
-    if args.redis_url.is_some() && !matches!(args.store, StoreKind::Redis) {
-        return Err("--redis-url is for --store redis".into());
-    }
     let (store, store_name): (Arc<dyn EventStore>, String) = match args.store {
         StoreKind::Memory => (Arc::new(MemoryStore::new(retention_ms)), "memory".into()),
         StoreKind::Redb => {
@@ -306,11 +356,26 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
                 .redis_url
                 .as_deref()
                 .ok_or("--store redis needs --redis-url (or DURABLE_ITERATOR_REDIS_URL)")?;
-            let store = RedisStore::open(url, &args.redis_key_prefix, retention_ms)
+            let identity = args
+                .redis_cert_file
+                .as_deref()
+                .zip(args.redis_key_file.as_deref());
+            let tls = RedisTls::from_pem_files(args.redis_ca_file.as_deref(), identity)
+                .map_err(|e| format!("cannot open the event store: {e}"))?;
+            let mut redis = RedisConfig::new(url, retention_ms);
+            redis.key_prefix = args.redis_key_prefix.clone();
+            redis.tls = tls;
+            redis.wait_replicas = args.redis_wait_replicas;
+            redis.wait_timeout = Duration::from_millis(args.redis_wait_timeout_ms);
+            let store = RedisStore::open_with(redis)
                 .await
                 .map_err(|e| format!("cannot open the event store: {e}"))?;
+            let replicas = match args.redis_wait_replicas {
+                0 => String::new(),
+                n => format!(", publishes wait for {n} replicas"),
+            };
             let name = format!(
-                "redis at {} (keys {}:*)",
+                "redis at {} (keys {}:*{replicas})",
                 store.location(),
                 args.redis_key_prefix
             );

@@ -6,8 +6,12 @@
 //!   channel's topic (see `scripts.rs`).
 //! - **Acknowledged means what Redis promises.** An append answers once the script ran: with
 //!   `appendonly yes` and `appendfsync always` the events are on Redis's disk, with `everysec`
-//!   up to a second of them can be lost in a Redis crash, with neither only what the next RDB
-//!   snapshot holds survives one.
+//!   they are in the AOF file but an OS crash can lose about the last second of them, with no
+//!   AOF a Redis crash loses what came after the last RDB snapshot (the README has the table).
+//!   With `wait_replicas` set, an append also waits until that many replicas have it (`WAIT`,
+//!   on a connection of its own: see `replicated.rs`, which also writes `{prefix}:replicated`).
+//! - **TLS.** A `rediss://` URL connects with TLS (rustls), trusting the system's roots or the
+//!   CA the configuration gives, optionally with a client certificate (see `connect.rs`).
 //! - **Epochs.** The history's epoch is a key in Redis, drawn by the first node that finds none.
 //!   A flushed or replaced Redis has a new one, so ids of the old history read as `store
 //!   reset`; a node that finds the epoch changed under it refuses appends until restarted.
@@ -31,9 +35,11 @@
 
 mod announcement;
 mod calls;
+mod connect;
 mod directory;
 mod directory_scripts;
 mod follow;
+mod replicated;
 mod scripts;
 
 use std::{
@@ -53,6 +59,8 @@ use super::{
     StoredEvent, is_retained,
 };
 use crate::filter::Filter;
+pub use connect::{DEFAULT_WAIT_TIMEOUT, RedisConfig, RedisTls};
+use replicated::{Refused, ReplicatedAppends};
 use scripts::Scripts;
 
 /// The key prefix when none is configured.
@@ -71,6 +79,9 @@ const SCAN_CHUNK: usize = 256;
 /// Events in Redis, shared by every node connected to it.
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// Appends that wait for replicas, on a connection of their own (none: appends go on
+    /// `connection` and answer once the primary ran them).
+    replicated: Option<ReplicatedAppends>,
     keys: Keys,
     scripts: Arc<Scripts>,
     epoch: AtomicU32,
@@ -132,41 +143,78 @@ impl Keys {
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`), keeping events for
-    /// `retention_ms` under keys starting with `prefix`.
-    ///
-    /// Fails when Redis cannot be reached or its history has a malformed epoch.
+    /// `retention_ms` under keys starting with `prefix`; [`RedisStore::open_with`] says more.
     pub async fn open(url: &str, prefix: &str, retention_ms: u64) -> Result<Self, StoreError> {
-        let location = redacted(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL {location}: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(1);
+        let mut config = RedisConfig::new(url, retention_ms);
+        config.key_prefix = prefix.to_owned();
+        Self::open_with(config).await
+    }
+
+    /// Connects to the Redis of `config` (over TLS for a `rediss://` URL).
+    ///
+    /// Fails when Redis cannot be reached (a TLS handshake that fails says so), the
+    /// configuration is contradictory (certificates for a `redis://` URL, replicas to wait for
+    /// with no timeout), or the history has a malformed epoch.
+    pub async fn open_with(config: RedisConfig) -> Result<Self, StoreError> {
+        let location = redacted(&config.url);
+        if config.wait_replicas > 0 && config.wait_timeout.is_zero() {
+            return Err(StoreError::Unavailable(
+                "waiting for replicas needs a timeout above zero (Redis would wait forever)".into(),
+            ));
+        }
+        let client = connect::client(&config)?;
+        let manager_config = |response_timeout| {
+            redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(response_timeout))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_number_of_retries(1)
+        };
         let connection = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(manager_config(RESPONSE_TIMEOUT))
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot reach Redis at {location}: {e}"))
-            })?;
+            .map_err(|e| connect::unreachable(&location, &e))?;
         let keys = Keys {
-            prefix: prefix.to_owned(),
+            prefix: config.key_prefix.clone(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
-        let (cluster, keeping) =
-            directory::RedisCluster::start(prefix, connection.clone(), retention_ms).await?;
-        let topics = follow::Topics::new(epoch, prefix, cluster.clone());
+        let scripts = Arc::<Scripts>::default();
+        let replicated = match config.wait_replicas {
+            0 => None,
+            replicas => {
+                // The answer of an append is its WAIT's, which may take the whole wait.
+                let appends = client
+                    .get_connection_manager_with_config(manager_config(
+                        RESPONSE_TIMEOUT + config.wait_timeout,
+                    ))
+                    .await
+                    .map_err(|e| connect::unreachable(&location, &e))?;
+                let wait = replicated::Wait {
+                    replicas,
+                    timeout: config.wait_timeout,
+                };
+                let marker = format!("{}:replicated", keys.prefix);
+                Some(ReplicatedAppends::start(appends, scripts.clone(), marker, wait).await)
+            }
+        };
+        let (cluster, keeping) = directory::RedisCluster::start(
+            &config.key_prefix,
+            connection.clone(),
+            config.retention_ms,
+        )
+        .await?;
+        let topics = follow::Topics::new(epoch, &config.key_prefix, cluster.clone());
         let messages = follow::connect(&client, &topics)
             .await
             .inspect_err(|_| keeping.abort())?;
         let following = tokio::spawn(follow::run(client, Arc::downgrade(&topics), Some(messages)));
         Ok(Self {
             connection,
+            replicated,
             keys,
-            scripts: Arc::default(),
+            scripts,
             epoch: AtomicU32::new(epoch),
             reset: AtomicBool::new(false),
-            retention_ms,
+            retention_ms: config.retention_ms,
             location,
             topics,
             following,
@@ -338,8 +386,19 @@ impl EventStore for RedisStore {
                 .arg(key);
         }
         let started = crate::metrics::commit_started();
-        let answer: Result<Vec<String>, _> =
-            invocation.invoke_async(&mut self.connection.clone()).await;
+        let answer: Result<Vec<String>, _> = match &self.replicated {
+            None => invocation.invoke_async(&mut self.connection.clone()).await,
+            Some(replicated) => match replicated
+                .append(redis::Cmd::invoke_script(&invocation))
+                .await
+            {
+                Ok(answer) => Ok(answer),
+                Err(Refused::Redis(error)) => Err(error),
+                Err(Refused::NotReplicated(message)) => {
+                    return Err(StoreError::Unavailable(message));
+                }
+            },
+        };
         if answer.is_ok() {
             crate::metrics::committed(events.len(), started);
         }

@@ -313,3 +313,50 @@ async fn the_sessions_of_a_node_whose_lease_lapsed_leave_the_directory() {
     let left: Option<String> = connection.hget("lease:session:gone", "node").await.unwrap();
     assert_eq!(left, None);
 }
+
+/// A store on `primary` whose appends wait for one replica.
+async fn open_replicated(primary: &RedisServer, prefix: &str, retention_ms: u64) -> RedisStore {
+    let mut config = RedisConfig::new(primary.url(), retention_ms);
+    config.key_prefix = prefix.to_owned();
+    config.wait_replicas = 1;
+    RedisStore::open_with(config).await.unwrap()
+}
+
+// Every append goes through the rounds of `replicated.rs`: their answers (first seqs,
+// duplicates, the epoch check) must be the plain path's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_that_wait_for_a_replica_keep_the_store_contract() {
+    let primary = RedisServer::start();
+    let _replica = RedisServer::start_replica_of(&primary);
+    primary.wait_for_replicas(1);
+    let store = |prefix, retention_ms| open_replicated(&primary, prefix, retention_ms);
+    contract::assigns_consecutive_seqs_and_reads_ranges(&store("a", 10_000).await).await;
+    contract::retention_is_exact_within_one_append(&store("d", 1_000).await).await;
+    contract::a_key_stores_its_event_once_while_retained(&store("g", 1_000).await).await;
+    contract::retention_zero_remembers_no_key(&store("h", 0).await).await;
+    contract::racing_appends_with_one_key_store_one_event(Arc::new(store("r", 10_000).await)).await;
+    contract::concurrent_appends_keep_every_channel_consecutive(Arc::new(store("p", 10_000).await))
+        .await;
+
+    // Redis forgets its scripts (SCRIPT FLUSH, a restart): the append loads it again.
+    let flushed = store("f", 10_000).await;
+    flushed.append("c", &[event(1)]).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut flushed.connection.clone())
+        .await
+        .unwrap();
+    let stored = flushed.append("c", &[event(2)]).await.unwrap();
+    assert_eq!(stored[0].seq, 2);
+
+    // A flushed Redis is refused as on the plain path.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut flushed.connection.clone())
+        .await
+        .unwrap();
+    let refused = flushed.append("c", &[event(3)]).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("flushed or replaced"),
+        "{refused}"
+    );
+}
