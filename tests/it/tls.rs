@@ -244,3 +244,39 @@ fn files_that_do_not_load_are_refused_with_their_name() {
         TlsError::Config(_)
     ));
 }
+
+/// The certificate in the configuration file and its key in the environment go together; a
+/// certificate without a key is refused, wherever it comes from.
+#[test]
+fn a_certificate_and_its_key_may_come_from_the_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = durable_iterator::dev_certificate(dir.path()).unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!("tls-cert = {:?}\n", cert.display().to_string()),
+    )
+    .unwrap();
+    let serve = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_durable-iterator"));
+        command
+            .args(["serve", "--store", "memory", "--listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config)
+            .env_remove("DURABLE_ITERATOR_TLS_KEY");
+        command
+    };
+    let printed = serve()
+        .arg("--print-config")
+        .env("DURABLE_ITERATOR_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(printed.contains(&key.display().to_string()), "{printed}");
+
+    let refused = serve().output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--tls-cert needs --tls-key"), "{stderr}");
+}

@@ -154,10 +154,11 @@ pub(crate) struct ServeArgs {
     shutdown_grace_seconds: u64,
     /// Serve TLS with this PEM certificate chain (HTTP/2 and HTTP/1.1 by ALPN, so browsers
     /// multiplex every stream of a page on one connection). Needs --tls-key.
-    #[arg(long, env = "DURABLE_ITERATOR_TLS_CERT", requires = "tls_key")]
+    // Paired in `serve` (see --redis-cert-file): a file and the environment may give one each.
+    #[arg(long, env = "DURABLE_ITERATOR_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, env = "DURABLE_ITERATOR_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "DURABLE_ITERATOR_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Require client certificates that chain to this PEM CA bundle (mTLS).
     #[arg(long, env = "DURABLE_ITERATOR_TLS_CLIENT_CA")]
@@ -212,6 +213,13 @@ pub(crate) fn api_keys(args: &ServeArgs) -> Result<Vec<String>, String> {
     }
 }
 
+/// Refuses settings that do not go together, which clap cannot tell while a file may hold
+/// some of them.
+fn check_args(args: &ServeArgs) -> Result<(), String> {
+    check_redis_args(args)?;
+    pair((&args.tls_cert, "--tls-cert"), (&args.tls_key, "--tls-key"))
+}
+
 /// Refuses Redis settings without the Redis store, and half a client identity.
 fn check_redis_args(args: &ServeArgs) -> Result<(), String> {
     if !matches!(args.store, StoreKind::Redis) {
@@ -226,9 +234,17 @@ fn check_redis_args(args: &ServeArgs) -> Result<(), String> {
             return Err(format!("{flag} is for --store redis"));
         }
     }
-    match (&args.redis_cert_file, &args.redis_key_file) {
-        (Some(_), None) => Err("--redis-cert-file needs --redis-key-file".into()),
-        (None, Some(_)) => Err("--redis-key-file needs --redis-cert-file".into()),
+    pair(
+        (&args.redis_cert_file, "--redis-cert-file"),
+        (&args.redis_key_file, "--redis-key-file"),
+    )
+}
+
+/// Refuses one of a certificate and its key without the other.
+fn pair<T>(cert: (&Option<T>, &str), key: (&Option<T>, &str)) -> Result<(), String> {
+    match (cert.0, key.0) {
+        (Some(_), None) => Err(format!("{} needs {}", cert.1, key.1)),
+        (None, Some(_)) => Err(format!("{} needs {}", key.1, cert.1)),
         _ => Ok(()),
     }
 }
@@ -260,7 +276,7 @@ pub(crate) async fn run(_parsed: Box<ServeArgs>) -> Result<(), BoxError> {
 }
 
 async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), BoxError> {
-    check_redis_args(&args)?;
+    check_args(&args)?;
     let signing_keys = signing_keys(&args)?;
     let generated_signing_key = signing_keys.is_empty();
     let keyring = if generated_signing_key {

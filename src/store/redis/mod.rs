@@ -177,6 +177,9 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
         };
         let epoch = init_epoch(&mut connection.clone(), &keys).await?;
+        if config.wait_replicas == 0 {
+            warn_if_acks_can_be_lost(&mut connection.clone(), &location).await;
+        }
         let scripts = Arc::<Scripts>::default();
         let replicated = match config.wait_replicas {
             0 => None,
@@ -276,6 +279,37 @@ async fn init_epoch(connection: &mut ConnectionManager, keys: &Keys) -> Result<E
     stored
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("the epoch in Redis, {stored:?}, is malformed")))
+}
+
+/// Logs a warning when Redis's persistence lets a crash lose acknowledged publishes: their
+/// sequence numbers are then given again to new events, which a client that saw the lost ones
+/// skips on resume (the epoch survives in what Redis kept). Quiet when `CONFIG` is not allowed
+/// (managed Redis): the README says what each setting means.
+async fn warn_if_acks_can_be_lost(connection: &mut ConnectionManager, location: &str) {
+    let setting = async |name: &str| -> Option<String> {
+        let pair: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut connection.clone())
+            .await
+            .ok()?;
+        pair.into_iter().nth(1)
+    };
+    let (Some(appendonly), Some(appendfsync)) =
+        (setting("appendonly").await, setting("appendfsync").await)
+    else {
+        return;
+    };
+    if appendonly != "yes" || appendfsync != "always" {
+        tracing::warn!(
+            %location,
+            appendonly,
+            appendfsync,
+            "a Redis crash can lose acknowledged publishes with these settings, and new events \
+             then reuse their ids: use appendonly yes and appendfsync always, or \
+             --redis-wait-replicas (README, \"What an acknowledged publish survives\")"
+        );
+    }
 }
 
 /// Events published before this are expired at `now_ms` (see [`is_retained`]).
