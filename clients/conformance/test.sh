@@ -4,16 +4,21 @@
 #     bash clients/conformance/test.sh [pytest arguments]     # e.g. -k python
 #
 # Drives each client's `subscribe` command (Rust, TypeScript, Python) through the same faults
-# against the real server. It makes sure the three commands can run, without building Rust:
+# against the real server, and runs every grpcurl command of README.md through a grpcurl
+# stand-in (test_readme.py; `-k readme` runs only that). It makes sure the commands can run,
+# without building Rust:
 #   - the server binary and the Rust command: DURABLE_ITERATOR_BIN (default
 #     <repo>/target/debug/durable-iterator; `cargo build --bin durable-iterator` makes it);
+#   - the chat example of the README's channel objects: DURABLE_ITERATOR_CHAT_BIN (default
+#     examples/chat beside that binary; `cargo build --example chat` makes it);
 #   - Python: the virtualenv DURABLE_ITERATOR_VENV (default <repo>/target/python-venv, the one
 #     clients/python/test.sh makes), created with PYTHON (default python3, 3.10 or newer) and
 #     `pip install -e clients/python` when missing;
 #   - TypeScript: `npm ci` in clients/typescript when node_modules is missing, `npm run build`
 #     when dist is missing.
 # Then it installs the suite's own needs (requirements.txt: pytest, pytest-timeout, grpcio,
-# mypy) into that virtualenv, type-checks the suite (mypy --strict) and runs pytest.
+# grpcio-reflection, mypy) into that virtualenv, type-checks the suite (mypy --strict) and
+# runs pytest.
 # With CI=true a client command or binary that cannot run fails the suite instead of skipping.
 set -euo pipefail
 
@@ -27,6 +32,11 @@ export DURABLE_ITERATOR_VENV="$venv"
 if [[ ! -x "$DURABLE_ITERATOR_BIN" ]]; then
     echo "test.sh: $DURABLE_ITERATOR_BIN is missing (cargo build --bin durable-iterator);" \
         "the tests will $([[ "${CI:-}" == "true" ]] && echo fail || echo skip)" >&2
+fi
+chat="${DURABLE_ITERATOR_CHAT_BIN:-$(dirname "$DURABLE_ITERATOR_BIN")/examples/chat}"
+if [[ ! -x "$chat" ]]; then
+    echo "test.sh: $chat is missing (cargo build --example chat);" \
+        "its README test will $([[ "${CI:-}" == "true" ]] && echo fail || echo skip)" >&2
 fi
 
 # ---- Python: the venv, the client (editable), the suite's requirements ----------------------

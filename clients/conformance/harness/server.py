@@ -1,5 +1,5 @@
 """The real server, as a process the test owns: start, kill -9, restart on the same port and data
-directory, pause (SIGSTOP) and continue, stop."""
+directory, pause (SIGSTOP) and continue, stop. The chat example (``ChatServer``) the same way."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-_LISTENING = re.compile(r"durable-iterator listening on 127\.0\.0\.1:(\d+)")
 
 #: Longest wait for the server to say it listens (a debug build on a busy 2-core machine).
 START_TIMEOUT_SECONDS = 30.0
@@ -27,6 +26,9 @@ class Server:
     """``durable-iterator serve`` on 127.0.0.1: the first start picks a free port, every later
     start binds that same port again, on the same data directory unless it was deleted."""
 
+    #: What the server prints once it listens, with its port.
+    listening = re.compile(r"durable-iterator listening on 127\.0\.0\.1:(\d+)")
+
     def __init__(
         self,
         binary: Path,
@@ -39,10 +41,13 @@ class Server:
         retention_seconds: int = 3600,
         shutdown_grace_seconds: int = 5,
         extra_env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir or workdir / "data"
+        self.extra_args = extra_args
         self.signing_key = signing_key
         self.api_key = api_key
         self.heartbeat_seconds = heartbeat_seconds
@@ -87,7 +92,11 @@ class Server:
             argv += ["--heartbeat-seconds", str(self.heartbeat_seconds)]
         if self.subscriber_queue is not None:
             argv += ["--subscriber-queue", str(self.subscriber_queue)]
-        return argv
+        return [*argv, *self.extra_args]
+
+    def _env(self) -> dict[str, str]:
+        """What the run's environment adds to the caller's (less its DURABLE_ITERATOR_*)."""
+        return self.extra_env
 
     def log_text(self) -> str:
         """Everything every run of the server printed so far."""
@@ -118,7 +127,7 @@ class Server:
             if name.startswith("DURABLE_ITERATOR_"):
                 del env[name]
         env.setdefault("RUST_LOG", "info")
-        env.update(self.extra_env)
+        env.update(self._env())
         self.process = subprocess.Popen(
             self._argv(),
             stdin=subprocess.DEVNULL,
@@ -128,7 +137,7 @@ class Server:
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            match = _LISTENING.search(self._log_path.read_text(errors="replace"))
+            match = self.listening.search(self._log_path.read_text(errors="replace"))
             if match:
                 port = int(match.group(1))
                 assert self.port in (None, port), f"restarted on port {port}, not {self.port}"
@@ -177,3 +186,21 @@ class Server:
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+class ChatServer(Server):
+    """The chat example (``examples/chat``), configured as its docs say: the keys and the
+    address in DURABLE_ITERATOR_* variables, its history in memory."""
+
+    listening = re.compile(r"chat server listening on 127\.0\.0\.1:(\d+)")
+
+    def _argv(self) -> list[str]:
+        return [str(self.binary)]
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **self.extra_env,
+            "DURABLE_ITERATOR_SIGNING_KEY": self.signing_key,
+            "DURABLE_ITERATOR_API_KEY": self.api_key,
+            "DURABLE_ITERATOR_LISTEN": f"127.0.0.1:{self.port or 0}",
+        }
