@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.nodes import Balancer, Endpoint, RedisServer, redis_available
 from harness.clients import CLIENT_NAMES, ClientCommand, ClientProcess, client_command, server_binary
 from harness.publisher import BackgroundPublisher, Publisher
 from harness.server import Server
@@ -55,6 +56,8 @@ class Harness:
         self.publishers: list[Publisher] = []
         self.background: list[BackgroundPublisher] = []
         self.token_servers: list[TokenServer] = []
+        self.redis_servers: list[RedisServer] = []
+        self.balancers: list[Balancer] = []
 
     def server(
         self,
@@ -62,8 +65,9 @@ class Harness:
         heartbeat_seconds: int | None = None,
         subscriber_queue: int | None = None,
         rust_log: str | None = None,
+        redis: RedisServer | None = None,
     ) -> Server:
-        """A started server with a data directory of its own."""
+        """A started server with a data directory of its own, or a node on ``redis``."""
         workdir = self.workdir / f"server{len(self.servers)}"
         workdir.mkdir()
         server = Server(
@@ -73,11 +77,37 @@ class Harness:
             api_key=API_KEY,
             heartbeat_seconds=heartbeat_seconds,
             subscriber_queue=subscriber_queue,
-            extra_env={"RUST_LOG": rust_log} if rust_log else None,
+            extra_env={
+                **({"RUST_LOG": rust_log} if rust_log else {}),
+                **(
+                    {"DURABLE_ITERATOR_STORE": "redis", "DURABLE_ITERATOR_REDIS_URL": redis.url}
+                    if redis
+                    else {}
+                ),
+            },
         )
         self.servers.append(server)
         server.start()
         return server
+
+    def redis(self) -> RedisServer:
+        """A started redis-server of the test's own (a skip, or a failure in CI, without
+        one)."""
+        missing = redis_available()
+        if missing is not None:
+            _unavailable(missing)
+        workdir = self.workdir / f"redis{len(self.redis_servers)}"
+        workdir.mkdir()
+        redis = RedisServer(workdir)
+        self.redis_servers.append(redis)
+        redis.start()
+        return redis
+
+    def balancer(self, backends: Sequence[Endpoint]) -> Balancer:
+        """A load balancer in front of ``backends``; its first connection goes to the first."""
+        balancer = Balancer(backends)
+        self.balancers.append(balancer)
+        return balancer
 
     def publisher(self, server: Server) -> Publisher:
         publisher = Publisher(server.url, API_KEY)
@@ -96,7 +126,7 @@ class Harness:
         self.token_servers.append(tokens)
         return tokens
 
-    def subscribe(self, server: Server, *args: str, debug: bool = True) -> ClientProcess:
+    def subscribe(self, server: Endpoint, *args: str, debug: bool = True) -> ClientProcess:
         """The client's ``subscribe`` command against ``server``; without a token source in
         ``args`` it mints its own tokens for the test's channel (``--channel``). Its debug
         logs are on (stderr lines that do not start with ``{``): shown when a test fails."""
@@ -124,9 +154,16 @@ class Harness:
             publisher.close()
         for tokens in self.token_servers:
             tokens.close()
+        for balancer in self.balancers:
+            balancer.close()
         for server in self.servers:
             try:
                 server.kill()
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+        for redis in self.redis_servers:
+            try:
+                redis.kill()
             except BaseException as error:  # noqa: BLE001
                 errors.append(error)
         if errors:
