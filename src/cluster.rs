@@ -78,8 +78,8 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// opened on another node meanwhile: that node ends it.
     async fn ended_here(&self, session_id: &str) -> Result<bool, StoreError>;
 
-    /// Refuses the ticket of session `session_id` on every node for `for_ms` from now.
-    async fn revoke(&self, session_id: &str, for_ms: u64) -> Result<(), StoreError>;
+    /// Refuses the tickets of sessions `session_ids` on every node for `for_ms` from now.
+    async fn revoke(&self, session_ids: &[String], for_ms: u64) -> Result<(), StoreError>;
 
     /// Whether a node revoked the ticket of session `session_id`.
     async fn is_revoked(&self, session_id: &str) -> Result<bool, StoreError>;

@@ -104,9 +104,10 @@ impl Sessions {
         };
         let here = self.get(session_id).is_some_and(|s| s.channel == channel)
             || self.is_closed_here(channel, session_id);
+        let revoked = [session_id.to_owned()];
         if here {
             if revoke {
-                cluster.revoke(session_id, self.revocation_ms()).await?;
+                cluster.revoke(&revoked, self.revocation_ms()).await?;
             }
             return Ok(self.disconnect(channel, session_id, revoke)?);
         }
@@ -120,7 +121,7 @@ impl Sessions {
             .filter(|place| place.channel == channel && place.node != cluster.node())
             .ok_or_else(not_found)?;
         if revoke {
-            cluster.revoke(session_id, self.revocation_ms()).await?;
+            cluster.revoke(&revoked, self.revocation_ms()).await?;
         }
         let call = ForwardedCall::Disconnect(pb::DisconnectRequest {
             channel: channel.to_owned(),
@@ -147,11 +148,13 @@ impl Sessions {
         };
         if revoke {
             // Recorded for every node first: a session cannot resume elsewhere meanwhile.
-            for session in self.everyone_on(channel).await? {
-                cluster
-                    .revoke(&session.session_id, self.revocation_ms())
-                    .await?;
-            }
+            let everyone: Vec<String> = self
+                .everyone_on(channel)
+                .await?
+                .into_iter()
+                .map(|session| session.session_id)
+                .collect();
+            cluster.revoke(&everyone, self.revocation_ms()).await?;
         }
         let mut disconnected = self.disconnect_all(channel, revoke) as u64;
         let call = ForwardedCall::DisconnectAll(pb::DisconnectAllRequest {

@@ -336,18 +336,22 @@ async fn presence_and_disconnect_see_the_sessions_of_every_node() {
         .await;
     expect_refused(refused, Code::NotFound);
 
-    // DisconnectAll through node a reaches node b's last session.
+    // DisconnectAll through node a reaches node b's last session, and revokes it everywhere.
     let answer = a
         .admin()
         .disconnect_all(authorized(pb::DisconnectAllRequest {
             channel: "room:1".into(),
-            revoke: false,
+            revoke: true,
         }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(answer.disconnected, 1);
     expect_end(&mut stream_b2, Code::PermissionDenied).await;
+    let refused = c
+        .subscribe(resume_request(c.token("room:1"), "", &on_b2.session_ticket))
+        .await;
+    expect_refused(refused.map(|_| ()), Code::PermissionDenied);
     wait_for_presence(&a, "room:1", &[]).await;
 }
 

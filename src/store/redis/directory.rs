@@ -336,11 +336,16 @@ impl Cluster for RedisCluster {
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the store is closing".into())))
     }
 
-    async fn revoke(&self, session_id: &str, for_ms: u64) -> Result<(), StoreError> {
-        let _: () = self
-            .connection
-            .clone()
-            .pset_ex(self.key("revoked", session_id), 1, for_ms.max(1))
+    async fn revoke(&self, session_ids: &[String], for_ms: u64) -> Result<(), StoreError> {
+        // One round trip for a whole channel's sessions.
+        let mut pipeline = redis::pipe();
+        for session_id in session_ids {
+            pipeline
+                .pset_ex(self.key("revoked", session_id), 1, for_ms.max(1))
+                .ignore();
+        }
+        let _: () = pipeline
+            .query_async(&mut self.connection.clone())
             .await
             .map_err(unavailable)?;
         Ok(())
