@@ -11,6 +11,9 @@
 //! not, then do, accept gzip). They are printed in a table of their own, with the figure
 //! without the feature, the figure with it, and their ratio.
 //!
+//! `redis` (only when asked for) sets the product's Redis store beside its redb store, on one
+//! node and across two, and beside redis-server's own ceiling.
+//!
 //! The soak (`soak`, see [`soak`]) is never part of the default set: it runs only when asked
 //! for (`--only soak`), for 30 minutes unless told otherwise, and prints tables of its own.
 
@@ -60,12 +63,15 @@ pub struct Config {
     pub tls_fan_out: Vec<usize>,
     /// `gzip`: fan-out cases (subscribers, payload bytes), over the shared connections.
     pub gzip: Vec<(usize, usize)>,
+    /// `redis`: requests of each redis-benchmark run of the ceiling row.
+    pub ceiling_requests: u64,
     /// Run the nats-server reference.
     pub nats: bool,
     /// Run the bare tonic reference.
     pub baseline: bool,
     /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`,
-    /// `resume-memory`, `tls`, `gzip`, `soak`); empty: all but `soak`.
+    /// `resume-memory`, `tls`, `gzip`, `redis`, `soak`); empty: all but `redis` and
+    /// `soak`.
     pub only: Vec<String>,
     /// The soak, when `only` asks for it.
     pub soak: soak::SoakPlan,
@@ -104,6 +110,7 @@ impl Config {
             storm_missed: 100,
             tls_fan_out: vec![1_000],
             gzip: vec![(1_000, 100), (1_000, 4_096), (100, 4_096)],
+            ceiling_requests: 200_000,
             nats: true,
             baseline: true,
             only: Vec::new(),
@@ -131,6 +138,7 @@ impl Config {
             storm_missed: 5,
             tls_fan_out: vec![2],
             gzip: vec![(2, 100), (2, 4_096)],
+            ceiling_requests: 2_000,
             nats: false,
             baseline: true,
             only: Vec::new(),
@@ -486,17 +494,7 @@ pub async fn run(config: &Config) -> Report {
         &[]
     };
     for &(publishers, in_flight, batch) in publishers {
-        let mut case = if in_flight == 1 {
-            format!(
-                "{publishers} publisher{}",
-                if publishers == 1 { "" } else { "s" }
-            )
-        } else {
-            format!("{publishers} publishers x {in_flight} in flight")
-        };
-        if batch > 1 {
-            case.push_str(&format!(", {batch}/call"));
-        }
+        let case = publish_case(publishers, in_flight, batch);
         eprintln!("durable publish: {case}");
         let mut row = Row::new("durable publish (redb)", case, "acked events/s");
         let result = match start(config, System::Product, None) {
@@ -538,7 +536,7 @@ pub async fn run(config: &Config) -> Report {
 
     // The Redis store against the embedded one.
     if config.asks_for("redis") {
-        rows.extend(redis_rows::redis_rows(config).await);
+        rows.extend(redis_rows::redis_rows(config, &mut notes).await);
     }
 
     // The product against itself: TLS, gzip.
@@ -571,8 +569,24 @@ pub async fn run(config: &Config) -> Report {
     }
 }
 
+/// How a durable publish shape is named in the table.
+pub(crate) fn publish_case(publishers: usize, in_flight: usize, batch: usize) -> String {
+    let mut case = if in_flight == 1 {
+        format!(
+            "{publishers} publisher{}",
+            if publishers == 1 { "" } else { "s" }
+        )
+    } else {
+        format!("{publishers} publishers x {in_flight} in flight")
+    };
+    if batch > 1 {
+        case.push_str(&format!(", {batch}/call"));
+    }
+    case
+}
+
 /// A fan-out run's `details`: what was published, the CPU each side used, and any loss.
-fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> String {
+pub(crate) fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> String {
     let expected = outcome.expected(subscribers);
     let seconds = outcome.seconds.max(1e-9);
     format!(
@@ -862,7 +876,8 @@ pub fn table(report: &Report) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    if report.rows.iter().any(|r| r.variant.is_none()) {
+    let plain = |r: &&Row| r.variant.is_none();
+    if report.rows.iter().any(|r| plain(&r)) {
         let _ = writeln!(
             out,
             "\n{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  unit",
@@ -874,8 +889,13 @@ pub fn table(report: &Report) -> String {
         Some(v) if v >= 100.0 => format!("{v:.0}"),
         Some(v) => format!("{v:.3}"),
     };
-    let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-    for row in report.rows.iter().filter(|r| r.variant.is_none()) {
+    // Three decimals below 0.1, so that a small share still reads as a number.
+    let ratio = |v: Option<f64>| match v {
+        None => "-".to_owned(),
+        Some(v) if v.abs() < 0.1 => format!("{v:.3}"),
+        Some(v) => format!("{v:.2}"),
+    };
+    for row in report.rows.iter().filter(plain) {
         let _ = writeln!(
             out,
             "{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  {}",
@@ -900,7 +920,8 @@ pub fn table(report: &Report) -> String {
             if header.is_none() {
                 let _ = writeln!(
                     out,
-                    "\nthe product against itself (same run, same binary; ratio = with / without):"
+                    "\nside by side (same run, same binary; ratio = right / left: with / without \
+                     a feature, Redis / redb, two nodes / one):"
                 );
             }
             header = Some(labels);

@@ -272,7 +272,8 @@ fn spawn_on_port(
 pub fn start_redis() -> Result<Server, String> {
     let port = free_port()?;
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let mut command = Command::new("redis-server");
+    let binary = find_binary("redis-server").unwrap_or_else(|| "redis-server".into());
+    let mut command = Command::new(binary);
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
@@ -331,10 +332,16 @@ pub fn find_or_install_nats() -> Result<PathBuf, String> {
 }
 
 fn find_nats() -> Option<PathBuf> {
+    find_binary("nats-server")
+}
+
+/// An installed program: on `PATH`, or in the system directories a Debian package puts it in
+/// (nats-server is in `/usr/sbin`, which a user's `PATH` may leave out).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("nats-server"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
