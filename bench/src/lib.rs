@@ -11,8 +11,11 @@
 //! not, then do, accept gzip). They are printed in a table of their own, with the figure
 //! without the feature, the figure with it, and their ratio.
 //!
-//! `redis` (only when asked for) sets the product's Redis store beside its redb store, on one
-//! node and across two, and beside redis-server's own ceiling.
+//! Two groups set the product beside other durable systems: `redis` (the product's Redis store
+//! against its redb store, on one node and across two, and redis-server's own ceiling; only
+//! when asked for) and `peers` (see [`peers`]: NATS JetStream and Redis Streams, each
+//! acknowledging after its own durable write, the same shapes as the product's; in their own
+//! table, with a ratio per peer).
 //!
 //! The soak (`soak`, see [`soak`]) is never part of the default set: it runs only when asked
 //! for (`--only soak`), for 30 minutes unless told otherwise, and prints tables of its own.
@@ -20,6 +23,7 @@
 pub mod baseline;
 pub mod frame;
 pub mod load;
+pub mod peers;
 mod redis_rows;
 pub mod scenarios;
 pub mod servers;
@@ -63,6 +67,10 @@ pub struct Config {
     pub tls_fan_out: Vec<usize>,
     /// `gzip`: fan-out cases (subscribers, payload bytes), over the shared connections.
     pub gzip: Vec<(usize, usize)>,
+    /// `peers`: consumer counts of the fan-out rows (over the shared connections).
+    pub peers_fan_out: Vec<usize>,
+    /// `peers`: retained events replayed to one reader.
+    pub replay_events: u64,
     /// `redis`: requests of each redis-benchmark run of the ceiling row.
     pub ceiling_requests: u64,
     /// Run the nats-server reference.
@@ -70,7 +78,7 @@ pub struct Config {
     /// Run the bare tonic reference.
     pub baseline: bool,
     /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`,
-    /// `resume-memory`, `tls`, `gzip`, `redis`, `soak`); empty: all but `redis` and
+    /// `resume-memory`, `tls`, `gzip`, `peers`, `redis`, `soak`); empty: all but `redis` and
     /// `soak`.
     pub only: Vec<String>,
     /// The soak, when `only` asks for it.
@@ -110,6 +118,8 @@ impl Config {
             storm_missed: 100,
             tls_fan_out: vec![1_000],
             gzip: vec![(1_000, 100), (1_000, 4_096), (100, 4_096)],
+            peers_fan_out: vec![1, 100, 1_000],
+            replay_events: 100_000,
             ceiling_requests: 200_000,
             nats: true,
             baseline: true,
@@ -138,6 +148,8 @@ impl Config {
             storm_missed: 5,
             tls_fan_out: vec![2],
             gzip: vec![(2, 100), (2, 4_096)],
+            peers_fan_out: vec![2],
+            replay_events: 200,
             ceiling_requests: 2_000,
             nats: false,
             baseline: true,
@@ -167,6 +179,9 @@ pub struct Row {
     /// Set when the row compares the product with itself (`tls`, `gzip`): then `product` is
     /// the figure with the feature, and this holds the same measurement without it.
     pub variant: Option<Variant>,
+    /// Set on the rows of `peers`: the same measurement against the durable peers, in the same
+    /// run (`product` is the product's figure).
+    pub peers: Option<peers::Peers>,
 }
 
 /// The other half of a row that compares the product with itself, measured in the same run.
@@ -238,6 +253,7 @@ impl Row {
             note: String::new(),
             errors: Vec::new(),
             variant: None,
+            peers: None,
         }
     }
 
@@ -250,6 +266,9 @@ impl Row {
         self.vs_nats = ratio(self.product, self.nats);
         if let Some(variant) = &mut self.variant {
             variant.ratio = ratio(self.product, variant.without);
+        }
+        if let Some(peers) = &mut self.peers {
+            peers.set_ratios(self.product);
         }
         self
     }
@@ -532,6 +551,11 @@ pub async fn run(config: &Config) -> Report {
     }
     if config.runs("resume-memory") {
         rows.extend(resume_memory_rows(config).await);
+    }
+
+    // Durable peers: JetStream and Redis Streams beside the product.
+    if config.runs("peers") {
+        rows.extend(peers::peer_rows(config, &mut notes).await);
     }
 
     // The Redis store against the embedded one.
@@ -876,7 +900,7 @@ pub fn table(report: &Report) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    let plain = |r: &&Row| r.variant.is_none();
+    let plain = |r: &&Row| r.variant.is_none() && r.peers.is_none();
     if report.rows.iter().any(|r| plain(&r)) {
         let _ = writeln!(
             out,
@@ -906,6 +930,45 @@ pub fn table(report: &Report) -> String {
             ratio(row.vs_baseline),
             number(row.nats),
             ratio(row.vs_nats),
+            row.unit
+        );
+    }
+    // Durable peers: the product's figure and each peer's, with product / peer.
+    if report.rows.iter().any(|r| r.peers.is_some()) {
+        let _ = writeln!(
+            out,
+            "\ndurable peers (same run, each acknowledging after its own write; x = product / peer):"
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:<44} {:>13} {:>13} {:>7} {:>13} {:>7}  unit",
+            "scenario",
+            "case",
+            "product",
+            peers::JETSTREAM,
+            "x JS",
+            peers::REDIS_STREAMS,
+            "x Redis"
+        );
+    }
+    for row in &report.rows {
+        let Some(peers) = &row.peers else {
+            continue;
+        };
+        let value =
+            |figure: &Option<peers::PeerFigure>| number(figure.as_ref().and_then(|f| f.value));
+        let times =
+            |figure: &Option<peers::PeerFigure>| ratio(figure.as_ref().and_then(|f| f.ratio));
+        let _ = writeln!(
+            out,
+            "{:<24} {:<44} {:>13} {:>13} {:>7} {:>13} {:>7}  {}",
+            row.scenario,
+            row.case,
+            number(row.product),
+            value(&peers.jetstream),
+            times(&peers.jetstream),
+            value(&peers.redis_streams),
+            times(&peers.redis_streams),
             row.unit
         );
     }
