@@ -440,6 +440,14 @@ pub async fn run(config: &Config) -> Report {
                             System::Baseline => row.baseline = value,
                             System::Nats => row.nats = value,
                         }
+                        if latency.failed > 0 {
+                            row.note(format!(
+                                "{}: {} publishes FAILED (first: {})",
+                                system_name(system),
+                                latency.failed,
+                                latency.first_failure.as_deref().unwrap_or("?")
+                            ));
+                        }
                         if latency.delivered < expected {
                             row.note(format!(
                                 "{}: LOST {} of {expected}",

@@ -322,16 +322,25 @@ pub(crate) async fn redis_rows(config: &Config, notes: &mut Vec<String>) -> Vec<
 /// A latency run's `details`: how much was counted, and any loss.
 fn latency_note(tag: &str, latency: &Latency, subscribers: usize) -> String {
     let expected = latency.published * subscribers as u64;
-    format!(
-        "{tag}: {} events published, {} samples after the warm-up{}",
+    let mut note = format!(
+        "{tag}: {} events published, {} samples after the warm-up",
         latency.published,
         latency.samples.len(),
-        if latency.delivered < expected {
-            format!(", LOST {} of {expected}", expected - latency.delivered)
-        } else {
-            String::new()
-        }
-    )
+    );
+    if latency.failed > 0 {
+        let first = latency.first_failure.as_deref().unwrap_or("?");
+        note.push_str(&format!(
+            ", {} publishes FAILED (first: {first})",
+            latency.failed
+        ));
+    }
+    if latency.delivered < expected {
+        note.push_str(&format!(
+            ", LOST {} of {expected}",
+            expected - latency.delivered
+        ));
+    }
+    note
 }
 
 /// redis-server's own rates on this machine (`redis-benchmark`, 50 clients, 16 commands

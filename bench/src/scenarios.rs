@@ -584,6 +584,9 @@ pub async fn fan_out_across(
 pub struct Latency {
     pub published: u64,
     pub delivered: u64,
+    /// `Publish` calls that failed (not counted in `published`), and the first one's status.
+    pub failed: u64,
+    pub first_failure: Option<String>,
     /// Nanoseconds, sorted; events of the first tenth of the run are left out (warm-up).
     pub samples: Vec<u64>,
 }
@@ -629,6 +632,7 @@ pub async fn latency_across(
     let warm_up = load::now_ns() + (period * (events / 10) as u32).as_nanos() as u64;
     let readers = Readers::spawn(opened.sources, Some(warm_up));
     let published = Arc::new(AtomicU64::new(0));
+    let (mut failed, mut first_failure) = (0, None);
     match system {
         System::Product | System::Baseline => {
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
@@ -641,13 +645,20 @@ pub async fn latency_across(
                 let published = published.clone();
                 let body = load::payload(load::now_ns());
                 sends.push(tokio::spawn(async move {
-                    if publisher.publish(body).await.is_ok() {
+                    let sent = publisher.publish(body).await;
+                    if sent.is_ok() {
                         published.fetch_add(1, Ordering::Relaxed);
                     }
+                    sent.err()
                 }));
             }
             for send in sends {
-                let _ = send.await;
+                if let Ok(Some(status)) = send.await {
+                    failed += 1;
+                    first_failure.get_or_insert_with(|| {
+                        format!("{:?}: {}", status.code(), status.message())
+                    });
+                }
             }
         }
         System::Nats => {
@@ -684,6 +695,8 @@ pub async fn latency_across(
     Ok(Latency {
         published,
         delivered,
+        failed,
+        first_failure,
         samples,
     })
 }
