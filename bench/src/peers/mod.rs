@@ -30,8 +30,8 @@ pub const REDIS_STREAMS: &str = "Redis Streams";
 pub struct PeerFigure {
     /// In the row's unit; `None` when it was skipped or failed.
     pub value: Option<f64>,
-    /// The product's figure over this one (every `peers` row is a rate: above 1, the product
-    /// did more).
+    /// The product's figure over this one: above 1, the product did more (rates) or spent more
+    /// (server CPU per delivery).
     pub ratio: Option<f64>,
     /// What the peer's run should have counted and what it counted.
     pub expected: u64,
@@ -78,7 +78,7 @@ impl Replay {
 
 /// A finished run's figure, with what it should have counted and what it counted.
 struct Figure {
-    value: f64,
+    value: Option<f64>,
     expected: u64,
     counted: u64,
     note: Option<String>,
@@ -104,42 +104,71 @@ impl Installed {
     }
 }
 
-/// Runs one peer's measurement when its server is installed and puts its figure (or why there
-/// is none) in a `PeerFigure`; a failure goes to the row's errors, a note to its notes.
-async fn measure<Fut>(
-    row: &mut Row,
-    name: &str,
-    installed: &Result<PathBuf, String>,
-    run: impl FnOnce(PathBuf) -> Fut,
-) -> PeerFigure
-where
-    Fut: Future<Output = Result<Figure, String>>,
-{
-    let binary = match installed {
-        Ok(binary) => binary.clone(),
-        Err(why) => {
-            return PeerFigure {
+/// A peer's run: skipped (its server is not installed), failed, or done.
+enum PeerRun<T> {
+    Skipped(String),
+    Failed(String),
+    Done(T),
+}
+
+impl<T> PeerRun<T> {
+    /// Runs `run` with the peer's server binary when it is installed.
+    async fn start<Fut>(
+        installed: &Result<PathBuf, String>,
+        run: impl FnOnce(PathBuf) -> Fut,
+    ) -> Self
+    where
+        Fut: Future<Output = Result<T, String>>,
+    {
+        match installed {
+            Err(why) => PeerRun::Skipped(why.clone()),
+            Ok(binary) => match run(binary.clone()).await {
+                Ok(done) => PeerRun::Done(done),
+                Err(e) => PeerRun::Failed(e),
+            },
+        }
+    }
+
+    /// The peer's figure in `row`, made by `figure` of what the run returned; a failure goes
+    /// to the row's errors (named `name`), the figure's note to its notes.
+    fn figure(&self, row: &mut Row, name: &str, figure: impl FnOnce(&T) -> Figure) -> PeerFigure {
+        match self {
+            PeerRun::Skipped(why) => PeerFigure {
                 skipped: Some(why.clone()),
                 ..PeerFigure::default()
-            };
+            },
+            PeerRun::Failed(e) => {
+                row.errors.push(format!("{name}: {e}"));
+                PeerFigure::default()
+            }
+            PeerRun::Done(done) => {
+                let figure = figure(done);
+                if let Some(note) = figure.note {
+                    row.note(note);
+                }
+                PeerFigure {
+                    value: figure.value,
+                    expected: figure.expected,
+                    counted: figure.counted,
+                    ..PeerFigure::default()
+                }
+            }
         }
-    };
-    match run(binary).await {
+    }
+}
+
+/// The product's figure in `row`, or why there is none.
+fn set_product(row: &mut Row, result: Result<Figure, &String>) {
+    match result {
         Ok(figure) => {
+            row.product = figure.value;
+            row.expected = figure.expected;
+            row.counted = figure.counted;
             if let Some(note) = figure.note {
                 row.note(note);
             }
-            PeerFigure {
-                value: Some(figure.value),
-                expected: figure.expected,
-                counted: figure.counted,
-                ..PeerFigure::default()
-            }
         }
-        Err(e) => {
-            row.errors.push(format!("{name}: {e}"));
-            PeerFigure::default()
-        }
+        Err(e) => row.errors.push(format!("product: {e}")),
     }
 }
 
@@ -161,7 +190,7 @@ pub(crate) async fn peer_rows(config: &Config, notes: &mut Vec<String>) -> Vec<R
         rows.push(publish_row(config, &installed, publishers, in_flight, batch).await);
     }
     for &consumers in &config.peers_fan_out {
-        rows.push(fan_out_row(config, &installed, consumers).await);
+        rows.extend(fan_out_rows(config, &installed, consumers).await);
     }
     rows.push(replay_row(config, &installed).await);
     rows
@@ -171,7 +200,7 @@ pub(crate) async fn peer_rows(config: &Config, notes: &mut Vec<String>) -> Vec<R
 /// bound.
 fn publish_figure(config: &Config, publish: &DurablePublish) -> Figure {
     Figure {
-        value: publish.acknowledged as f64 / publish.seconds.max(1e-9),
+        value: Some(publish.acknowledged as f64 / publish.seconds.max(1e-9)),
         expected: if config.publish_max_events == u64::MAX {
             publish.acknowledged
         } else {
@@ -199,30 +228,22 @@ async fn publish_row(
             .await
     }
     .await;
-    match product {
-        Ok(publish) => {
-            let figure = publish_figure(config, &publish);
-            row.product = Some(figure.value);
-            row.expected = figure.expected;
-            row.counted = figure.counted;
-        }
-        Err(e) => row.errors.push(format!("product: {e}")),
-    }
-    let jetstream = measure(&mut row, JETSTREAM, &installed.nats, |binary| async move {
+    set_product(
+        &mut row,
+        product.as_ref().map(|p| publish_figure(config, p)),
+    );
+    let jetstream = PeerRun::start(&installed.nats, |binary| async move {
         let server = servers::start_jetstream(&binary)?;
-        let publish =
-            jetstream::publish(&server, publishers, in_flight, batch, duration, max_events).await?;
-        Ok(publish_figure(config, &publish))
+        jetstream::publish(&server, publishers, in_flight, batch, duration, max_events).await
     })
-    .await;
-    let redis = measure(&mut row, REDIS_STREAMS, &installed.redis, |_| async move {
+    .await
+    .figure(&mut row, JETSTREAM, |p| publish_figure(config, p));
+    let redis = PeerRun::start(&installed.redis, |_| async move {
         let server = servers::start_redis()?;
-        let publish =
-            redis_streams::publish(&server, publishers, in_flight, batch, duration, max_events)
-                .await?;
-        Ok(publish_figure(config, &publish))
+        redis_streams::publish(&server, publishers, in_flight, batch, duration, max_events).await
     })
-    .await;
+    .await
+    .figure(&mut row, REDIS_STREAMS, |p| publish_figure(config, p));
     if batch > 1 {
         row.note(format!(
             "{batch}/call: the product's PublishBatch; JetStream (2.9 has no batch publish) \
@@ -233,16 +254,23 @@ async fn publish_row(
     with_peers(row, Some(jetstream), Some(redis))
 }
 
-fn fan_out_figure(tag: &str, outcome: &FanOut, consumers: usize) -> Figure {
+/// A fan-out's delivered events/s (with its `details` note), or its server's CPU time per
+/// delivery.
+fn fan_out_figure(tag: Option<&str>, outcome: &FanOut, consumers: usize) -> Figure {
     Figure {
-        value: outcome.rate(),
+        value: match tag {
+            Some(_) => Some(outcome.rate()),
+            None => outcome.server_ns_per_delivery(),
+        },
         expected: outcome.expected(consumers),
         counted: outcome.delivered,
-        note: Some(crate::fan_out_note(tag, outcome, consumers)),
+        note: tag.map(|tag| crate::fan_out_note(tag, outcome, consumers)),
     }
 }
 
-async fn fan_out_row(config: &Config, installed: &Installed, consumers: usize) -> Row {
+/// Two rows: delivered events/s, and the server's CPU time per delivery (the steadier figure
+/// on a machine that other work shares).
+async fn fan_out_rows(config: &Config, installed: &Installed, consumers: usize) -> [Row; 2] {
     let layout = Layout::Shared(config.shared_connections);
     let case = format!(
         "fan-out {consumers} consumer{}, {}",
@@ -250,7 +278,12 @@ async fn fan_out_row(config: &Config, installed: &Installed, consumers: usize) -
         layout.describe()
     );
     eprintln!("peers: {case}");
-    let mut row = Row::new("peers: fan-out", case, "delivered events/s");
+    let mut rate = Row::new("peers: fan-out", &case, "delivered events/s");
+    let mut cpu = Row::new(
+        "peers: fan-out",
+        format!("{case}, server CPU"),
+        "server ns/delivery",
+    );
     let (duration, max_events) = (config.fan_out_duration, config.fan_out_max_events);
     let product = async {
         let server = servers::start_product(&config.server_binary, false, &config.server_args)?;
@@ -258,33 +291,40 @@ async fn fan_out_row(config: &Config, installed: &Installed, consumers: usize) -
         scenarios::fan_out(System::Product, &server, &plan).await
     }
     .await;
-    match product {
-        Ok(outcome) => {
-            let figure = fan_out_figure("product", &outcome, consumers);
-            row.product = Some(figure.value);
-            row.expected = figure.expected;
-            row.counted = figure.counted;
-            row.note(figure.note.unwrap_or_default());
-        }
-        Err(e) => row.errors.push(format!("product: {e}")),
-    }
-    let jetstream = measure(&mut row, JETSTREAM, &installed.nats, |binary| async move {
+    set_product(
+        &mut rate,
+        product
+            .as_ref()
+            .map(|o| fan_out_figure(Some("product"), o, consumers)),
+    );
+    set_product(
+        &mut cpu,
+        product.as_ref().map(|o| fan_out_figure(None, o, consumers)),
+    );
+    let jetstream = PeerRun::start(&installed.nats, |binary| async move {
         let server = servers::start_jetstream(&binary)?;
-        let outcome = jetstream::fan_out(&server, consumers, layout, duration, max_events).await?;
-        Ok(fan_out_figure(JETSTREAM, &outcome, consumers))
+        jetstream::fan_out(&server, consumers, layout, duration, max_events).await
     })
     .await;
-    row.note(
+    let rate_figure = jetstream.figure(&mut rate, JETSTREAM, |o| {
+        fan_out_figure(Some(JETSTREAM), o, consumers)
+    });
+    let cpu_figure = jetstream.figure(&mut cpu, JETSTREAM, |o| fan_out_figure(None, o, consumers));
+    rate.note(
         "product: sessions on one channel, Publish with 256 in flight; JetStream: ordered push \
          consumers of new messages, publishes with acks, 256 in flight; both at most a window \
          ahead of the average subscriber",
     );
-    with_peers(row, Some(jetstream), None)
+    cpu.note("the server's CPU time (user + system) over the run, per delivered event");
+    [
+        with_peers(rate, Some(rate_figure), None),
+        with_peers(cpu, Some(cpu_figure), None),
+    ]
 }
 
 fn replay_figure(tag: &str, replay: &Replay) -> Figure {
     Figure {
-        value: replay.rate(),
+        value: Some(replay.rate()),
         expected: replay.events,
         counted: replay.received,
         note: Some(format!(
@@ -309,28 +349,22 @@ async fn replay_row(config: &Config, installed: &Installed) -> Row {
         })
     }
     .await;
-    match product {
-        Ok(replay) => {
-            let figure = replay_figure("product", &replay);
-            row.product = Some(figure.value);
-            row.expected = figure.expected;
-            row.counted = figure.counted;
-            row.note(figure.note.unwrap_or_default());
-        }
-        Err(e) => row.errors.push(format!("product: {e}")),
-    }
-    let jetstream = measure(&mut row, JETSTREAM, &installed.nats, |binary| async move {
+    set_product(
+        &mut row,
+        product.as_ref().map(|r| replay_figure("product", r)),
+    );
+    let jetstream = PeerRun::start(&installed.nats, |binary| async move {
         let server = servers::start_jetstream(&binary)?;
-        let replay = jetstream::replay(&server, events).await?;
-        Ok(replay_figure(JETSTREAM, &replay))
+        jetstream::replay(&server, events).await
     })
-    .await;
-    let redis = measure(&mut row, REDIS_STREAMS, &installed.redis, |_| async move {
+    .await
+    .figure(&mut row, JETSTREAM, |r| replay_figure(JETSTREAM, r));
+    let redis = PeerRun::start(&installed.redis, |_| async move {
         let server = servers::start_redis()?;
-        let replay = redis_streams::replay(&server, events).await?;
-        Ok(replay_figure(REDIS_STREAMS, &replay))
+        redis_streams::replay(&server, events).await
     })
-    .await;
+    .await
+    .figure(&mut row, REDIS_STREAMS, |r| replay_figure(REDIS_STREAMS, r));
     row.note(
         "product: one session resumes from before them all (Subscribe with last_event_id); \
          JetStream: an ordered push consumer of all messages, timed from its creation; Redis: \
