@@ -10,7 +10,7 @@ use std::{process::Command, time::Duration};
 
 use crate::{
     Config, Layout, Row,
-    scenarios::{self, FanOutPlan, Latency, System},
+    scenarios::{self, FanOut, FanOutPlan, Latency, System},
     servers::{self, ProductOptions, Server},
 };
 
@@ -120,7 +120,9 @@ impl Pair {
             match &figure {
                 Ok(figure) => {
                     row.set(with, figure.value, figure.expected, figure.counted);
-                    row.note(&figure.note);
+                    if !figure.note.is_empty() {
+                        row.note(&figure.note);
+                    }
                 }
                 Err(e) => row.errors.push(format!("{}: {e}", nodes.label())),
             }
@@ -197,17 +199,25 @@ pub(crate) async fn redis_rows(config: &Config, notes: &mut Vec<String>) -> Vec<
             config.fan_out_duration,
             config.fan_out_max_events,
         );
-        let unit = "delivered events/s";
-        let mut pair = Pair {
-            stores: Row::versus("redis", format!("{case}, one node"), unit, WITHOUT, WITH),
+        let pair = |suffix: &str, unit: &str| Pair {
+            stores: Row::versus(
+                "redis",
+                format!("{case}, one node{suffix}"),
+                unit,
+                WITHOUT,
+                WITH,
+            ),
             nodes: Row::versus(
                 "redis",
-                format!("{case} on Redis"),
+                format!("{case} on Redis{suffix}"),
                 unit,
                 ONE_NODE,
                 TWO_NODES,
             ),
         };
+        let mut pair_rate = pair("", "delivered events/s");
+        // The steadier figure when other work shares the machine.
+        let mut pair_cpu = pair(", server CPU", "server ns/delivery");
         for nodes in Nodes::ALL {
             eprintln!("redis: {case}, {}", nodes.describe());
             let result = async {
@@ -216,24 +226,45 @@ pub(crate) async fn redis_rows(config: &Config, notes: &mut Vec<String>) -> Vec<
                 scenarios::fan_out_across(System::Product, &cluster.a, &subscribe_on, &plan).await
             }
             .await;
-            pair.record(
+            let figure = |outcome: &FanOut, value: Option<f64>, note: bool| Figure {
+                value,
+                expected: outcome.expected(subscribers),
+                counted: outcome.delivered,
+                note: if note {
+                    crate::fan_out_note(nodes.label(), outcome, subscribers)
+                } else {
+                    String::new()
+                },
+            };
+            pair_rate.record(
                 nodes,
-                result.map(|outcome| Figure {
-                    value: Some(outcome.rate()),
-                    expected: outcome.expected(subscribers),
-                    counted: outcome.delivered,
-                    note: crate::fan_out_note(nodes.label(), &outcome, subscribers),
-                }),
+                result
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .map(|outcome| figure(outcome, Some(outcome.rate()), true)),
+            );
+            pair_cpu.record(
+                nodes,
+                result
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .map(|outcome| figure(outcome, outcome.server_ns_per_delivery(), false)),
             );
         }
-        pair.nodes.note(format!(
+        pair_rate.nodes.note(format!(
             "two nodes on one Redis: the publisher on node A, the subscribers alternately on B \
-             and A ({} on B), {} connections to each; server CPU is both nodes'",
+             and A ({} on B), {} connections to each",
             subscribers.div_ceil(2),
             config.shared_connections
         ));
-        rows.push(pair.stores.ratios());
-        across.push(pair.nodes.ratios());
+        pair_cpu
+            .stores
+            .note("the product server's CPU time per delivery; redis-server's not counted");
+        pair_cpu
+            .nodes
+            .note("both nodes' CPU time per delivery; redis-server's not counted");
+        rows.extend([pair_rate.stores.ratios(), pair_cpu.stores.ratios()]);
+        across.extend([pair_rate.nodes.ratios(), pair_cpu.nodes.ratios()]);
     }
 
     // Latency at a fixed rate: redb and Redis on one node, then Redis from node A to node B.

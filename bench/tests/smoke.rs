@@ -240,6 +240,7 @@ fn the_redis_store_on_one_node_and_across_two_counts_what_it_sent() {
         case("Redis", "publish: 2 x 2 in flight, 5/call"),
         case("Redis", "fan-out 2 subs, one node"),
         case("two nodes", "fan-out 2 subs on Redis"),
+        case("two nodes", "fan-out 2 subs on Redis, server CPU"),
         case("Redis", "latency 500 ev/s to 2 subs, p99, one node"),
         case("A to B", "latency 500 ev/s to 2 subs, p99 on Redis"),
     ] {
