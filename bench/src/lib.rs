@@ -11,12 +11,19 @@
 //! not, then do, accept gzip). They are printed in a table of their own, with the figure
 //! without the feature, the figure with it, and their ratio.
 //!
+//! Two groups set the product beside other durable systems: `redis` (the product's Redis store
+//! against its redb store, on one node and across two, and redis-server's own ceiling; only
+//! when asked for) and `peers` (see [`peers`]: NATS JetStream and Redis Streams, each
+//! acknowledging after its own durable write, the same shapes as the product's; in their own
+//! table, with a ratio per peer).
+//!
 //! The soak (`soak`, see [`soak`]) is never part of the default set: it runs only when asked
 //! for (`--only soak`), for 30 minutes unless told otherwise, and prints tables of its own.
 
 pub mod baseline;
 pub mod frame;
 pub mod load;
+pub mod peers;
 mod redis_rows;
 pub mod scenarios;
 pub mod servers;
@@ -60,12 +67,19 @@ pub struct Config {
     pub tls_fan_out: Vec<usize>,
     /// `gzip`: fan-out cases (subscribers, payload bytes), over the shared connections.
     pub gzip: Vec<(usize, usize)>,
+    /// `peers`: consumer counts of the fan-out rows (over the shared connections).
+    pub peers_fan_out: Vec<usize>,
+    /// `peers`: retained events replayed to one reader.
+    pub replay_events: u64,
+    /// `redis`: requests of each redis-benchmark run of the ceiling row.
+    pub ceiling_requests: u64,
     /// Run the nats-server reference.
     pub nats: bool,
     /// Run the bare tonic reference.
     pub baseline: bool,
     /// Run only these scenarios (`fan-out`, `latency`, `idle`, `publish`, `storm`,
-    /// `resume-memory`, `tls`, `gzip`, `soak`); empty: all but `soak`.
+    /// `resume-memory`, `tls`, `gzip`, `peers`, `redis`, `soak`); empty: all but `redis` and
+    /// `soak`.
     pub only: Vec<String>,
     /// The soak, when `only` asks for it.
     pub soak: soak::SoakPlan,
@@ -104,6 +118,9 @@ impl Config {
             storm_missed: 100,
             tls_fan_out: vec![1_000],
             gzip: vec![(1_000, 100), (1_000, 4_096), (100, 4_096)],
+            peers_fan_out: vec![1, 100, 1_000],
+            replay_events: 100_000,
+            ceiling_requests: 200_000,
             nats: true,
             baseline: true,
             only: Vec::new(),
@@ -131,6 +148,9 @@ impl Config {
             storm_missed: 5,
             tls_fan_out: vec![2],
             gzip: vec![(2, 100), (2, 4_096)],
+            peers_fan_out: vec![2],
+            replay_events: 200,
+            ceiling_requests: 2_000,
             nats: false,
             baseline: true,
             only: Vec::new(),
@@ -159,6 +179,9 @@ pub struct Row {
     /// Set when the row compares the product with itself (`tls`, `gzip`): then `product` is
     /// the figure with the feature, and this holds the same measurement without it.
     pub variant: Option<Variant>,
+    /// Set on the rows of `peers`: the same measurement against the durable peers, in the same
+    /// run (`product` is the product's figure).
+    pub peers: Option<peers::Peers>,
 }
 
 /// The other half of a row that compares the product with itself, measured in the same run.
@@ -230,6 +253,7 @@ impl Row {
             note: String::new(),
             errors: Vec::new(),
             variant: None,
+            peers: None,
         }
     }
 
@@ -242,6 +266,9 @@ impl Row {
         self.vs_nats = ratio(self.product, self.nats);
         if let Some(variant) = &mut self.variant {
             variant.ratio = ratio(self.product, variant.without);
+        }
+        if let Some(peers) = &mut self.peers {
+            peers.set_ratios(self.product);
         }
         self
     }
@@ -413,6 +440,14 @@ pub async fn run(config: &Config) -> Report {
                             System::Baseline => row.baseline = value,
                             System::Nats => row.nats = value,
                         }
+                        if latency.failed > 0 {
+                            row.note(format!(
+                                "{}: {} publishes FAILED (first: {})",
+                                system_name(system),
+                                latency.failed,
+                                latency.first_failure.as_deref().unwrap_or("?")
+                            ));
+                        }
                         if latency.delivered < expected {
                             row.note(format!(
                                 "{}: LOST {} of {expected}",
@@ -486,17 +521,7 @@ pub async fn run(config: &Config) -> Report {
         &[]
     };
     for &(publishers, in_flight, batch) in publishers {
-        let mut case = if in_flight == 1 {
-            format!(
-                "{publishers} publisher{}",
-                if publishers == 1 { "" } else { "s" }
-            )
-        } else {
-            format!("{publishers} publishers x {in_flight} in flight")
-        };
-        if batch > 1 {
-            case.push_str(&format!(", {batch}/call"));
-        }
+        let case = publish_case(publishers, in_flight, batch);
         eprintln!("durable publish: {case}");
         let mut row = Row::new("durable publish (redb)", case, "acked events/s");
         let result = match start(config, System::Product, None) {
@@ -536,9 +561,14 @@ pub async fn run(config: &Config) -> Report {
         rows.extend(resume_memory_rows(config).await);
     }
 
+    // Durable peers: JetStream and Redis Streams beside the product.
+    if config.runs("peers") {
+        rows.extend(peers::peer_rows(config, &mut notes).await);
+    }
+
     // The Redis store against the embedded one.
     if config.asks_for("redis") {
-        rows.extend(redis_rows::redis_rows(config).await);
+        rows.extend(redis_rows::redis_rows(config, &mut notes).await);
     }
 
     // The product against itself: TLS, gzip.
@@ -571,8 +601,24 @@ pub async fn run(config: &Config) -> Report {
     }
 }
 
+/// How a durable publish shape is named in the table.
+pub(crate) fn publish_case(publishers: usize, in_flight: usize, batch: usize) -> String {
+    let mut case = if in_flight == 1 {
+        format!(
+            "{publishers} publisher{}",
+            if publishers == 1 { "" } else { "s" }
+        )
+    } else {
+        format!("{publishers} publishers x {in_flight} in flight")
+    };
+    if batch > 1 {
+        case.push_str(&format!(", {batch}/call"));
+    }
+    case
+}
+
 /// A fan-out run's `details`: what was published, the CPU each side used, and any loss.
-fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> String {
+pub(crate) fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> String {
     let expected = outcome.expected(subscribers);
     let seconds = outcome.seconds.max(1e-9);
     format!(
@@ -862,7 +908,8 @@ pub fn table(report: &Report) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    if report.rows.iter().any(|r| r.variant.is_none()) {
+    let plain = |r: &&Row| r.variant.is_none() && r.peers.is_none();
+    if report.rows.iter().any(|r| plain(&r)) {
         let _ = writeln!(
             out,
             "\n{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  unit",
@@ -874,8 +921,13 @@ pub fn table(report: &Report) -> String {
         Some(v) if v >= 100.0 => format!("{v:.0}"),
         Some(v) => format!("{v:.3}"),
     };
-    let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-    for row in report.rows.iter().filter(|r| r.variant.is_none()) {
+    // Three decimals below 0.1, so that a small share still reads as a number.
+    let ratio = |v: Option<f64>| match v {
+        None => "-".to_owned(),
+        Some(v) if v.abs() < 0.1 => format!("{v:.3}"),
+        Some(v) => format!("{v:.2}"),
+    };
+    for row in report.rows.iter().filter(plain) {
         let _ = writeln!(
             out,
             "{:<24} {:<36} {:>13} {:>13} {:>7} {:>13} {:>7}  {}",
@@ -886,6 +938,45 @@ pub fn table(report: &Report) -> String {
             ratio(row.vs_baseline),
             number(row.nats),
             ratio(row.vs_nats),
+            row.unit
+        );
+    }
+    // Durable peers: the product's figure and each peer's, with product / peer.
+    if report.rows.iter().any(|r| r.peers.is_some()) {
+        let _ = writeln!(
+            out,
+            "\ndurable peers (same run, each acknowledging after its own write; x = product / peer):"
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:<44} {:>13} {:>13} {:>7} {:>13} {:>7}  unit",
+            "scenario",
+            "case",
+            "product",
+            peers::JETSTREAM,
+            "x JS",
+            peers::REDIS_STREAMS,
+            "x Redis"
+        );
+    }
+    for row in &report.rows {
+        let Some(peers) = &row.peers else {
+            continue;
+        };
+        let value =
+            |figure: &Option<peers::PeerFigure>| number(figure.as_ref().and_then(|f| f.value));
+        let times =
+            |figure: &Option<peers::PeerFigure>| ratio(figure.as_ref().and_then(|f| f.ratio));
+        let _ = writeln!(
+            out,
+            "{:<24} {:<44} {:>13} {:>13} {:>7} {:>13} {:>7}  {}",
+            row.scenario,
+            row.case,
+            number(row.product),
+            value(&peers.jetstream),
+            times(&peers.jetstream),
+            value(&peers.redis_streams),
+            times(&peers.redis_streams),
             row.unit
         );
     }
@@ -900,7 +991,8 @@ pub fn table(report: &Report) -> String {
             if header.is_none() {
                 let _ = writeln!(
                     out,
-                    "\nthe product against itself (same run, same binary; ratio = with / without):"
+                    "\nside by side (same run, same binary; ratio = right / left: with / without \
+                     a feature, Redis / redb, two nodes / one):"
                 );
             }
             header = Some(labels);

@@ -63,7 +63,10 @@ struct Cli {
     /// resume-memory (long resumes at once, server RSS), tls
     /// (the product plaintext and over TLS), gzip (subscribers without and with gzip), soak
     /// (mixed load for --soak-seconds: memory, file size, loss; only run when named here),
-    /// redis (the Redis store against redb, and redis-server's ceiling; only when named here).
+    /// peers (NATS JetStream and Redis Streams beside the product: acknowledged publishes,
+    /// fan-out, replay; each peer runs when its server is installed), redis (the Redis store
+    /// against redb, on one node and across two, and redis-server's ceiling; only when named
+    /// here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// How long the soak's load runs, in seconds (with `--only soak`; default 1800, 5 with

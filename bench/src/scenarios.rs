@@ -49,7 +49,7 @@ impl Layout {
         }
     }
 
-    fn connections(self, sessions: usize) -> usize {
+    pub(crate) fn connections(self, sessions: usize) -> usize {
         match self {
             Layout::Shared(n) => n.min(sessions).max(1),
             Layout::PerSession => sessions.max(1),
@@ -159,6 +159,49 @@ async fn open_subscribers(
     }
 }
 
+/// `count` subscribers spread over `servers`: subscriber `i` on `servers[i % servers.len()]`
+/// (a single one on the first), each server's share over connections of its own as `layout`
+/// says.
+async fn open_spread(
+    system: System,
+    servers: &[&Server],
+    count: usize,
+    layout: Layout,
+    accept_gzip: bool,
+) -> Result<Subscribers, String> {
+    let mut all = Subscribers {
+        sources: Vec::with_capacity(count),
+        _nats_clients: Vec::new(),
+    };
+    for (k, server) in servers.iter().enumerate() {
+        let share = (count + servers.len() - 1 - k) / servers.len();
+        if share == 0 {
+            continue;
+        }
+        let target = server.target();
+        let mut opened = open_subscribers(system, &target, share, layout, accept_gzip).await?;
+        all.sources.append(&mut opened.sources);
+        all._nats_clients.append(&mut opened._nats_clients);
+    }
+    Ok(all)
+}
+
+/// The distinct servers of a run (the publisher's and the subscribers'), for their CPU time.
+fn distinct<'a>(publish_on: &'a Server, subscribe_on: &[&'a Server]) -> Vec<&'a Server> {
+    let mut nodes = vec![publish_on];
+    for &server in subscribe_on {
+        if nodes.iter().all(|node| node.pid() != server.pid()) {
+            nodes.push(server);
+        }
+    }
+    nodes
+}
+
+/// CPU time used so far by all of `servers` together; `None` if one cannot be read.
+fn cpu_seconds(servers: &[&Server]) -> Option<f64> {
+    servers.iter().map(|server| server.cpu_seconds()).sum()
+}
+
 /// What a subscriber's reader returns: latency samples (ns), and the gRPC bytes it received.
 type ReadOutcome = (Vec<u64>, u64);
 
@@ -261,20 +304,7 @@ impl Readers {
     /// Waits until `target` events are counted, or nothing arrived for `idle`; returns the time
     /// the last counted event arrived.
     async fn wait_for(&self, target: u64, idle: Duration, limit: Duration) -> Instant {
-        let started = Instant::now();
-        let mut last = self.counters.sum();
-        let mut last_progress = Instant::now();
-        loop {
-            let now = self.counters.sum();
-            if now != last {
-                last = now;
-                last_progress = Instant::now();
-            }
-            if now >= target || last_progress.elapsed() > idle || started.elapsed() > limit {
-                return last_progress;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for(&self.counters, target, idle, limit).await
     }
 
     /// Stops every reader; returns their latency samples and the gRPC bytes they received.
@@ -289,6 +319,65 @@ impl Readers {
             }
         }
         (samples, bytes)
+    }
+}
+
+/// Waits until `counters` add up to `target`, or nothing arrived for `idle`, or `limit` has
+/// passed; returns the time the last counted event arrived.
+pub(crate) async fn wait_for(
+    counters: &Counters,
+    target: u64,
+    idle: Duration,
+    limit: Duration,
+) -> Instant {
+    let started = Instant::now();
+    let mut last = counters.sum();
+    let mut last_progress = Instant::now();
+    loop {
+        let now = counters.sum();
+        if now != last {
+            last = now;
+            last_progress = Instant::now();
+        }
+        if now >= target || last_progress.elapsed() > idle || started.elapsed() > limit {
+            return last_progress;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// How far a fan-out's publisher may run ahead of its subscribers: events up to `allowed` may
+/// be published, at most a window past the average subscriber (2,000,000 / subscribers, between
+/// 500 and 20,000), refreshed every millisecond. Nothing is dropped by anyone that way, and
+/// the rate is the highest the subscribers take.
+pub(crate) struct Window {
+    /// Events up to this count may be published.
+    pub(crate) allowed: Arc<AtomicU64>,
+    monitor: JoinHandle<()>,
+}
+
+impl Window {
+    /// Follows the average of `counters` over `subscribers`.
+    pub(crate) fn follow(counters: Arc<Counters>, subscribers: usize) -> Self {
+        let window = (2_000_000 / subscribers.max(1) as u64).clamp(500, 20_000);
+        let allowed = Arc::new(AtomicU64::new(window));
+        let monitor = {
+            let allowed = allowed.clone();
+            tokio::spawn(async move {
+                loop {
+                    let average = counters.sum() / subscribers.max(1) as u64;
+                    allowed.store(average + window, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        Self { allowed, monitor }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        self.monitor.abort();
     }
 }
 
@@ -361,6 +450,18 @@ impl FanOutPlan {
 /// `max_events`, then waits for delivery. The product and the baseline take `batch` events per
 /// call (`PublishBatch` when more than 1); nats is always published to one message at a time.
 pub async fn fan_out(system: System, server: &Server, plan: &FanOutPlan) -> Result<FanOut, String> {
+    fan_out_across(system, server, &[server], plan).await
+}
+
+/// [`fan_out`] with the publisher on `publish_on` and the subscribers spread over
+/// `subscribe_on` (see `open_spread`): several product nodes sharing one store. The server CPU
+/// counted is that of all of them.
+pub async fn fan_out_across(
+    system: System,
+    publish_on: &Server,
+    subscribe_on: &[&Server],
+    plan: &FanOutPlan,
+) -> Result<FanOut, String> {
     let FanOutPlan {
         subscribers,
         layout,
@@ -369,28 +470,17 @@ pub async fn fan_out(system: System, server: &Server, plan: &FanOutPlan) -> Resu
         batch,
         ..
     } = *plan;
-    let target = server.target();
-    let opened = open_subscribers(system, &target, subscribers, layout, plan.accept_gzip).await?;
+    let target = publish_on.target();
+    let nodes = distinct(publish_on, subscribe_on);
+    let opened = open_spread(system, subscribe_on, subscribers, layout, plan.accept_gzip).await?;
     let readers = Readers::spawn(opened.sources, None);
-    let window = (2_000_000 / subscribers as u64).clamp(500, 20_000);
-    let allowed = Arc::new(AtomicU64::new(window));
+    let window = Window::follow(readers.counters.clone(), subscribers);
+    let allowed = window.allowed.clone();
     let published = Arc::new(AtomicU64::new(0));
-    let cpu_before = server.cpu_seconds();
+    let cpu_before = cpu_seconds(&nodes);
     let load_before = crate::load_cpu_seconds();
     let started = Instant::now();
     let deadline = started + duration;
-    // The window follows the average subscriber, refreshed every millisecond.
-    let monitor = {
-        let counters = readers.counters.clone();
-        let allowed = allowed.clone();
-        tokio::spawn(async move {
-            loop {
-                let average = counters.sum() / subscribers as u64;
-                allowed.store(average + window, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
     let body = plan.payload.clone();
     match system {
         System::Product | System::Baseline => {
@@ -442,7 +532,7 @@ pub async fn fan_out(system: System, server: &Server, plan: &FanOutPlan) -> Resu
             }
         }
         System::Nats => {
-            let client = async_nats::connect(server.addr.to_string())
+            let client = async_nats::connect(publish_on.addr.to_string())
                 .await
                 .map_err(|e| format!("nats connect: {e}"))?;
             let body = Bytes::from(body);
@@ -470,14 +560,13 @@ pub async fn fan_out(system: System, server: &Server, plan: &FanOutPlan) -> Resu
     let last = readers
         .wait_for(target, Duration::from_secs(5), Duration::from_secs(120))
         .await;
-    monitor.abort();
+    drop(window);
     let delivered = readers.counters.sum();
     let outcome = FanOut {
         published,
         delivered,
         seconds: last.duration_since(started).as_secs_f64(),
-        server_cpu_seconds: server
-            .cpu_seconds()
+        server_cpu_seconds: cpu_seconds(&nodes)
             .zip(cpu_before)
             .map(|(after, before)| after - before),
         load_cpu_seconds: crate::load_cpu_seconds() - load_before,
@@ -495,6 +584,9 @@ pub async fn fan_out(system: System, server: &Server, plan: &FanOutPlan) -> Resu
 pub struct Latency {
     pub published: u64,
     pub delivered: u64,
+    /// `Publish` calls that failed (not counted in `published`), and the first one's status.
+    pub failed: u64,
+    pub first_failure: Option<String>,
     /// Nanoseconds, sorted; events of the first tenth of the run are left out (warm-up).
     pub samples: Vec<u64>,
 }
@@ -520,13 +612,27 @@ pub async fn latency(
     rate: u64,
     events: u64,
 ) -> Result<Latency, String> {
-    let target = server.target();
-    let opened = open_subscribers(system, &target, subscribers, Layout::Shared(4), false).await?;
+    latency_across(system, server, &[server], subscribers, rate, events).await
+}
+
+/// [`latency`] with the publisher on `publish_on` and the subscribers spread over
+/// `subscribe_on` (see `open_spread`): from a publish on one node to delivery on another.
+pub async fn latency_across(
+    system: System,
+    publish_on: &Server,
+    subscribe_on: &[&Server],
+    subscribers: usize,
+    rate: u64,
+    events: u64,
+) -> Result<Latency, String> {
+    let target = publish_on.target();
+    let opened = open_spread(system, subscribe_on, subscribers, Layout::Shared(4), false).await?;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
     let warm_up = load::now_ns() + (period * (events / 10) as u32).as_nanos() as u64;
     let readers = Readers::spawn(opened.sources, Some(warm_up));
     let published = Arc::new(AtomicU64::new(0));
+    let (mut failed, mut first_failure) = (0, None);
     match system {
         System::Product | System::Baseline => {
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
@@ -539,17 +645,24 @@ pub async fn latency(
                 let published = published.clone();
                 let body = load::payload(load::now_ns());
                 sends.push(tokio::spawn(async move {
-                    if publisher.publish(body).await.is_ok() {
+                    let sent = publisher.publish(body).await;
+                    if sent.is_ok() {
                         published.fetch_add(1, Ordering::Relaxed);
                     }
+                    sent.err()
                 }));
             }
             for send in sends {
-                let _ = send.await;
+                if let Ok(Some(status)) = send.await {
+                    failed += 1;
+                    first_failure.get_or_insert_with(|| {
+                        format!("{:?}: {}", status.code(), status.message())
+                    });
+                }
             }
         }
         System::Nats => {
-            let client = async_nats::connect(server.addr.to_string())
+            let client = async_nats::connect(publish_on.addr.to_string())
                 .await
                 .map_err(|e| format!("nats connect: {e}"))?;
             for n in 0..events {
@@ -582,6 +695,8 @@ pub async fn latency(
     Ok(Latency {
         published,
         delivered,
+        failed,
+        first_failure,
         samples,
     })
 }

@@ -228,6 +228,20 @@ pub fn start_nats(binary: &Path) -> Result<Server, String> {
     spawn_on_port(command, port, "nats-server", None)
 }
 
+/// nats-server with JetStream on a free loopback port, its store in a temp directory (removed
+/// with the server). nats-server 2.9 writes each stored message to its file before the
+/// acknowledgement and fsyncs every 2 minutes, with no setting for more (`sync_interval`
+/// arrived in 2.10): see BENCHMARKS.md, "Durable peers".
+pub fn start_jetstream(binary: &Path) -> Result<Server, String> {
+    let port = free_port()?;
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let mut command = Command::new(binary);
+    command
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.path());
+    spawn_on_port(command, port, "nats-server -js", Some(dir))
+}
+
 /// A free loopback port, for servers that cannot be told to take port 0.
 fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
@@ -272,7 +286,8 @@ fn spawn_on_port(
 pub fn start_redis() -> Result<Server, String> {
     let port = free_port()?;
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let mut command = Command::new("redis-server");
+    let binary = find_binary("redis-server").unwrap_or_else(|| "redis-server".into());
+    let mut command = Command::new(binary);
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
@@ -331,10 +346,16 @@ pub fn find_or_install_nats() -> Result<PathBuf, String> {
 }
 
 fn find_nats() -> Option<PathBuf> {
+    find_binary("nats-server")
+}
+
+/// An installed program: on `PATH`, or in the system directories a Debian package puts it in
+/// (nats-server is in `/usr/sbin`, which a user's `PATH` may leave out).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("nats-server"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 

@@ -1,13 +1,14 @@
 //! Every benchmark scenario at a tiny size against the real servers (the debug `durable-iterator`
-//! binary and the bare tonic baseline; nats-server is left out), and five seconds of the soak.
-//! Asserts that each scenario ran and counted what it sent, never a speed.
+//! binary and the bare tonic baseline; nats-server core is left out, JetStream and Redis Streams
+//! run when installed), the `redis` group (two nodes on one Redis), and five seconds of the
+//! soak. Asserts that each scenario ran and counted what it sent, never a speed.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use durable_iterator_bench::{Config, run, table};
+use durable_iterator_bench::{Config, Report, Row, peers::PeerFigure, run, servers, table};
 
 /// The debug server binary. A workspace `cargo test` has built it beside this test (the server
 /// package's own tests need it), with the same features; only when this package is tested
@@ -154,6 +155,115 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
     // tls: both layouts of fan-out and of idle memory.
     let tls_cases = report.rows.iter().filter(|r| r.scenario == "tls").count();
     assert_eq!(tls_cases, 6, "tls rows:\n{printed}");
+    peers_ran_where_installed(&report, &printed);
+}
+
+/// The `peers` rows: 3 publish shapes, fan-out to 2 consumers (events/s and server CPU per
+/// delivery), a replay of 200 events; every
+/// installed peer measured each of its shapes and counted what it sent, a missing one is
+/// skipped with a note.
+fn peers_ran_where_installed(report: &Report, printed: &str) {
+    let rows: Vec<&Row> = report.rows.iter().filter(|r| r.peers.is_some()).collect();
+    let cases: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
+    assert_eq!(
+        cases,
+        [
+            "peers: durable publish",
+            "peers: durable publish",
+            "peers: durable publish",
+            "peers: fan-out",
+            "peers: fan-out",
+            "peers: replay"
+        ],
+        "{printed}"
+    );
+    let replay = rows.last().unwrap();
+    assert_eq!((replay.expected, replay.counted), (200, 200), "{printed}");
+    for row in rows {
+        let peers = row.peers.as_ref().unwrap();
+        for (name, binary, figure) in [
+            ("JetStream", "nats-server", &peers.jetstream),
+            ("Redis Streams", "redis-server", &peers.redis_streams),
+        ] {
+            let what = format!("{name} / {}:\n{printed}", row.case);
+            let Some(PeerFigure {
+                value,
+                expected,
+                counted,
+                skipped,
+                ..
+            }) = figure
+            else {
+                // No such measurement: Redis Streams has no fan-out.
+                assert!(
+                    name == "Redis Streams" && row.scenario == "peers: fan-out",
+                    "{what}"
+                );
+                continue;
+            };
+            if servers::find_binary(binary).is_some() {
+                assert!(skipped.is_none() && value.is_some(), "{what}");
+                assert!(*expected > 0 && counted == expected, "{what}");
+            } else {
+                assert!(skipped.is_some() && value.is_none(), "{what}");
+                let note = format!("{name} column skipped");
+                assert!(report.notes.iter().any(|n| n.starts_with(&note)), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_redis_store_on_one_node_and_across_two_counts_what_it_sent() {
+    if servers::find_binary("redis-server").is_none() {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    }
+    let mut config = Config::smoke(
+        server_binary(),
+        env!("CARGO_BIN_EXE_durable-iterator-bench").into(),
+    );
+    config.only = vec!["redis".into()];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(run(&config));
+    let printed = table(&report);
+    println!("{printed}");
+
+    let case = |unit_with: &str, case: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.variant.as_ref().is_some_and(|v| v.with == unit_with) && r.case == case)
+            .unwrap_or_else(|| panic!("no {case:?} ({unit_with}) row:\n{printed}"))
+    };
+    for row in [
+        case("Redis", "publish: 2 x 2 in flight, 5/call"),
+        case("Redis", "fan-out 2 subs, one node"),
+        case("two nodes", "fan-out 2 subs on Redis"),
+        case("two nodes", "fan-out 2 subs on Redis, server CPU"),
+        case("Redis", "latency 500 ev/s to 2 subs, p99, one node"),
+        case("A to B", "latency 500 ev/s to 2 subs, p99 on Redis"),
+    ] {
+        let variant = row.variant.as_ref().unwrap();
+        assert!(row.errors.is_empty(), "{row:?}");
+        assert!(
+            row.product.is_some() && variant.without.is_some(),
+            "{row:?}"
+        );
+        assert!(row.expected > 0, "{row:?}");
+        assert_eq!(
+            (row.counted, variant.counted),
+            (row.expected, variant.expected),
+            "{row:?}"
+        );
+    }
+    // 50 events to 2 subscribers, one of them on the node that did not take the publishes.
+    assert_eq!(case("two nodes", "fan-out 2 subs on Redis").expected, 100);
+    // The store's publishes as a share of redis-server's XADD ceiling.
+    if servers::find_binary("redis-benchmark").is_some() {
+        let share = case("Redis store", "publish: 2 x 2 in flight, 5/call");
+        assert!(share.variant.as_ref().unwrap().ratio.is_some(), "{printed}");
+    }
 }
 
 #[test]
