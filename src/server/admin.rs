@@ -5,7 +5,12 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin, page_token};
+use super::{
+    Shared,
+    generated::durable_iterator_admin_server::DurableIteratorAdmin,
+    page_token,
+    publish_request::{PublishBatchRequest, PublishRequest},
+};
 use crate::{
     channel::{HistoryQuery, Publication},
     error::Error,
@@ -15,7 +20,7 @@ use crate::{
     limits::page_limit,
     pb,
     store::StoreError,
-    token, wire,
+    token,
 };
 
 /// The events of one channel in a batch: their positions in the request, and the events.
@@ -52,21 +57,16 @@ impl AdminApi {
     /// and the event. Changes nothing.
     pub(super) fn checked_event(
         &self,
-        request: pb::PublishRequest,
+        request: PublishRequest,
     ) -> Result<(String, Publication), Error> {
-        let payload = match request.payload {
-            Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
-            Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
-            None => {
-                return Err(Error::InvalidArgument(
-                    "payload is missing: set `json` or `typed`".into(),
-                ));
-            }
+        let Some(payload) = request.payload else {
+            return Err(Error::InvalidArgument(
+                "payload is missing: set `json` or `typed`".into(),
+            ));
         };
-        let payload = wire::encode_payload(&payload);
         let filter = Filter {
-            tags: request.tags.map(|list| list.values),
-            targets: request.targets.map(|list| list.values),
+            tags: request.tags,
+            targets: request.targets,
             exclude: request.exclude,
         };
         // Empty is no key: not every client can tell an empty string from none.
@@ -85,10 +85,7 @@ impl AdminApi {
         Ok((request.channel, event))
     }
 
-    async fn publish_event(
-        &self,
-        request: pb::PublishRequest,
-    ) -> Result<pb::PublishResponse, Error> {
+    async fn publish_event(&self, request: PublishRequest) -> Result<pb::PublishResponse, Error> {
         let (channel, event) = self.checked_event(request)?;
         let mut ids = self
             .shared
@@ -105,7 +102,7 @@ impl AdminApi {
     /// Changes nothing.
     pub(super) fn checked_batch(
         &self,
-        request: pb::PublishBatchRequest,
+        request: PublishBatchRequest,
     ) -> Result<HashMap<String, ChannelBatch>, Error> {
         let limits = &self.shared.config.limits;
         if request.events.len() > limits.max_batch_events {
@@ -129,7 +126,7 @@ impl AdminApi {
 
     async fn publish_batch(
         &self,
-        request: pb::PublishBatchRequest,
+        request: PublishBatchRequest,
     ) -> Result<pb::PublishBatchResponse, Error> {
         let by_channel = self.checked_batch(request)?;
         let total = by_channel
@@ -358,7 +355,7 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 impl DurableIteratorAdmin for AdminApi {
     async fn publish(
         &self,
-        request: Request<pb::PublishRequest>,
+        request: Request<PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(
@@ -368,7 +365,7 @@ impl DurableIteratorAdmin for AdminApi {
 
     async fn publish_batch(
         &self,
-        request: Request<pb::PublishBatchRequest>,
+        request: Request<PublishBatchRequest>,
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(

@@ -25,7 +25,7 @@ impl<T, U> Default for RequestCodec<T, U> {
 impl<T, U> Codec for RequestCodec<T, U>
 where
     T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
+    U: DecodeRequest + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
@@ -41,16 +41,16 @@ where
     }
 }
 
-/// prost's decoding of `U`, through [`decode_request`].
+/// The decoding of `U` ([`DecodeRequest`]).
 #[derive(Debug)]
 pub(crate) struct RequestDecoder<U>(PhantomData<U>);
 
-impl<U: Message + Default> Decoder for RequestDecoder<U> {
+impl<U: DecodeRequest> Decoder for RequestDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        decode_request(buf).map(Some)
+        U::decode_request(buf).map(Some)
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -58,8 +58,22 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
     }
 }
 
-/// Decodes one request message: every call of both services, `Subscribe` included, decodes
-/// its request here.
+/// A request message as the server reads it: prost's message of the contract, or a type of the
+/// server's own that reads the same bytes (`server/publish_request.rs`, named for the
+/// generated services in `build.rs`).
+pub trait DecodeRequest: Sized {
+    /// Reads one request message; a failure is `INVALID_ARGUMENT`.
+    fn decode_request(message: impl Buf) -> Result<Self, Status>;
+}
+
+impl<M: Message + Default> DecodeRequest for M {
+    fn decode_request(message: impl Buf) -> Result<Self, Status> {
+        decode_request(message)
+    }
+}
+
+/// Decodes one request message with prost: every call of both services, `Subscribe` included,
+/// decodes its request here (the publish calls when they cannot be read in one pass).
 pub(crate) fn decode_request<U: Message + Default>(message: impl Buf) -> Result<U, Status> {
     U::decode(message).map_err(invalid_request)
 }

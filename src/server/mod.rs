@@ -2,6 +2,7 @@
 //! all on one port.
 
 mod admin;
+mod canonical;
 mod client_api;
 mod codec;
 pub mod defaults;
@@ -9,6 +10,7 @@ mod health;
 mod keys;
 mod landing;
 mod page_token;
+pub(crate) mod publish_request;
 mod request_checks;
 mod subscribe_service;
 mod subscriber_stream;
@@ -27,7 +29,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use admin::AdminApi;
 use client_api::ClientApi;
+pub use codec::DecodeRequest;
 pub use keys::KeyReloader;
+pub use publish_request::{PublishBatchRequest, PublishRequest};
 pub use request_checks::{CheckedBatch, CheckedEvent, RequestChecks};
 pub(crate) use subscribe_service::read_request as read_subscribe_request;
 pub(crate) use subscriber_stream::StreamTiming;
