@@ -32,12 +32,20 @@ pub struct EventId {
 }
 
 /// The text of an event id, without allocating: `<8 hex>-<16 hex>`.
-pub(crate) struct EventIdText([u8; 25]);
+pub(crate) struct EventIdText([u8; EventIdText::LEN]);
 
 impl EventIdText {
+    /// The length of every id's text.
+    pub(crate) const LEN: usize = 25;
+
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII hex digits and '-' are ever written.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text's bytes (UTF-8: ASCII only), without checking them again.
+    pub(crate) fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
     }
 }
 
@@ -45,7 +53,7 @@ impl EventId {
     /// The id as text, written without the formatting machinery (once per stored event).
     pub(crate) fn text(&self) -> EventIdText {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [b'-'; 25];
+        let mut text = [b'-'; EventIdText::LEN];
         for (i, byte) in text[..8].iter_mut().enumerate() {
             *byte = HEX[(self.epoch >> (28 - 4 * i) & 0xf) as usize];
         }

@@ -10,6 +10,7 @@ use super::{
     generated::durable_iterator_admin_server::DurableIteratorAdmin,
     page_token,
     publish_request::{PublishBatchRequest, PublishRequest},
+    publish_response::{PublishBatchResponse, PublishResponse},
 };
 use crate::{
     channel::{HistoryQuery, Publication},
@@ -85,7 +86,7 @@ impl AdminApi {
         Ok((request.channel, event))
     }
 
-    async fn publish_event(&self, request: PublishRequest) -> Result<pb::PublishResponse, Error> {
+    async fn publish_event(&self, request: PublishRequest) -> Result<PublishResponse, Error> {
         let (channel, event) = self.checked_event(request)?;
         let mut ids = self
             .shared
@@ -95,7 +96,7 @@ impl AdminApi {
         let id = ids
             .pop()
             .ok_or_else(|| StoreError::Unavailable("the publish pipeline lost an event".into()))?;
-        Ok(pb::PublishResponse { id: id.to_string() })
+        Ok(PublishResponse { id })
     }
 
     /// Checks every event of a batch, before any is published, and groups them by channel.
@@ -127,7 +128,7 @@ impl AdminApi {
     async fn publish_batch(
         &self,
         request: PublishBatchRequest,
-    ) -> Result<pb::PublishBatchResponse, Error> {
+    ) -> Result<PublishBatchResponse, Error> {
         let by_channel = self.checked_batch(request)?;
         let total = by_channel
             .values()
@@ -141,11 +142,12 @@ impl AdminApi {
             },
         ))
         .await?;
-        let mut ids = vec![String::new(); total];
+        // Every position is answered once: the batch's channels partition its events.
+        let mut ids = vec![EventId { epoch: 0, seq: 0 }; total];
         for (position, id) in published.into_iter().flatten() {
-            ids[position] = id.to_string();
+            ids[position] = id;
         }
-        Ok(pb::PublishBatchResponse { ids })
+        Ok(PublishBatchResponse { ids })
     }
 
     pub(super) fn mint_token(
@@ -356,7 +358,7 @@ impl DurableIteratorAdmin for AdminApi {
     async fn publish(
         &self,
         request: Request<PublishRequest>,
-    ) -> Result<Response<pb::PublishResponse>, Status> {
+    ) -> Result<Response<PublishResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(
             self.publish_event(request.into_inner()).await?,
@@ -366,7 +368,7 @@ impl DurableIteratorAdmin for AdminApi {
     async fn publish_batch(
         &self,
         request: Request<PublishBatchRequest>,
-    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+    ) -> Result<Response<PublishBatchResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(
             self.publish_batch(request.into_inner()).await?,

@@ -11,6 +11,7 @@ mod keys;
 mod landing;
 mod page_token;
 pub(crate) mod publish_request;
+pub(crate) mod publish_response;
 mod request_checks;
 mod subscribe_service;
 mod subscriber_stream;
