@@ -47,7 +47,9 @@ pub struct Channels {
 pub(crate) struct Publication {
     /// Encoded as `Event`'s `oneof payload`.
     pub payload: Bytes,
-    pub filter: Filter,
+    /// Shared by the events of a publish that have the same one (and, in the on-disk store,
+    /// encoded once for a run of them).
+    pub filter: Arc<Filter>,
     /// The publisher's key: a repeat of a retained event's key stores nothing.
     pub idempotency_key: Option<String>,
 }
@@ -57,7 +59,7 @@ impl Publication {
     pub(crate) fn new(payload: Bytes, filter: Filter) -> Self {
         Self {
             payload,
-            filter,
+            filter: Arc::new(filter),
             idempotency_key: None,
         }
     }
@@ -143,17 +145,11 @@ impl Channels {
         channel: &str,
         events: Vec<Publication>,
     ) -> Result<Vec<EventId>, StoreError> {
-        // Events published together often share their filter: one allocation (and, in the
-        // on-disk store, one encoding) serves a run of equal ones.
-        let mut previous: Option<Arc<Filter>> = None;
         let events: Vec<(Bytes, Arc<Filter>, Option<Arc<str>>)> = events
             .into_iter()
             .map(|event| {
-                let filter = match &previous {
-                    Some(shared) if **shared == event.filter => shared.clone(),
-                    _ => previous.insert(Arc::new(event.filter)).clone(),
-                };
-                (event.payload, filter, event.idempotency_key.map(Arc::from))
+                let key = event.idempotency_key.map(Arc::from);
+                (event.payload, event.filter, key)
             })
             .collect();
         let started = crate::metrics::publish_started();

@@ -16,7 +16,6 @@ use crate::{
     channel::{HistoryQuery, Publication},
     error::Error,
     event::EventId,
-    filter::Filter,
     json,
     limits::page_limit,
     pb,
@@ -59,28 +58,23 @@ impl AdminApi {
     pub(super) fn checked_event(
         &self,
         request: PublishRequest,
-    ) -> Result<(String, Publication), Error> {
+    ) -> Result<(Arc<str>, Publication), Error> {
         let Some(payload) = request.payload else {
             return Err(Error::InvalidArgument(
                 "payload is missing: set `json` or `typed`".into(),
             ));
-        };
-        let filter = Filter {
-            tags: request.tags,
-            targets: request.targets,
-            exclude: request.exclude,
         };
         // Empty is no key: not every client can tell an empty string from none.
         let idempotency_key = request.idempotency_key.filter(|key| !key.is_empty());
         self.shared.config.limits.check_publish(
             &request.channel,
             &payload,
-            &filter,
+            &request.filter,
             idempotency_key.as_deref(),
         )?;
         let event = Publication {
             payload,
-            filter,
+            filter: request.filter,
             idempotency_key,
         };
         Ok((request.channel, event))
@@ -104,7 +98,7 @@ impl AdminApi {
     pub(super) fn checked_batch(
         &self,
         request: PublishBatchRequest,
-    ) -> Result<HashMap<String, ChannelBatch>, Error> {
+    ) -> Result<Vec<(Arc<str>, ChannelBatch)>, Error> {
         let limits = &self.shared.config.limits;
         if request.events.len() > limits.max_batch_events {
             return Err(Error::InvalidArgument(format!(
@@ -113,12 +107,22 @@ impl AdminApi {
                 limits.max_batch_events
             )));
         }
-        let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
+        let mut by_channel: Vec<(Arc<str>, ChannelBatch)> = Vec::new();
+        // Where each channel's events are in `by_channel`; an event on the channel of the one
+        // before (most are) is put there without looking its channel up.
+        let mut groups: HashMap<Arc<str>, usize> = HashMap::new();
         for (position, event) in request.events.into_iter().enumerate() {
             let (channel, event) = self
                 .checked_event(event)
                 .map_err(|e| Error::InvalidArgument(format!("event {position}: {e}")))?;
-            let (positions, events) = by_channel.entry(channel).or_default();
+            let group = match by_channel.last() {
+                Some((last, _)) if *last == channel => by_channel.len() - 1,
+                _ => *groups.entry(channel.clone()).or_insert_with(|| {
+                    by_channel.push((channel, ChannelBatch::default()));
+                    by_channel.len() - 1
+                }),
+            };
+            let (positions, events) = &mut by_channel[group].1;
             positions.push(position);
             events.push(event);
         }
@@ -131,8 +135,8 @@ impl AdminApi {
     ) -> Result<PublishBatchResponse, Error> {
         let by_channel = self.checked_batch(request)?;
         let total = by_channel
-            .values()
-            .map(|(positions, _)| positions.len())
+            .iter()
+            .map(|(_, (positions, _))| positions.len())
             .sum();
         let channels = &self.shared.channels;
         let published = futures::future::try_join_all(by_channel.into_iter().map(

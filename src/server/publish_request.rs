@@ -8,6 +8,8 @@
 //! Anything else is decoded with prost as before and its payloads encoded again: the same
 //! refusals, the same nesting limit, the same bytes to subscribers.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use tonic::Status;
 
@@ -15,22 +17,19 @@ use super::{
     canonical::{self, Reader},
     codec::{self, DecodeRequest},
 };
-use crate::{pb, wire};
+use crate::{filter::Filter, pb, wire};
 
 /// A `Publish` request (the contract's `PublishRequest`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishRequest {
-    /// The channel to publish to.
-    pub channel: String,
+    /// The channel to publish to; events of a batch read in one pass share it with the event
+    /// before when it is the same.
+    pub channel: Arc<str>,
     /// `json` or `typed`, encoded as `Event`'s `oneof payload` field; `None` when neither is
     /// set.
     pub payload: Option<Bytes>,
-    /// Deliver only to sessions with one of these tags; `None`: everyone.
-    pub tags: Option<Vec<String>>,
-    /// Deliver only to these sessions; `None`: no restriction.
-    pub targets: Option<Vec<String>>,
-    /// Never deliver to these sessions.
-    pub exclude: Vec<String>,
+    /// Who receives the event (`tags`, `targets`, `exclude`); shared like the channel.
+    pub filter: Arc<Filter>,
     /// The publisher's key for the event, if it sent one.
     pub idempotency_key: Option<String>,
 }
@@ -51,11 +50,13 @@ impl From<pb::PublishRequest> for PublishRequest {
             })
         });
         Self {
-            channel: request.channel,
+            channel: request.channel.into(),
             payload,
-            tags: request.tags.map(|list| list.values),
-            targets: request.targets.map(|list| list.values),
-            exclude: request.exclude,
+            filter: Arc::new(Filter {
+                tags: request.tags.map(|list| list.values),
+                targets: request.targets.map(|list| list.values),
+                exclude: request.exclude,
+            }),
             idempotency_key: request.idempotency_key,
         }
     }
@@ -72,8 +73,8 @@ impl From<pb::PublishBatchRequest> for PublishBatchRequest {
 impl DecodeRequest for PublishRequest {
     fn decode_request(mut message: impl Buf) -> Result<Self, Status> {
         let message = message.copy_to_bytes(message.remaining());
-        match read_event(&message, &message[..]) {
-            Some(request) => Ok(request),
+        match read_event(&message, &message[..], None) {
+            Some((request, _)) => Ok(request),
             None => codec::decode_request::<pb::PublishRequest>(message).map(Into::into),
         }
     }
@@ -93,20 +94,44 @@ impl DecodeRequest for PublishBatchRequest {
 fn read_batch(message: &Bytes) -> Option<PublishBatchRequest> {
     let mut reader = Reader::new(message);
     let mut events = Vec::new();
+    let mut previous: Option<Fields<'_>> = None;
     while !reader.is_done() {
         // Field 1, `events`: nothing else is in a batch.
         if reader.byte()? != 0x0a {
             return None;
         }
-        events.push(read_event(message, reader.length_delimited()?)?);
+        let body = reader.length_delimited()?;
+        let (event, fields) = read_event(message, body, previous.as_ref().zip(events.last()))?;
+        events.push(event);
+        previous = Some(fields);
     }
     Some(PublishBatchRequest { events })
 }
 
+/// Where an event's channel and filter are in the request, to tell whether the next event has
+/// the same ones without decoding them.
+struct Fields<'a> {
+    channel: &'a [u8],
+    /// `None` if the event has an `exclude` (not compared: rare).
+    filter: Option<FilterFields<'a>>,
+}
+
+/// The bodies of an event's `tags` and `targets` fields.
+type FilterFields<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// The event encoded in `bytes`, a part of `message`, if it is read in one pass: no field
-/// twice (but `exclude`), no unknown field, a canonical payload.
-fn read_event(message: &Bytes, bytes: &[u8]) -> Option<PublishRequest> {
-    let mut request = PublishRequest::default();
+/// twice (but `exclude`), no unknown field, a canonical payload. The channel and filter are
+/// those of `previous` (the event before, and where its fields were) when written the same.
+fn read_event<'a>(
+    message: &Bytes,
+    bytes: &'a [u8],
+    previous: Option<(&Fields<'_>, &PublishRequest)>,
+) -> Option<(PublishRequest, Fields<'a>)> {
+    let mut channel: &[u8] = b"";
+    let mut payload = None;
+    let (mut tags, mut targets) = (None, None);
+    let mut excluded = false;
+    let mut idempotency_key = None;
     let mut seen = [false; 8];
     let mut once = |field: u8| !std::mem::replace(&mut seen[usize::from(field)], true);
     let mut reader = Reader::new(bytes);
@@ -119,7 +144,7 @@ fn read_event(message: &Bytes, bytes: &[u8]) -> Option<PublishRequest> {
             return None;
         }
         match field {
-            1 => request.channel = reader.string()?.to_owned(),
+            1 => channel = reader.string()?.as_bytes(),
             2 | 3 => {
                 // One payload: `json` and `typed` are one `oneof`.
                 if !once(if field == 2 { 3 } else { 2 }) {
@@ -135,28 +160,88 @@ fn read_event(message: &Bytes, bytes: &[u8]) -> Option<PublishRequest> {
                     return None;
                 }
                 let end = reader.position();
-                request.payload = Some(message.slice_ref(&bytes[key_at..end]));
+                payload = Some(message.slice_ref(&bytes[key_at..end]));
             }
-            4 => request.tags = Some(string_list(reader.length_delimited()?)?),
-            5 => request.targets = Some(string_list(reader.length_delimited()?)?),
-            6 => request.exclude.push(reader.string()?.to_owned()),
-            _ => request.idempotency_key = Some(reader.string()?.to_owned()),
+            4 => tags = Some(string_list(reader.length_delimited()?)?),
+            5 => targets = Some(string_list(reader.length_delimited()?)?),
+            6 => {
+                reader.string()?;
+                excluded = true;
+            }
+            _ => idempotency_key = Some(reader.string()?.to_owned()),
         }
     }
-    Some(request)
+    let fields = Fields {
+        channel,
+        filter: (!excluded).then_some((tags, targets)),
+    };
+    let channel = match previous {
+        Some((before, event)) if before.channel == fields.channel => event.channel.clone(),
+        // Checked as UTF-8 when read.
+        _ => Arc::from(std::str::from_utf8(channel).ok()?),
+    };
+    let filter = match previous {
+        Some((before, event)) if fields.filter.is_some() && before.filter == fields.filter => {
+            event.filter.clone()
+        }
+        _ => Arc::new(Filter {
+            tags: tags.map(strings),
+            targets: targets.map(strings),
+            exclude: if excluded {
+                excludes(bytes)
+            } else {
+                Vec::new()
+            },
+        }),
+    };
+    let request = PublishRequest {
+        channel,
+        payload,
+        filter,
+        idempotency_key,
+    };
+    Some((request, fields))
 }
 
-/// A `StringList`'s values (field 1, repeated), if it holds nothing else.
-fn string_list(bytes: &[u8]) -> Option<Vec<String>> {
+/// The body of a `StringList` (field 1, repeated strings), if it holds nothing else.
+fn string_list(bytes: &[u8]) -> Option<&[u8]> {
     let mut reader = Reader::new(bytes);
-    let mut values = Vec::new();
     while !reader.is_done() {
         if reader.byte()? != 0x0a {
             return None;
         }
-        values.push(reader.string()?.to_owned());
+        reader.string()?;
     }
-    Some(values)
+    Some(bytes)
+}
+
+/// The strings of a `StringList` body that [`string_list`] passed.
+fn strings(list: &[u8]) -> Vec<String> {
+    let mut reader = Reader::new(list);
+    let mut values = Vec::new();
+    while reader.byte().is_some()
+        && let Some(value) = reader.string()
+    {
+        values.push(value.to_owned());
+    }
+    values
+}
+
+/// The `exclude` strings (field 6) of an event that [`read_event`] read.
+fn excludes(event: &[u8]) -> Vec<String> {
+    let mut reader = Reader::new(event);
+    let mut values = Vec::new();
+    while let Some(key) = reader.byte() {
+        let Some(body) = reader.length_delimited() else {
+            break;
+        };
+        if key == 0x32
+            && let Ok(value) = std::str::from_utf8(body)
+        {
+            values.push(value.to_owned());
+        }
+    }
+    values
 }
 
 #[cfg(test)]
@@ -248,7 +333,9 @@ mod tests {
         for request in requests() {
             let bytes = Bytes::from(request.encode_to_vec());
             assert_eq!(
-                read_event(&bytes, &bytes[..]).as_ref(),
+                read_event(&bytes, &bytes[..], None)
+                    .map(|(request, _)| request)
+                    .as_ref(),
                 decoded_by_prost::<pb::PublishRequest, PublishRequest>(&bytes)
                     .ok()
                     .as_ref()
@@ -275,7 +362,7 @@ mod tests {
         ];
         for (what, bytes) in cases {
             let message = Bytes::from_static(bytes);
-            assert_eq!(read_event(&message, bytes), None, "{what}");
+            assert!(read_event(&message, bytes, None).is_none(), "{what}");
             // The server still answers what prost answers.
             let decoded = <PublishRequest as DecodeRequest>::decode_request(*bytes)
                 .map_err(|status| status.code());
@@ -293,6 +380,51 @@ mod tests {
             tonic::Code::InvalidArgument,
             "refused as before"
         );
+    }
+
+    #[test]
+    fn events_of_a_batch_share_a_channel_and_filter_written_as_the_one_before() {
+        let event = |channel: &str, tags: Option<&[&str]>, exclude: &[&str]| pb::PublishRequest {
+            channel: channel.into(),
+            payload: json(Kind::BoolValue(true)),
+            tags: tags.map(|tags| pb::StringList {
+                values: tags.iter().map(|t| (*t).to_owned()).collect(),
+            }),
+            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        };
+        let batch = pb::PublishBatchRequest {
+            events: vec![
+                event("a", Some(&["t"]), &[]),
+                event("a", Some(&["t"]), &[]),
+                event("b", Some(&["t"]), &[]),
+                event("b", Some(&["u"]), &[]),
+                event("b", None, &[]),
+                event("b", None, &["s"]),
+                event("b", None, &["s"]),
+            ],
+        };
+        let bytes = Bytes::from(batch.encode_to_vec());
+        let read = read_batch(&bytes).expect("read in one pass");
+        assert_eq!(
+            Ok(read.clone()),
+            decoded_by_prost::<pb::PublishBatchRequest, _>(&bytes)
+        );
+        let shared = |i: usize| {
+            let (before, event) = (&read.events[i - 1], &read.events[i]);
+            (
+                Arc::ptr_eq(&before.channel, &event.channel),
+                Arc::ptr_eq(&before.filter, &event.filter),
+            )
+        };
+        assert_eq!(shared(1), (true, true));
+        assert_eq!(shared(2), (false, true));
+        assert_eq!(shared(3), (true, false));
+        assert_eq!(shared(4), (true, false));
+        assert_eq!(shared(5), (true, false));
+        // A filter with `exclude` is not compared: equal, not shared.
+        assert_eq!(shared(6), (true, false));
+        assert_eq!(read.events[6].filter.exclude, ["s"]);
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl RequestChecks {
     /// What `Publish` checks before it publishes (the API key aside).
     pub fn publish(&self, request: PublishRequest) -> Result<CheckedEvent, Status> {
         let (channel, event) = self.admin.checked_event(request)?;
-        Ok((channel, event.payload, event.filter))
+        Ok((channel.to_string(), event.payload, (*event.filter).clone()))
     }
 
     /// What `PublishBatch` checks before it publishes (the API key aside).
@@ -86,7 +86,7 @@ impl RequestChecks {
         let by_channel = self.admin.checked_batch(request)?;
         Ok(by_channel
             .into_iter()
-            .map(|(channel, (positions, _))| (channel, positions))
+            .map(|(channel, (positions, _))| (channel.to_string(), positions))
             .collect())
     }
 
