@@ -39,18 +39,20 @@ pub(crate) type Batch = Arc<StoredBatch>;
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
     /// Events a subscriber may have unread before it counts as a slow consumer (it may hold
-    /// up to `subscriber_queue - 1 + max_batch`: a batch is never split).
+    /// up to `subscriber_queue - 1` and a batch: a batch is never split).
     pub subscriber_queue: usize,
-    /// Publishes appended to the store in one call at most.
+    /// Events appended to the store in one call at most, from as many publishes as fit (a
+    /// publish of more is appended alone: its events are never split).
     pub max_batch: usize,
     /// How resumes read their gap from the store.
     pub replay: super::ReplayLimits,
 }
 
 /// Why a publish did not go through. `Retired`: the hub was retired (no subscribers, nothing
-/// queued) and removed from the registry; the caller takes the channel's new hub and retries.
+/// queued) and removed from the registry; the caller takes the channel's new hub and retries
+/// with the events it gets back.
 pub(crate) enum PublishError {
-    Retired,
+    Retired(Vec<NewEvent>),
     Store(StoreError),
 }
 
@@ -75,14 +77,15 @@ struct State {
     head: Option<u64>,
     subscribers: HashMap<u64, Sink>,
     next_subscriber: u64,
-    queued: Vec<QueuedPublish>,
+    /// Publishes waiting for the flush, each with its events (kept together: one ack each).
+    queued: VecDeque<QueuedPublish>,
     flushing: bool,
     retired: bool,
 }
 
 struct QueuedPublish {
-    event: NewEvent,
-    ack: oneshot::Sender<Result<u64, StoreError>>,
+    events: Vec<NewEvent>,
+    ack: oneshot::Sender<Result<Vec<u64>, StoreError>>,
 }
 
 /// The hub's end of a subscriber's queue; dropping it closes the queue.
@@ -144,79 +147,80 @@ impl Hub {
     }
 
     /// Queues `events`, contiguous and in order, and waits until all are stored; returns their
-    /// sequence numbers.
+    /// sequence numbers. `Retired` gives the events back, for the channel's new hub.
     pub(crate) async fn publish(
         self: &Arc<Self>,
-        events: impl IntoIterator<Item = (bytes::Bytes, Arc<crate::filter::Filter>, Option<Arc<str>>)>,
+        events: Vec<NewEvent>,
     ) -> Result<Vec<u64>, PublishError> {
-        let mut acks = Vec::new();
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ack, acked) = oneshot::channel();
         {
             let mut state = self.state();
             if state.retired {
-                return Err(PublishError::Retired);
+                return Err(PublishError::Retired(events));
             }
-            for (payload, filter, idempotency_key) in events {
-                let (ack, acked) = oneshot::channel();
-                let event = NewEvent {
-                    payload,
-                    filter,
-                    published_at_ms: 0, // stamped by the flush, in store order
-                    idempotency_key,
-                };
-                state.queued.push(QueuedPublish { event, ack });
-                acks.push(acked);
-            }
-            if !state.flushing && !acks.is_empty() {
+            state.queued.push_back(QueuedPublish { events, ack });
+            if !state.flushing {
                 state.flushing = true;
                 // A task of its own, so a publisher that goes away cannot stall the others.
                 tokio::spawn(self.clone().flush());
             }
         }
-        let mut seqs = Vec::with_capacity(acks.len());
-        for acked in acks {
-            match acked.await {
-                Ok(result) => seqs.push(result.map_err(PublishError::Store)?),
-                Err(_) => {
-                    return Err(PublishError::Store(StoreError::Unavailable(
-                        "the publish pipeline stopped".into(),
-                    )));
-                }
-            }
+        match acked.await {
+            Ok(result) => result.map_err(PublishError::Store),
+            Err(_) => Err(PublishError::Store(StoreError::Unavailable(
+                "the publish pipeline stopped".into(),
+            ))),
         }
-        Ok(seqs)
     }
 
     async fn flush(self: Arc<Self>) {
         loop {
-            let batch: Vec<QueuedPublish> = {
+            // Whole publishes, in order, up to `max_batch` events (one larger publish alone).
+            let mut events: Vec<NewEvent> = Vec::new();
+            let mut acks = Vec::new();
+            {
                 let mut state = self.state();
-                if state.queued.is_empty() {
+                while let Some(next) = state.queued.front() {
+                    let fits = events.len() + next.events.len() <= self.limits.max_batch;
+                    if !events.is_empty() && !fits {
+                        break;
+                    }
+                    let Some(publish) = state.queued.pop_front() else {
+                        break;
+                    };
+                    acks.push((publish.events.len(), publish.ack));
+                    if events.is_empty() {
+                        events = publish.events;
+                    } else {
+                        events.extend(publish.events);
+                    }
+                }
+                if events.is_empty() {
                     state.flushing = false;
                     return;
                 }
-                let take = state.queued.len().min(self.limits.max_batch);
-                state.queued.drain(..take).collect()
-            };
+            }
             let now_ms = self.clock.now_ms();
-            let (mut events, acks): (Vec<NewEvent>, Vec<_>) =
-                batch.into_iter().map(|q| (q.event, q.ack)).unzip();
             for event in &mut events {
-                event.published_at_ms = now_ms;
+                event.published_at_ms = now_ms; // in store order
             }
             match self.store.append(&self.name, &events).await {
                 Ok(stored) => {
                     // Duplicates (by idempotency key) are answered the first event's seq and
                     // are not in the batch: subscribers received them the first time.
-                    let seqs = stored.answers();
+                    let mut seqs = stored.answers().into_iter();
                     crate::metrics::published(stored.len());
                     self.deliver(Arc::new(stored)).await;
-                    for (ack, seq) in acks.into_iter().zip(seqs) {
-                        let _ = ack.send(Ok(seq));
+                    for (count, ack) in acks {
+                        let _ = ack.send(Ok(seqs.by_ref().take(count).collect()));
                     }
                 }
                 Err(error) => {
                     tracing::error!(channel = %self.name, %error, "append failed");
-                    for ack in acks {
+                    for (_, ack) in acks {
                         let _ = ack.send(Err(error.clone()));
                     }
                 }

@@ -25,7 +25,7 @@ pub use resume::{ResumeFailure, ResumeOutcome};
 
 use crate::{
     clock::SharedClock,
-    event::EventId,
+    event::{EventId, NewEvent},
     filter::Filter,
     session::Sessions,
     store::{EventStore, StoreError},
@@ -145,22 +145,24 @@ impl Channels {
         channel: &str,
         events: Vec<Publication>,
     ) -> Result<Vec<EventId>, StoreError> {
-        let events: Vec<(Bytes, Arc<Filter>, Option<Arc<str>>)> = events
+        let mut events: Vec<NewEvent> = events
             .into_iter()
-            .map(|event| {
-                let key = event.idempotency_key.map(Arc::from);
-                (event.payload, event.filter, key)
+            .map(|event| NewEvent {
+                payload: event.payload,
+                filter: event.filter,
+                published_at_ms: 0, // stamped by the hub's flush, in store order
+                idempotency_key: event.idempotency_key.map(Arc::from),
             })
             .collect();
         let started = crate::metrics::publish_started();
         loop {
-            match self.hub(channel).publish(events.iter().cloned()).await {
+            match self.hub(channel).publish(events).await {
                 Ok(seqs) => {
                     crate::metrics::publish_durable(started);
                     let epoch = self.store.epoch();
                     return Ok(seqs.into_iter().map(|seq| EventId { epoch, seq }).collect());
                 }
-                Err(hub::PublishError::Retired) => continue,
+                Err(hub::PublishError::Retired(returned)) => events = returned,
                 Err(hub::PublishError::Store(error)) => return Err(error),
             }
         }

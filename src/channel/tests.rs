@@ -177,3 +177,46 @@ async fn a_subscriber_that_keeps_up_survives_a_burst_larger_than_its_queue() {
     let batch = next_batch(&mut opened.subscription).await;
     assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [after.seq]);
 }
+
+#[tokio::test]
+async fn a_publish_is_appended_whole_with_as_many_others_as_fit_a_batch() {
+    let channels = Channels::new(
+        Arc::new(MemoryStore::new(60_000)),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 1_000,
+            max_batch: 64,
+            replay: ReplayLimits::default(),
+        },
+    );
+    let mut opened = channels.open("whole", None, everyone()).await.unwrap();
+    // Queued together (single-threaded runtime): publishes of 30, 30, 10, 100 and 5 events
+    // against batches of 64 events.
+    let sizes = [30, 30, 10, 100, 5];
+    let publishes = sizes.iter().enumerate().map(|(n, &size)| {
+        let events = (0..size)
+            .map(|i| super::Publication::new(json_payload(json!([n, i])), Filter::everyone()))
+            .collect();
+        channels.publish_many("whole", events)
+    });
+    let ids: Vec<Vec<u64>> = futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .map(|ids| ids.unwrap().iter().map(|id| id.seq).collect())
+        .collect();
+    // Each publish has consecutive ids, in the order queued.
+    let mut next = 1;
+    for (publish, size) in ids.iter().zip(sizes) {
+        assert_eq!(*publish, (next..next + size as u64).collect::<Vec<_>>());
+        next += size as u64;
+    }
+    let mut batches = Vec::new();
+    while batches.iter().map(Vec::len).sum::<usize>() < 175 {
+        let batch = next_batch(&mut opened.subscription).await;
+        batches.push(batch.iter().map(|e| e.seq).collect::<Vec<_>>());
+    }
+    // 30 + 30 fit 64, 10 more would not; the 100 goes alone, though larger; then the 5.
+    let lengths: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(lengths, [60, 10, 100, 5]);
+    assert_eq!(batches.concat(), ids.concat());
+}
