@@ -131,9 +131,9 @@ impl StoredEvent {
     /// Gives `events` consecutive places from `first_seq` in a channel of `epoch`, and encodes
     /// them into one buffer as gRPC messages, back to back (see [`StoredBatch`]).
     pub fn batch(epoch: Epoch, first_seq: u64, events: &[NewEvent]) -> StoredBatch {
-        const ID_LEN: usize = 25;
-        let frame_len =
-            |e: &NewEvent| Frame::event_len(ID_LEN, e.payload.len(), e.published_at_ms as i64);
+        let frame_len = |e: &NewEvent| {
+            Frame::event_len(EventIdText::LEN, e.payload.len(), e.published_at_ms as i64)
+        };
         let total = events.iter().map(|e| wire::message_len(frame_len(e))).sum();
         let mut buf = BytesMut::with_capacity(total);
         let mut bounds = Vec::with_capacity(events.len() + 1);
@@ -143,7 +143,7 @@ impl StoredEvent {
             wire::put_header(&mut buf, frame_len(event));
             Frame::write_event(
                 &mut buf,
-                id.as_str(),
+                id.as_bytes(),
                 &event.payload,
                 event.published_at_ms as i64,
             );
@@ -354,7 +354,7 @@ mod tests {
             let mut alone = BytesMut::new();
             Frame::write_event(
                 &mut alone,
-                id.as_str(),
+                id.as_bytes(),
                 &event.payload,
                 event.published_at_ms as i64,
             );

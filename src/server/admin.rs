@@ -111,6 +111,7 @@ impl AdminApi {
         // Where each channel's events are in `by_channel`; an event on the channel of the one
         // before (most are) is put there without looking its channel up.
         let mut groups: HashMap<Arc<str>, usize> = HashMap::new();
+        let total = request.events.len();
         for (position, event) in request.events.into_iter().enumerate() {
             let (channel, event) = self
                 .checked_event(event)
@@ -118,7 +119,10 @@ impl AdminApi {
             let group = match by_channel.last() {
                 Some((last, _)) if *last == channel => by_channel.len() - 1,
                 _ => *groups.entry(channel.clone()).or_insert_with(|| {
-                    by_channel.push((channel, ChannelBatch::default()));
+                    // Room for every event in the first channel's group: most batches have one.
+                    let room = if by_channel.is_empty() { total } else { 0 };
+                    let group = (Vec::with_capacity(room), Vec::with_capacity(room));
+                    by_channel.push((channel, group));
                     by_channel.len() - 1
                 }),
             };

@@ -93,7 +93,7 @@ impl DecodeRequest for PublishBatchRequest {
 /// The batch in `message`, if every part of it is in the form prost writes.
 fn read_batch(message: &Bytes) -> Option<PublishBatchRequest> {
     let mut reader = Reader::new(message);
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(count_fields(message));
     let mut previous: Option<Fields<'_>> = None;
     while !reader.is_done() {
         // Field 1, `events`: nothing else is in a batch.
@@ -106,6 +106,17 @@ fn read_batch(message: &Bytes) -> Option<PublishBatchRequest> {
         previous = Some(fields);
     }
     Some(PublishBatchRequest { events })
+}
+
+/// How many fields `message` holds, if it is made of length-delimited ones (a batch's events):
+/// the room to make for them at once.
+fn count_fields(message: &[u8]) -> usize {
+    let mut reader = Reader::new(message);
+    let mut count = 0;
+    while reader.byte().is_some() && reader.length_delimited().is_some() {
+        count += 1;
+    }
+    count
 }
 
 /// Where an event's channel and filter are in the request, to tell whether the next event has
@@ -121,7 +132,8 @@ type FilterFields<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// The event encoded in `bytes`, a part of `message`, if it is read in one pass: no field
 /// twice (but `exclude`), no unknown field, a canonical payload. The channel and filter are
-/// those of `previous` (the event before, and where its fields were) when written the same.
+/// those of `previous` (the event before, and where its fields were) when written the same:
+/// then they are neither checked (as UTF-8, as a `StringList`) nor decoded again.
 fn read_event<'a>(
     message: &Bytes,
     bytes: &'a [u8],
@@ -144,7 +156,7 @@ fn read_event<'a>(
             return None;
         }
         match field {
-            1 => channel = reader.string()?.as_bytes(),
+            1 => channel = reader.length_delimited()?,
             2 | 3 => {
                 // One payload: `json` and `typed` are one `oneof`.
                 if !once(if field == 2 { 3 } else { 2 }) {
@@ -162,8 +174,8 @@ fn read_event<'a>(
                 let end = reader.position();
                 payload = Some(message.slice_ref(&bytes[key_at..end]));
             }
-            4 => tags = Some(string_list(reader.length_delimited()?)?),
-            5 => targets = Some(string_list(reader.length_delimited()?)?),
+            4 => tags = Some(reader.length_delimited()?),
+            5 => targets = Some(reader.length_delimited()?),
             6 => {
                 reader.string()?;
                 excluded = true;
@@ -177,12 +189,14 @@ fn read_event<'a>(
     };
     let channel = match previous {
         Some((before, event)) if before.channel == fields.channel => event.channel.clone(),
-        // Checked as UTF-8 when read.
         _ => Arc::from(std::str::from_utf8(channel).ok()?),
     };
     let filter = match previous {
         Some((before, event)) if fields.filter.is_some() && before.filter == fields.filter => {
             event.filter.clone()
+        }
+        _ if !tags.is_none_or(is_string_list) || !targets.is_none_or(is_string_list) => {
+            return None;
         }
         _ => Arc::new(Filter {
             tags: tags.map(strings),
@@ -203,19 +217,18 @@ fn read_event<'a>(
     Some((request, fields))
 }
 
-/// The body of a `StringList` (field 1, repeated strings), if it holds nothing else.
-fn string_list(bytes: &[u8]) -> Option<&[u8]> {
+/// Whether `bytes` are a `StringList` (field 1, repeated strings) and nothing else.
+fn is_string_list(bytes: &[u8]) -> bool {
     let mut reader = Reader::new(bytes);
     while !reader.is_done() {
-        if reader.byte()? != 0x0a {
-            return None;
+        if reader.byte() != Some(0x0a) || reader.string().is_none() {
+            return false;
         }
-        reader.string()?;
     }
-    Some(bytes)
+    true
 }
 
-/// The strings of a `StringList` body that [`string_list`] passed.
+/// The strings of a `StringList` body that [`is_string_list`] passed.
 fn strings(list: &[u8]) -> Vec<String> {
     let mut reader = Reader::new(list);
     let mut values = Vec::new();

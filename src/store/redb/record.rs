@@ -14,18 +14,20 @@ use crate::{
 /// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
 pub(crate) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
     out.clear();
-    // Events of one publish share their filter: it is serialized once for a run of them.
+    // Events appended together mostly have equal filters (the same one, shared, for a
+    // publish's events; equal ones for concurrent publishes): serialized once for a run.
     let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
     for event in events {
-        out.extend_from_slice(&event.published_at_ms.to_le_bytes());
         let json = match &filter {
-            Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
+            Some((shared, json)) if **shared == event.filter => json,
             _ => &filter.insert((&event.filter, event.filter.to_stored())).1,
         };
+        let frame = event.frame.bytes();
+        out.extend_from_slice(&event.published_at_ms.to_le_bytes());
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(json);
-        out.extend_from_slice(&(event.frame.bytes().len() as u32).to_le_bytes());
-        out.extend_from_slice(event.frame.bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(frame);
     }
 }
 
