@@ -167,6 +167,7 @@ impl StoredEvent {
             bounds,
             compressed: Default::default(),
             duplicates: Vec::new(),
+            committed_at: None,
         }
     }
 }
@@ -188,6 +189,9 @@ pub struct StoredBatch {
     /// idempotency key): their place among the appended events, and the earlier event's
     /// sequence number. In order of place.
     duplicates: Vec<(usize, u64)>,
+    /// When the store answered that the batch is durable, if publish stages are timed
+    /// (`metrics::enable_stage_timings`).
+    committed_at: Option<std::time::Instant>,
 }
 
 /// Events as gRPC messages back to back, and where each starts (and the last ends).
@@ -249,6 +253,17 @@ impl StoredBatch {
         self
     }
 
+    /// The same batch, durable since `at` (a `metrics::stage_clock` reading).
+    pub(crate) fn committed_at(mut self, at: Option<std::time::Instant>) -> Self {
+        self.committed_at = at;
+        self
+    }
+
+    /// When the batch was known durable, if publish stages are timed.
+    pub(crate) fn committed(&self) -> Option<std::time::Instant> {
+        self.committed_at
+    }
+
     /// The sequence number answered for each appended event, in the order they were appended:
     /// its own if stored, else that of the event it duplicates.
     pub fn answers(&self) -> Vec<u64> {
@@ -290,6 +305,7 @@ impl StoredBatch {
             bounds,
             compressed: Default::default(),
             duplicates: Vec::new(),
+            committed_at: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::Waker,
+    time::Instant,
 };
 
 use futures::task::AtomicWaker;
@@ -29,6 +30,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use crate::{
     clock::SharedClock,
     event::{NewEvent, StoredBatch},
+    metrics::{self, Stage},
     store::{Announced, EventStore, StoreError},
 };
 
@@ -85,6 +87,8 @@ struct State {
 
 struct QueuedPublish {
     events: Vec<NewEvent>,
+    /// When the publish call began, if publish stages are timed.
+    received: Option<Instant>,
     ack: oneshot::Sender<Result<Vec<u64>, StoreError>>,
 }
 
@@ -151,6 +155,7 @@ impl Hub {
     pub(crate) async fn publish(
         self: &Arc<Self>,
         events: Vec<NewEvent>,
+        received: Option<Instant>,
     ) -> Result<Vec<u64>, PublishError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -161,7 +166,11 @@ impl Hub {
             if state.retired {
                 return Err(PublishError::Retired(events));
             }
-            state.queued.push_back(QueuedPublish { events, ack });
+            state.queued.push_back(QueuedPublish {
+                events,
+                received,
+                ack,
+            });
             if !state.flushing {
                 state.flushing = true;
                 // A task of its own, so a publisher that goes away cannot stall the others.
@@ -191,7 +200,7 @@ impl Hub {
                     let Some(publish) = state.queued.pop_front() else {
                         break;
                     };
-                    acks.push((publish.events.len(), publish.ack));
+                    acks.push((publish.events.len(), publish.received, publish.ack));
                     if events.is_empty() {
                         events = publish.events;
                     } else {
@@ -209,18 +218,27 @@ impl Hub {
             }
             match self.store.append(&self.name, &events).await {
                 Ok(stored) => {
+                    let committed = metrics::stage_clock();
+                    if committed.is_some() {
+                        for received in acks.iter().filter_map(|(_, received, _)| *received) {
+                            metrics::stage_took(Stage::ReceivedToCommitted, received);
+                        }
+                    }
                     // Duplicates (by idempotency key) are answered the first event's seq and
                     // are not in the batch: subscribers received them the first time.
                     let mut seqs = stored.answers().into_iter();
-                    crate::metrics::published(stored.len());
-                    self.deliver(Arc::new(stored)).await;
-                    for (count, ack) in acks {
+                    metrics::published(stored.len());
+                    self.deliver(Arc::new(stored.committed_at(committed))).await;
+                    if let Some(committed) = committed {
+                        metrics::stage_took(Stage::CommittedToQueued, committed);
+                    }
+                    for (count, _, ack) in acks {
                         let _ = ack.send(Ok(seqs.by_ref().take(count).collect()));
                     }
                 }
                 Err(error) => {
                     tracing::error!(channel = %self.name, %error, "append failed");
-                    for (_, ack) in acks {
+                    for (_, _, ack) in acks {
                         let _ = ack.send(Err(error.clone()));
                     }
                 }

@@ -156,7 +156,7 @@ impl Channels {
             .collect();
         let started = crate::metrics::publish_started();
         loop {
-            match self.hub(channel).publish(events).await {
+            match self.hub(channel).publish(events, started).await {
                 Ok(seqs) => {
                     crate::metrics::publish_durable(started);
                     let epoch = self.store.epoch();
