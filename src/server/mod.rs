@@ -208,10 +208,10 @@ impl Server {
         };
         let channels = Arc::new(Channels::new(store, clock.clone(), hub_limits));
         let objects = Objects::new(config.objects.clone(), channels.clone(), config.limits);
-        let keys = Arc::new(ArcSwap::from_pointee(keys::Keys {
-            keyring: config.keyring.clone(),
-            api_keys: config.api_key.iter().cloned().collect(),
-        }));
+        let keys = Arc::new(ArcSwap::from_pointee(keys::Keys::new(
+            config.keyring.clone(),
+            config.api_key.iter().cloned().collect(),
+        )));
         Self {
             shared: Arc::new(Shared {
                 config,
