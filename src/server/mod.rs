@@ -2,6 +2,7 @@
 //! all on one port.
 
 mod admin;
+mod browser_calls;
 mod canonical;
 mod client_api;
 mod codec;
@@ -289,8 +290,7 @@ impl Server {
             .accept_http1(true)
             .max_concurrent_streams(shared.config.max_concurrent_streams)
             .layer(landing::LandingLayer)
-            .layer(cors)
-            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(browser_calls::BrowserCallsLayer::new(cors))
             .add_service(subscribe_service::ClientService::new(ClientApi::new(
                 shared.clone(),
             )))
