@@ -71,6 +71,9 @@ pub(crate) struct Hub {
     /// Held while a batch is delivered (and a gap before it read): batches go out one at a
     /// time, in sequence order.
     delivering: tokio::sync::Mutex<()>,
+    /// The average size of the events of the last batch delivered (0: none yet), which sizes
+    /// the first page a resume reads.
+    recent_event_bytes: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -142,6 +145,7 @@ impl Hub {
             state: Mutex::default(),
             following: OnceCell::new(),
             delivering: tokio::sync::Mutex::new(()),
+            recent_event_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -317,8 +321,16 @@ impl Hub {
         Ok(())
     }
 
+    /// The average size of the channel's recent events, if it delivered any.
+    pub(crate) fn recent_event_bytes(&self) -> Option<usize> {
+        Some(self.recent_event_bytes.load(Ordering::Relaxed)).filter(|bytes| *bytes > 0)
+    }
+
     fn fan_out(&self, batch: Batch) {
         let Some(last) = batch.last() else { return };
+        let bytes: usize = batch.iter().map(|event| event.frame.bytes().len()).sum();
+        self.recent_event_bytes
+            .store((bytes / batch.len()).max(1), Ordering::Relaxed);
         let limit = self.limits.subscriber_queue;
         let mut state = self.state();
         // Never backwards: a batch that overlaps what was delivered only adds its newer events

@@ -190,9 +190,10 @@ impl Channels {
             }),
             None => None,
         };
-        let (subscription, head) = loop {
-            match self.hub(channel).subscribe().await {
-                Ok(opened) => break opened,
+        let (subscription, head, event_bytes) = loop {
+            let hub = self.hub(channel);
+            match hub.subscribe().await {
+                Ok((subscription, head)) => break (subscription, head, hub.recent_event_bytes()),
                 Err(hub::SubscribeError::Retired) => continue,
                 Err(hub::SubscribeError::Store(error)) => return Err(error),
             }
@@ -213,6 +214,7 @@ impl Channels {
             admits,
             self.limits.replay,
             grant,
+            event_bytes,
         )
         .await?;
         let failure = match start {
