@@ -24,6 +24,26 @@ fn main() -> io::Result<()> {
         .build_client(false)
         // A request that does not decode is INVALID_ARGUMENT, not INTERNAL (server/codec.rs).
         .codec_path("crate::server::codec::RequestCodec")
+        // The publish requests are read by the server's own types, which keep payloads as
+        // their wire bytes (server/publish_request.rs), and answered by types that write ids
+        // without making strings of them (server/publish_response.rs); every other message is
+        // the contract's.
+        .extern_path(
+            ".durable_iterator.v1.PublishRequest",
+            "crate::server::publish_request::PublishRequest",
+        )
+        .extern_path(
+            ".durable_iterator.v1.PublishBatchRequest",
+            "crate::server::publish_request::PublishBatchRequest",
+        )
+        .extern_path(
+            ".durable_iterator.v1.PublishResponse",
+            "crate::server::publish_response::PublishResponse",
+        )
+        .extern_path(
+            ".durable_iterator.v1.PublishBatchResponse",
+            "crate::server::publish_response::PublishBatchResponse",
+        )
         .extern_path(".durable_iterator.v1", "::durable_iterator_contract::pb")
         .compile_fds(fds)?;
 

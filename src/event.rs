@@ -32,12 +32,20 @@ pub struct EventId {
 }
 
 /// The text of an event id, without allocating: `<8 hex>-<16 hex>`.
-pub(crate) struct EventIdText([u8; 25]);
+pub(crate) struct EventIdText([u8; EventIdText::LEN]);
 
 impl EventIdText {
+    /// The length of every id's text.
+    pub(crate) const LEN: usize = 25;
+
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII hex digits and '-' are ever written.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text's bytes (UTF-8: ASCII only), without checking them again.
+    pub(crate) fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
     }
 }
 
@@ -45,7 +53,7 @@ impl EventId {
     /// The id as text, written without the formatting machinery (once per stored event).
     pub(crate) fn text(&self) -> EventIdText {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [b'-'; 25];
+        let mut text = [b'-'; EventIdText::LEN];
         for (i, byte) in text[..8].iter_mut().enumerate() {
             *byte = HEX[(self.epoch >> (28 - 4 * i) & 0xf) as usize];
         }
@@ -123,9 +131,9 @@ impl StoredEvent {
     /// Gives `events` consecutive places from `first_seq` in a channel of `epoch`, and encodes
     /// them into one buffer as gRPC messages, back to back (see [`StoredBatch`]).
     pub fn batch(epoch: Epoch, first_seq: u64, events: &[NewEvent]) -> StoredBatch {
-        const ID_LEN: usize = 25;
-        let frame_len =
-            |e: &NewEvent| Frame::event_len(ID_LEN, e.payload.len(), e.published_at_ms as i64);
+        let frame_len = |e: &NewEvent| {
+            Frame::event_len(EventIdText::LEN, e.payload.len(), e.published_at_ms as i64)
+        };
         let total = events.iter().map(|e| wire::message_len(frame_len(e))).sum();
         let mut buf = BytesMut::with_capacity(total);
         let mut bounds = Vec::with_capacity(events.len() + 1);
@@ -135,7 +143,7 @@ impl StoredEvent {
             wire::put_header(&mut buf, frame_len(event));
             Frame::write_event(
                 &mut buf,
-                id.as_str(),
+                id.as_bytes(),
                 &event.payload,
                 event.published_at_ms as i64,
             );
@@ -159,6 +167,7 @@ impl StoredEvent {
             bounds,
             compressed: Default::default(),
             duplicates: Vec::new(),
+            committed_at: None,
         }
     }
 }
@@ -180,6 +189,9 @@ pub struct StoredBatch {
     /// idempotency key): their place among the appended events, and the earlier event's
     /// sequence number. In order of place.
     duplicates: Vec<(usize, u64)>,
+    /// When the store answered that the batch is durable, if publish stages are timed
+    /// (`metrics::enable_stage_timings`).
+    committed_at: Option<std::time::Instant>,
 }
 
 /// Events as gRPC messages back to back, and where each starts (and the last ends).
@@ -241,6 +253,17 @@ impl StoredBatch {
         self
     }
 
+    /// The same batch, durable since `at` (a `metrics::stage_clock` reading).
+    pub(crate) fn committed_at(mut self, at: Option<std::time::Instant>) -> Self {
+        self.committed_at = at;
+        self
+    }
+
+    /// When the batch was known durable, if publish stages are timed.
+    pub(crate) fn committed(&self) -> Option<std::time::Instant> {
+        self.committed_at
+    }
+
     /// The sequence number answered for each appended event, in the order they were appended:
     /// its own if stored, else that of the event it duplicates.
     pub fn answers(&self) -> Vec<u64> {
@@ -282,6 +305,7 @@ impl StoredBatch {
             bounds,
             compressed: Default::default(),
             duplicates: Vec::new(),
+            committed_at: None,
         }
     }
 }
@@ -346,7 +370,7 @@ mod tests {
             let mut alone = BytesMut::new();
             Frame::write_event(
                 &mut alone,
-                id.as_str(),
+                id.as_bytes(),
                 &event.payload,
                 event.published_at_ms as i64,
             );

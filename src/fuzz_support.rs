@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use tonic::Status;
 
-pub use crate::server::{CheckedBatch, CheckedEvent, RequestChecks};
+pub use crate::server::{
+    CheckedBatch, CheckedEvent, DecodeRequest, PublishBatchRequest, PublishRequest, RequestChecks,
+};
 use crate::{
     pb,
     store::{StoreError, StoredEvent, redb::record},

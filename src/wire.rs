@@ -243,13 +243,13 @@ impl Frame {
     }
 
     /// Appends an event's encoded `SubscribeResponse` to `buf` ([`Frame::event_len`] bytes).
-    pub(crate) fn write_event(buf: &mut BytesMut, id: &str, payload: &[u8], published_at_ms: i64) {
+    pub(crate) fn write_event(buf: &mut BytesMut, id: &[u8], payload: &[u8], published_at_ms: i64) {
         let event_len = Self::event_body_len(id.len(), payload.len(), published_at_ms);
         encoding::encode_key(RESPONSE_EVENT, WireType::LengthDelimited, buf);
         encoding::encode_varint(event_len as u64, buf);
         encoding::encode_key(EVENT_ID, WireType::LengthDelimited, buf);
         encoding::encode_varint(id.len() as u64, buf);
-        buf.put_slice(id.as_bytes());
+        buf.put_slice(id);
         buf.put_slice(payload);
         encoding::int64::encode(EVENT_PUBLISHED_AT_MS, &published_at_ms, buf);
     }
@@ -292,7 +292,7 @@ mod tests {
         let encoded = encode_payload(&payload);
         let id = "0000000a-0000000000000001";
         let mut buf = BytesMut::new();
-        Frame::write_event(&mut buf, id, &encoded, 1234);
+        Frame::write_event(&mut buf, id.as_bytes(), &encoded, 1234);
         let expected = pb::SubscribeResponse {
             kind: Some(pb::subscribe_response::Kind::Event(pb::Event {
                 id: id.into(),

@@ -28,6 +28,7 @@ mod redis_rows;
 pub mod scenarios;
 pub mod servers;
 pub mod soak;
+pub mod stages;
 
 use std::{
     fmt::Write as _,
@@ -53,6 +54,9 @@ pub struct Config {
     pub shared_connections: usize,
     /// (events per second, subscribers, events)
     pub latency: Vec<(u64, usize, u64)>,
+    /// The latency case (events per second, subscribers) whose product server also times its
+    /// stages (`latency stages` rows, see [`stages`]).
+    pub latency_stages: Option<(u64, usize)>,
     pub idle_sessions: usize,
     /// (publishers, calls in flight each, events per call)
     pub publishers: Vec<(usize, usize, usize)>,
@@ -109,6 +113,7 @@ impl Config {
             fan_out_max_events: u64::MAX,
             shared_connections: 4,
             latency: vec![(1_000, 1_000, 5_000), (10_000, 100, 50_000)],
+            latency_stages: Some((10_000, 100)),
             idle_sessions: 10_000,
             publishers: vec![(1, 1, 1), (16, 1, 1), (16, 64, 1), (16, 4, 100)],
             publish_duration: Duration::from_secs(3),
@@ -139,6 +144,7 @@ impl Config {
             fan_out_max_events: 50,
             shared_connections: 2,
             latency: vec![(500, 2, 50)],
+            latency_stages: Some((500, 2)),
             idle_sessions: 20,
             publishers: vec![(1, 1, 1), (2, 1, 1), (2, 2, 5)],
             publish_duration: Duration::from_secs(20),
@@ -421,10 +427,18 @@ pub async fn run(config: &Config) -> Report {
             .iter()
             .map(|q| Row::new("latency", format!("{case}, {q}"), "ms"))
             .collect();
+        let timed = config.latency_stages == Some((rate, subscribers));
+        let mut stage_rows = Vec::new();
         for system in systems(config, nats_binary.is_some()) {
-            let result = match start(config, system, nats_binary.as_ref()) {
-                Ok(server) => scenarios::latency(system, &server, subscribers, rate, events).await,
-                Err(e) => Err(e),
+            let result = if timed && system == System::Product {
+                timed_latency(config, subscribers, rate, events, &mut stage_rows).await
+            } else {
+                match start(config, system, nats_binary.as_ref()) {
+                    Ok(server) => {
+                        scenarios::latency(system, &server, subscribers, rate, events).await
+                    }
+                    Err(e) => Err(e),
+                }
             };
             match result {
                 Ok(latency) => {
@@ -465,6 +479,7 @@ pub async fn run(config: &Config) -> Report {
             }
         }
         rows.extend(quantiles.into_iter().map(Row::ratios));
+        rows.extend(stage_rows);
     }
 
     // Idle memory.
@@ -885,6 +900,50 @@ fn system_name(system: System) -> &'static str {
         System::Baseline => "bare tonic",
         System::Nats => "nats",
     }
+}
+
+/// The product's latency run of the `latency_stages` case, on a server that times its stages:
+/// their p50 and p99 as rows (observations of the warm-up included).
+async fn timed_latency(
+    config: &Config,
+    subscribers: usize,
+    rate: u64,
+    events: u64,
+    rows: &mut Vec<Row>,
+) -> Result<scenarios::Latency, String> {
+    let port = servers::free_port()?;
+    let mut args = config.server_args.clone();
+    args.extend(stages::server_args(port));
+    let server = servers::start_product(&config.server_binary, false, &args)?;
+    let latency = scenarios::latency(System::Product, &server, subscribers, rate, events).await?;
+    let case = format!("{rate} ev/s to {subscribers} subs");
+    match stages::scrape(port).await {
+        Ok(scraped) => {
+            for ((stage, name), buckets) in stages::STAGES.iter().zip(&scraped) {
+                let counted = stages::count(buckets);
+                // One observation per publish call; the other stages count batches and
+                // commits, which group commit makes fewer than the events.
+                let expected = match *stage {
+                    "received_to_committed" => latency.published,
+                    _ => counted,
+                };
+                for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+                    let case = format!("{case}, {name} {label}");
+                    let mut row = Row::new("latency stages", case, "ms");
+                    row.product = stages::quantile_ms(buckets, q);
+                    row.expected = expected;
+                    row.counted = counted;
+                    rows.push(row);
+                }
+            }
+        }
+        Err(e) => {
+            let mut row = Row::new("latency stages", case, "ms");
+            row.errors.push(e);
+            rows.push(row);
+        }
+    }
+    Ok(latency)
 }
 
 fn start(

@@ -243,7 +243,7 @@ pub fn start_jetstream(binary: &Path) -> Result<Server, String> {
 }
 
 /// A free loopback port, for servers that cannot be told to take port 0.
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|addr| addr.port())

@@ -52,6 +52,7 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
     for expected in [
         "fan-out",
         "latency",
+        "latency stages",
         "idle memory",
         "durable publish (redb)",
         "resume storm",

@@ -3,12 +3,17 @@
 //! (the API key aside: these run as an authorized caller).
 //!
 //! Whatever the bytes, the answer is the checked request or INVALID_ARGUMENT: never another
-//! code, never a panic. A token `IssueToken` mints verifies to what was asked and is one that
+//! code, never a panic. A publish request reads as prost reads it (its payloads encoded again),
+//! whether the server's one-pass reading took it or left it to prost. A token `IssueToken` mints verifies to what was asked and is one that
 //! `Subscribe` accepts.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use durable_iterator::{Limits, fuzz_support::RequestChecks, json, pb, token};
+use durable_iterator::{
+    Limits,
+    fuzz_support::{DecodeRequest, PublishBatchRequest, PublishRequest, RequestChecks},
+    json, pb, token,
+};
 use durable_iterator_fuzz::{NOW_SECS, assert_keeps_the_key, checks, keyring};
 use libfuzzer_sys::fuzz_target;
 use tonic::{Code, Status};
@@ -33,10 +38,21 @@ fn assert_invalid_argument(status: &Status, sent: &[u8]) {
     assert_keeps_the_key(status, sent);
 }
 
-fn decode<M: prost::Message + Default>(message: &[u8], sent: &[u8]) -> Option<M> {
+fn decode<M: DecodeRequest>(message: &[u8], sent: &[u8]) -> Option<M> {
     RequestChecks::decode(message)
         .inspect_err(|status| assert_invalid_argument(status, sent))
         .ok()
+}
+
+/// `read`, the server's reading of `message`, is prost's decoding of `P` made into the
+/// server's type: both refuse it, or both read the same request.
+fn assert_read_as_prost_reads<P, M>(read: &Option<M>, message: &[u8])
+where
+    P: prost::Message + Default + Into<M>,
+    M: PartialEq + std::fmt::Debug,
+{
+    let by_prost = P::decode(message).ok().map(Into::into);
+    assert_eq!(read, &by_prost, "the one-pass reading differs from prost's");
 }
 
 fuzz_target!(|sent: &[u8]| {
@@ -49,7 +65,9 @@ fn check(input: Input<'_>, sent: &[u8]) {
     let limits = Limits::default();
     match input.call {
         Call::Publish => {
-            let Some(request) = decode::<pb::PublishRequest>(input.message, sent) else {
+            let read = decode::<PublishRequest>(input.message, sent);
+            assert_read_as_prost_reads::<pb::PublishRequest, _>(&read, input.message);
+            let Some(request) = read else {
                 return;
             };
             match checks().publish(request) {
@@ -61,7 +79,9 @@ fn check(input: Input<'_>, sent: &[u8]) {
             }
         }
         Call::PublishBatch => {
-            let Some(request) = decode::<pb::PublishBatchRequest>(input.message, sent) else {
+            let read = decode::<PublishBatchRequest>(input.message, sent);
+            assert_read_as_prost_reads::<pb::PublishBatchRequest, _>(&read, input.message);
+            let Some(request) = read else {
                 return;
             };
             let events = request.events.len();

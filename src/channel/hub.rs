@@ -21,6 +21,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::Waker,
+    time::Instant,
 };
 
 use futures::task::AtomicWaker;
@@ -29,6 +30,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use crate::{
     clock::SharedClock,
     event::{NewEvent, StoredBatch},
+    metrics::{self, Stage},
     store::{Announced, EventStore, StoreError},
 };
 
@@ -39,18 +41,20 @@ pub(crate) type Batch = Arc<StoredBatch>;
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
     /// Events a subscriber may have unread before it counts as a slow consumer (it may hold
-    /// up to `subscriber_queue - 1 + max_batch`: a batch is never split).
+    /// up to `subscriber_queue - 1` and a batch: a batch is never split).
     pub subscriber_queue: usize,
-    /// Publishes appended to the store in one call at most.
+    /// Events appended to the store in one call at most, from as many publishes as fit (a
+    /// publish of more is appended alone: its events are never split).
     pub max_batch: usize,
     /// How resumes read their gap from the store.
     pub replay: super::ReplayLimits,
 }
 
 /// Why a publish did not go through. `Retired`: the hub was retired (no subscribers, nothing
-/// queued) and removed from the registry; the caller takes the channel's new hub and retries.
+/// queued) and removed from the registry; the caller takes the channel's new hub and retries
+/// with the events it gets back.
 pub(crate) enum PublishError {
-    Retired,
+    Retired(Vec<NewEvent>),
     Store(StoreError),
 }
 
@@ -67,6 +71,9 @@ pub(crate) struct Hub {
     /// Held while a batch is delivered (and a gap before it read): batches go out one at a
     /// time, in sequence order.
     delivering: tokio::sync::Mutex<()>,
+    /// The average size of the events of the last batch delivered (0: none yet), which sizes
+    /// the first page a resume reads.
+    recent_event_bytes: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -75,14 +82,17 @@ struct State {
     head: Option<u64>,
     subscribers: HashMap<u64, Sink>,
     next_subscriber: u64,
-    queued: Vec<QueuedPublish>,
+    /// Publishes waiting for the flush, each with its events (kept together: one ack each).
+    queued: VecDeque<QueuedPublish>,
     flushing: bool,
     retired: bool,
 }
 
 struct QueuedPublish {
-    event: NewEvent,
-    ack: oneshot::Sender<Result<u64, StoreError>>,
+    events: Vec<NewEvent>,
+    /// When the publish call began, if publish stages are timed.
+    received: Option<Instant>,
+    ack: oneshot::Sender<Result<Vec<u64>, StoreError>>,
 }
 
 /// The hub's end of a subscriber's queue; dropping it closes the queue.
@@ -137,6 +147,7 @@ impl Hub {
             state: Mutex::default(),
             following: OnceCell::new(),
             delivering: tokio::sync::Mutex::new(()),
+            recent_event_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -146,79 +157,94 @@ impl Hub {
     }
 
     /// Queues `events`, contiguous and in order, and waits until all are stored; returns their
-    /// sequence numbers.
+    /// sequence numbers. `Retired` gives the events back, for the channel's new hub.
     pub(crate) async fn publish(
         self: &Arc<Self>,
-        events: impl IntoIterator<Item = (bytes::Bytes, Arc<crate::filter::Filter>, Option<Arc<str>>)>,
+        events: Vec<NewEvent>,
+        received: Option<Instant>,
     ) -> Result<Vec<u64>, PublishError> {
-        let mut acks = Vec::new();
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ack, acked) = oneshot::channel();
         {
             let mut state = self.state();
             if state.retired {
-                return Err(PublishError::Retired);
+                return Err(PublishError::Retired(events));
             }
-            for (payload, filter, idempotency_key) in events {
-                let (ack, acked) = oneshot::channel();
-                let event = NewEvent {
-                    payload,
-                    filter,
-                    published_at_ms: 0, // stamped by the flush, in store order
-                    idempotency_key,
-                };
-                state.queued.push(QueuedPublish { event, ack });
-                acks.push(acked);
-            }
-            if !state.flushing && !acks.is_empty() {
+            state.queued.push_back(QueuedPublish {
+                events,
+                received,
+                ack,
+            });
+            if !state.flushing {
                 state.flushing = true;
                 // A task of its own, so a publisher that goes away cannot stall the others.
                 tokio::spawn(self.clone().flush());
             }
         }
-        let mut seqs = Vec::with_capacity(acks.len());
-        for acked in acks {
-            match acked.await {
-                Ok(result) => seqs.push(result.map_err(PublishError::Store)?),
-                Err(_) => {
-                    return Err(PublishError::Store(StoreError::Unavailable(
-                        "the publish pipeline stopped".into(),
-                    )));
-                }
-            }
+        match acked.await {
+            Ok(result) => result.map_err(PublishError::Store),
+            Err(_) => Err(PublishError::Store(StoreError::Unavailable(
+                "the publish pipeline stopped".into(),
+            ))),
         }
-        Ok(seqs)
     }
 
     async fn flush(self: Arc<Self>) {
         loop {
-            let batch: Vec<QueuedPublish> = {
+            // Whole publishes, in order, up to `max_batch` events (one larger publish alone).
+            let mut events: Vec<NewEvent> = Vec::new();
+            let mut acks = Vec::new();
+            {
                 let mut state = self.state();
-                if state.queued.is_empty() {
+                while let Some(next) = state.queued.front() {
+                    let fits = events.len() + next.events.len() <= self.limits.max_batch;
+                    if !events.is_empty() && !fits {
+                        break;
+                    }
+                    let Some(publish) = state.queued.pop_front() else {
+                        break;
+                    };
+                    acks.push((publish.events.len(), publish.received, publish.ack));
+                    if events.is_empty() {
+                        events = publish.events;
+                    } else {
+                        events.extend(publish.events);
+                    }
+                }
+                if events.is_empty() {
                     state.flushing = false;
                     return;
                 }
-                let take = state.queued.len().min(self.limits.max_batch);
-                state.queued.drain(..take).collect()
-            };
+            }
             let now_ms = self.clock.now_ms();
-            let (mut events, acks): (Vec<NewEvent>, Vec<_>) =
-                batch.into_iter().map(|q| (q.event, q.ack)).unzip();
             for event in &mut events {
-                event.published_at_ms = now_ms;
+                event.published_at_ms = now_ms; // in store order
             }
             match self.store.append(&self.name, &events).await {
                 Ok(stored) => {
+                    let committed = metrics::stage_clock();
+                    if committed.is_some() {
+                        for received in acks.iter().filter_map(|(_, received, _)| *received) {
+                            metrics::stage_took(Stage::ReceivedToCommitted, received);
+                        }
+                    }
                     // Duplicates (by idempotency key) are answered the first event's seq and
                     // are not in the batch: subscribers received them the first time.
-                    let seqs = stored.answers();
-                    crate::metrics::published(stored.len());
-                    self.deliver(Arc::new(stored)).await;
-                    for (ack, seq) in acks.into_iter().zip(seqs) {
-                        let _ = ack.send(Ok(seq));
+                    let mut seqs = stored.answers().into_iter();
+                    metrics::published(stored.len());
+                    self.deliver(Arc::new(stored.committed_at(committed))).await;
+                    if let Some(committed) = committed {
+                        metrics::stage_took(Stage::CommittedToQueued, committed);
+                    }
+                    for (count, _, ack) in acks {
+                        let _ = ack.send(Ok(seqs.by_ref().take(count).collect()));
                     }
                 }
                 Err(error) => {
                     tracing::error!(channel = %self.name, %error, "append failed");
-                    for ack in acks {
+                    for (_, _, ack) in acks {
                         let _ = ack.send(Err(error.clone()));
                     }
                 }
@@ -307,8 +333,16 @@ impl Hub {
         Ok(())
     }
 
+    /// The average size of the channel's recent events, if it delivered any.
+    pub(crate) fn recent_event_bytes(&self) -> Option<usize> {
+        Some(self.recent_event_bytes.load(Ordering::Relaxed)).filter(|bytes| *bytes > 0)
+    }
+
     fn fan_out(&self, batch: Batch) {
         let Some(last) = batch.last() else { return };
+        let bytes: usize = batch.iter().map(|event| event.frame.bytes().len()).sum();
+        self.recent_event_bytes
+            .store((bytes / batch.len()).max(1), Ordering::Relaxed);
         let limit = self.limits.subscriber_queue;
         let mut state = self.state();
         // Never backwards: a batch that overlaps what was delivered only adds its newer events

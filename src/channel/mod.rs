@@ -25,7 +25,7 @@ pub use resume::{ResumeFailure, ResumeOutcome};
 
 use crate::{
     clock::SharedClock,
-    event::EventId,
+    event::{EventId, NewEvent},
     filter::Filter,
     session::Sessions,
     store::{EventStore, StoreError},
@@ -47,7 +47,9 @@ pub struct Channels {
 pub(crate) struct Publication {
     /// Encoded as `Event`'s `oneof payload`.
     pub payload: Bytes,
-    pub filter: Filter,
+    /// Shared by the events of a publish that have the same one (and, in the on-disk store,
+    /// encoded once for a run of them).
+    pub filter: Arc<Filter>,
     /// The publisher's key: a repeat of a retained event's key stores nothing.
     pub idempotency_key: Option<String>,
 }
@@ -57,7 +59,7 @@ impl Publication {
     pub(crate) fn new(payload: Bytes, filter: Filter) -> Self {
         Self {
             payload,
-            filter,
+            filter: Arc::new(filter),
             idempotency_key: None,
         }
     }
@@ -147,28 +149,24 @@ impl Channels {
         channel: &str,
         events: Vec<Publication>,
     ) -> Result<Vec<EventId>, StoreError> {
-        // Events published together often share their filter: one allocation (and, in the
-        // on-disk store, one encoding) serves a run of equal ones.
-        let mut previous: Option<Arc<Filter>> = None;
-        let events: Vec<(Bytes, Arc<Filter>, Option<Arc<str>>)> = events
+        let mut events: Vec<NewEvent> = events
             .into_iter()
-            .map(|event| {
-                let filter = match &previous {
-                    Some(shared) if **shared == event.filter => shared.clone(),
-                    _ => previous.insert(Arc::new(event.filter)).clone(),
-                };
-                (event.payload, filter, event.idempotency_key.map(Arc::from))
+            .map(|event| NewEvent {
+                payload: event.payload,
+                filter: event.filter,
+                published_at_ms: 0, // stamped by the hub's flush, in store order
+                idempotency_key: event.idempotency_key.map(Arc::from),
             })
             .collect();
         let started = crate::metrics::publish_started();
         loop {
-            match self.hub(channel).publish(events.iter().cloned()).await {
+            match self.hub(channel).publish(events, started).await {
                 Ok(seqs) => {
                     crate::metrics::publish_durable(started);
                     let epoch = self.store.epoch();
                     return Ok(seqs.into_iter().map(|seq| EventId { epoch, seq }).collect());
                 }
-                Err(hub::PublishError::Retired) => continue,
+                Err(hub::PublishError::Retired(returned)) => events = returned,
                 Err(hub::PublishError::Store(error)) => return Err(error),
             }
         }
@@ -196,9 +194,10 @@ impl Channels {
             }),
             None => None,
         };
-        let (subscription, head) = loop {
-            match self.hub(channel).subscribe().await {
-                Ok(opened) => break opened,
+        let (subscription, head, event_bytes) = loop {
+            let hub = self.hub(channel);
+            match hub.subscribe().await {
+                Ok((subscription, head)) => break (subscription, head, hub.recent_event_bytes()),
                 Err(hub::SubscribeError::Retired) => continue,
                 Err(hub::SubscribeError::Store(error)) => return Err(error),
             }
@@ -219,6 +218,7 @@ impl Channels {
             admits,
             self.limits.replay,
             grant,
+            event_bytes,
         )
         .await?;
         let failure = match start {

@@ -50,8 +50,9 @@ impl Default for ReplayLimits {
     }
 }
 
-/// Events of the first page of a replay, before any size is known: small enough that even
-/// events of the largest payload stay within a few MiB.
+/// Events of the first page of a replay when no size is known (the channel published nothing
+/// since its hub opened): small enough that even events of the largest payload stay within a
+/// few MiB.
 const FIRST_PAGE_EVENTS: u64 = 64;
 const MIN_PAGE_EVENTS: u64 = 16;
 const MAX_PAGE_EVENTS: u64 = 4_096;
@@ -185,7 +186,9 @@ pub(crate) struct SlotGrant {
 }
 
 /// Counts the events of `channel` with `after < seq <= until` retained at `now_ms` that
-/// `admits` lets through, and keeps the first page of them for sending.
+/// `admits` lets through, and keeps the first page of them for sending. `event_bytes`, the
+/// size of the channel's recent events if known, sizes the first page as the next ones are
+/// (a short gap is then one read, not two).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn count(
     store: Arc<dyn EventStore>,
@@ -196,17 +199,21 @@ pub(crate) async fn count(
     admits: Admits,
     limits: ReplayLimits,
     grant: Option<SlotGrant>,
+    event_bytes: Option<usize>,
 ) -> Result<Counted, StoreError> {
+    let page_size = limits.page_bytes.max(1);
+    let first_page_events =
+        event_bytes.map_or(FIRST_PAGE_EVENTS, |bytes| page_events(page_size, bytes));
     let mut replay = Replay {
         store,
         channel,
         admits,
         now_ms,
-        page_bytes: limits.page_bytes.max(1),
+        page_bytes: page_size,
         page: VecDeque::new(),
         read_until: after,
         until,
-        next_page_events: FIRST_PAGE_EVENTS,
+        next_page_events: first_page_events,
         slot: grant.map(|grant| Slot::new(grant.slots, grant.permit, limits.stall)),
     };
     // The first page is kept, and the ones after it while they fit in one page's bytes (a
@@ -316,7 +323,11 @@ impl Replay {
         if events.is_empty() {
             return self.next_page_events;
         }
-        let average = (page_bytes(events) / events.len()).max(1);
-        ((self.page_bytes / average) as u64).clamp(MIN_PAGE_EVENTS, MAX_PAGE_EVENTS)
+        page_events(self.page_bytes, page_bytes(events) / events.len())
     }
+}
+
+/// How many events of `event_bytes` each make a page of about `page_bytes`.
+fn page_events(page_bytes: usize, event_bytes: usize) -> u64 {
+    ((page_bytes / event_bytes.max(1)) as u64).clamp(MIN_PAGE_EVENTS, MAX_PAGE_EVENTS)
 }

@@ -177,3 +177,133 @@ async fn a_subscriber_that_keeps_up_survives_a_burst_larger_than_its_queue() {
     let batch = next_batch(&mut opened.subscription).await;
     assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [after.seq]);
 }
+
+#[tokio::test]
+async fn a_publish_is_appended_whole_with_as_many_others_as_fit_a_batch() {
+    let channels = Channels::new(
+        Arc::new(MemoryStore::new(60_000)),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 1_000,
+            max_batch: 64,
+            replay: ReplayLimits::default(),
+        },
+    );
+    let mut opened = channels.open("whole", None, everyone()).await.unwrap();
+    // Queued together (single-threaded runtime): publishes of 30, 30, 10, 100 and 5 events
+    // against batches of 64 events.
+    let sizes = [30, 30, 10, 100, 5];
+    let publishes = sizes.iter().enumerate().map(|(n, &size)| {
+        let events = (0..size)
+            .map(|i| super::Publication::new(json_payload(json!([n, i])), Filter::everyone()))
+            .collect();
+        channels.publish_many("whole", events)
+    });
+    let ids: Vec<Vec<u64>> = futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .map(|ids| ids.unwrap().iter().map(|id| id.seq).collect())
+        .collect();
+    // Each publish has consecutive ids, in the order queued.
+    let mut next = 1;
+    for (publish, size) in ids.iter().zip(sizes) {
+        assert_eq!(*publish, (next..next + size as u64).collect::<Vec<_>>());
+        next += size as u64;
+    }
+    let mut batches = Vec::new();
+    while batches.iter().map(Vec::len).sum::<usize>() < 175 {
+        let batch = next_batch(&mut opened.subscription).await;
+        batches.push(batch.iter().map(|e| e.seq).collect::<Vec<_>>());
+    }
+    // 30 + 30 fit 64, 10 more would not; the 100 goes alone, though larger; then the 5.
+    let lengths: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(lengths, [60, 10, 100, 5]);
+    assert_eq!(batches.concat(), ids.concat());
+}
+
+/// A store that counts its `read`s.
+struct CountingReads {
+    inner: MemoryStore,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountingReads {
+    fn epoch(&self) -> crate::store::Epoch {
+        self.inner.epoch()
+    }
+    fn retention_ms(&self) -> u64 {
+        self.inner.retention_ms()
+    }
+    async fn append(
+        &self,
+        channel: &str,
+        events: &[crate::store::NewEvent],
+    ) -> Result<crate::store::StoredBatch, crate::store::StoreError> {
+        self.inner.append(channel, events).await
+    }
+    async fn last_seq(&self, channel: &str) -> Result<u64, crate::store::StoreError> {
+        self.inner.last_seq(channel).await
+    }
+    async fn read(
+        &self,
+        channel: &str,
+        after: u64,
+        until: u64,
+        now_ms: u64,
+    ) -> Result<crate::store::History, crate::store::StoreError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read(channel, after, until, now_ms).await
+    }
+    async fn read_page(
+        &self,
+        channel: &str,
+        page: crate::store::PageQuery,
+        now_ms: u64,
+    ) -> Result<Vec<crate::store::StoredEvent>, crate::store::StoreError> {
+        self.inner.read_page(channel, page, now_ms).await
+    }
+    async fn channels(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<String>, crate::store::StoreError> {
+        self.inner.channels(prefix, after, limit, now_ms).await
+    }
+    async fn expire(&self, now_ms: u64) -> Result<usize, crate::store::StoreError> {
+        self.inner.expire(now_ms).await
+    }
+}
+
+#[tokio::test]
+async fn a_short_gap_on_a_channel_that_published_is_read_in_one_page() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let channels = Channels::new(
+        store.clone(),
+        Arc::new(ManualClock::new(START_MS)),
+        HubLimits {
+            subscriber_queue: 1_000,
+            max_batch: 1_024,
+            replay: ReplayLimits::default(),
+        },
+    );
+    let events = (0..100)
+        .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
+        .collect();
+    let ids = channels.publish_many("short", events).await.unwrap();
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let before = reads();
+    let resumed = channels
+        .open("short", Some(ids[0]), everyone())
+        .await
+        .unwrap();
+    assert_eq!(resumed.outcome.replayed, 99);
+    // The channel's events are small: the first page covers the 99 (64 events would not).
+    assert_eq!(reads() - before, 1);
+}

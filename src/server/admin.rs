@@ -5,17 +5,22 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use super::{Shared, generated::durable_iterator_admin_server::DurableIteratorAdmin, page_token};
+use super::{
+    Shared,
+    generated::durable_iterator_admin_server::DurableIteratorAdmin,
+    page_token,
+    publish_request::{PublishBatchRequest, PublishRequest},
+    publish_response::{PublishBatchResponse, PublishResponse},
+};
 use crate::{
     channel::{HistoryQuery, Publication},
     error::Error,
     event::EventId,
-    filter::Filter,
     json,
     limits::page_limit,
     pb,
     store::StoreError,
-    token, wire,
+    token,
 };
 
 /// The events of one channel in a batch: their positions in the request, and the events.
@@ -52,43 +57,30 @@ impl AdminApi {
     /// and the event. Changes nothing.
     pub(super) fn checked_event(
         &self,
-        request: pb::PublishRequest,
-    ) -> Result<(String, Publication), Error> {
-        let payload = match request.payload {
-            Some(pb::publish_request::Payload::Json(value)) => pb::event::Payload::Json(value),
-            Some(pb::publish_request::Payload::Typed(any)) => pb::event::Payload::Typed(any),
-            None => {
-                return Err(Error::InvalidArgument(
-                    "payload is missing: set `json` or `typed`".into(),
-                ));
-            }
-        };
-        let payload = wire::encode_payload(&payload);
-        let filter = Filter {
-            tags: request.tags.map(|list| list.values),
-            targets: request.targets.map(|list| list.values),
-            exclude: request.exclude,
+        request: PublishRequest,
+    ) -> Result<(Arc<str>, Publication), Error> {
+        let Some(payload) = request.payload else {
+            return Err(Error::InvalidArgument(
+                "payload is missing: set `json` or `typed`".into(),
+            ));
         };
         // Empty is no key: not every client can tell an empty string from none.
         let idempotency_key = request.idempotency_key.filter(|key| !key.is_empty());
         self.shared.config.limits.check_publish(
             &request.channel,
             &payload,
-            &filter,
+            &request.filter,
             idempotency_key.as_deref(),
         )?;
         let event = Publication {
             payload,
-            filter,
+            filter: request.filter,
             idempotency_key,
         };
         Ok((request.channel, event))
     }
 
-    async fn publish_event(
-        &self,
-        request: pb::PublishRequest,
-    ) -> Result<pb::PublishResponse, Error> {
+    async fn publish_event(&self, request: PublishRequest) -> Result<PublishResponse, Error> {
         let (channel, event) = self.checked_event(request)?;
         let mut ids = self
             .shared
@@ -98,15 +90,15 @@ impl AdminApi {
         let id = ids
             .pop()
             .ok_or_else(|| StoreError::Unavailable("the publish pipeline lost an event".into()))?;
-        Ok(pb::PublishResponse { id: id.to_string() })
+        Ok(PublishResponse { id })
     }
 
     /// Checks every event of a batch, before any is published, and groups them by channel.
     /// Changes nothing.
     pub(super) fn checked_batch(
         &self,
-        request: pb::PublishBatchRequest,
-    ) -> Result<HashMap<String, ChannelBatch>, Error> {
+        request: PublishBatchRequest,
+    ) -> Result<Vec<(Arc<str>, ChannelBatch)>, Error> {
         let limits = &self.shared.config.limits;
         if request.events.len() > limits.max_batch_events {
             return Err(Error::InvalidArgument(format!(
@@ -115,12 +107,26 @@ impl AdminApi {
                 limits.max_batch_events
             )));
         }
-        let mut by_channel: HashMap<String, ChannelBatch> = HashMap::new();
+        let mut by_channel: Vec<(Arc<str>, ChannelBatch)> = Vec::new();
+        // Where each channel's events are in `by_channel`; an event on the channel of the one
+        // before (most are) is put there without looking its channel up.
+        let mut groups: HashMap<Arc<str>, usize> = HashMap::new();
+        let total = request.events.len();
         for (position, event) in request.events.into_iter().enumerate() {
             let (channel, event) = self
                 .checked_event(event)
                 .map_err(|e| Error::InvalidArgument(format!("event {position}: {e}")))?;
-            let (positions, events) = by_channel.entry(channel).or_default();
+            let group = match by_channel.last() {
+                Some((last, _)) if *last == channel => by_channel.len() - 1,
+                _ => *groups.entry(channel.clone()).or_insert_with(|| {
+                    // Room for every event in the first channel's group: most batches have one.
+                    let room = if by_channel.is_empty() { total } else { 0 };
+                    let group = (Vec::with_capacity(room), Vec::with_capacity(room));
+                    by_channel.push((channel, group));
+                    by_channel.len() - 1
+                }),
+            };
+            let (positions, events) = &mut by_channel[group].1;
             positions.push(position);
             events.push(event);
         }
@@ -129,12 +135,12 @@ impl AdminApi {
 
     async fn publish_batch(
         &self,
-        request: pb::PublishBatchRequest,
-    ) -> Result<pb::PublishBatchResponse, Error> {
+        request: PublishBatchRequest,
+    ) -> Result<PublishBatchResponse, Error> {
         let by_channel = self.checked_batch(request)?;
         let total = by_channel
-            .values()
-            .map(|(positions, _)| positions.len())
+            .iter()
+            .map(|(_, (positions, _))| positions.len())
             .sum();
         let channels = &self.shared.channels;
         let published = futures::future::try_join_all(by_channel.into_iter().map(
@@ -144,11 +150,12 @@ impl AdminApi {
             },
         ))
         .await?;
-        let mut ids = vec![String::new(); total];
+        // Every position is answered once: the batch's channels partition its events.
+        let mut ids = vec![EventId { epoch: 0, seq: 0 }; total];
         for (position, id) in published.into_iter().flatten() {
-            ids[position] = id.to_string();
+            ids[position] = id;
         }
-        Ok(pb::PublishBatchResponse { ids })
+        Ok(PublishBatchResponse { ids })
     }
 
     pub(super) fn mint_token(
@@ -367,8 +374,8 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 impl DurableIteratorAdmin for AdminApi {
     async fn publish(
         &self,
-        request: Request<pb::PublishRequest>,
-    ) -> Result<Response<pb::PublishResponse>, Status> {
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(
             self.publish_event(request.into_inner()).await?,
@@ -377,8 +384,8 @@ impl DurableIteratorAdmin for AdminApi {
 
     async fn publish_batch(
         &self,
-        request: Request<pb::PublishBatchRequest>,
-    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+        request: Request<PublishBatchRequest>,
+    ) -> Result<Response<PublishBatchResponse>, Status> {
         self.authorize(request.metadata())?;
         Ok(Response::new(
             self.publish_batch(request.into_inner()).await?,

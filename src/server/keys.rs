@@ -18,15 +18,29 @@ pub(crate) struct Keys {
     pub(crate) keyring: Keyring,
     /// Any of them opens the admin service; none: the admin service refuses every call.
     pub(crate) api_keys: Vec<String>,
+    /// The digests of `api_keys`, made once: a call hashes only the key it presents.
+    api_key_digests: Vec<[u8; 32]>,
 }
 
 impl Keys {
+    pub(crate) fn new(keyring: Keyring, api_keys: Vec<String>) -> Self {
+        let api_key_digests = api_keys
+            .iter()
+            .map(|key| Sha256::digest(key.as_bytes()).into())
+            .collect();
+        Self {
+            keyring,
+            api_keys,
+            api_key_digests,
+        }
+    }
+
     /// Whether `presented` is one of the API keys, in time that depends on neither the keys'
     /// contents nor their lengths (digests have one length), nor on which one matched.
     pub(crate) fn admits_api_key(&self, presented: &str) -> bool {
         let presented = Sha256::digest(presented.as_bytes());
-        self.api_keys.iter().fold(false, |found, key| {
-            found | bool::from(Sha256::digest(key.as_bytes()).ct_eq(&presented))
+        self.api_key_digests.iter().fold(false, |found, key| {
+            found | bool::from(key.ct_eq(presented.as_slice()))
         })
     }
 }
@@ -46,7 +60,7 @@ impl KeyReloader {
     /// verified with any of them, and the admin service takes any of `api_keys` (none: it
     /// refuses every call). Open streams are not touched.
     pub fn reload(&self, keyring: Keyring, api_keys: Vec<String>) {
-        self.keys.store(Arc::new(Keys { keyring, api_keys }));
+        self.keys.store(Arc::new(Keys::new(keyring, api_keys)));
     }
 }
 
@@ -56,9 +70,11 @@ mod tests {
 
     #[test]
     fn any_api_key_of_the_set_is_admitted_and_nothing_else() {
-        let keys = |api_keys: &[&str]| Keys {
-            keyring: Keyring::new(["k"]).unwrap(),
-            api_keys: api_keys.iter().map(|k| k.to_string()).collect(),
+        let keys = |api_keys: &[&str]| {
+            Keys::new(
+                Keyring::new(["k"]).unwrap(),
+                api_keys.iter().map(|k| k.to_string()).collect(),
+            )
         };
         let two = keys(&["new", "old"]);
         assert!(two.admits_api_key("new"));

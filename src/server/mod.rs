@@ -2,6 +2,8 @@
 //! all on one port.
 
 mod admin;
+mod browser_calls;
+mod canonical;
 mod client_api;
 mod codec;
 pub mod defaults;
@@ -10,6 +12,8 @@ mod keys;
 mod landing;
 mod other_nodes;
 mod page_token;
+pub(crate) mod publish_request;
+pub(crate) mod publish_response;
 mod request_checks;
 mod subscribe_service;
 mod subscriber_stream;
@@ -28,7 +32,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use admin::AdminApi;
 use client_api::ClientApi;
+pub use codec::DecodeRequest;
 pub use keys::KeyReloader;
+pub use publish_request::{PublishBatchRequest, PublishRequest};
 pub use request_checks::{CheckedBatch, CheckedEvent, RequestChecks};
 pub(crate) use subscribe_service::read_request as read_subscribe_request;
 pub(crate) use subscriber_stream::StreamTiming;
@@ -204,10 +210,10 @@ impl Server {
         };
         let channels = Arc::new(Channels::new(store, clock.clone(), hub_limits));
         let objects = Objects::new(config.objects.clone(), channels.clone(), config.limits);
-        let keys = Arc::new(ArcSwap::from_pointee(keys::Keys {
-            keyring: config.keyring.clone(),
-            api_keys: config.api_key.iter().cloned().collect(),
-        }));
+        let keys = Arc::new(ArcSwap::from_pointee(keys::Keys::new(
+            config.keyring.clone(),
+            config.api_key.iter().cloned().collect(),
+        )));
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -286,8 +292,7 @@ impl Server {
             .accept_http1(true)
             .max_concurrent_streams(shared.config.max_concurrent_streams)
             .layer(landing::LandingLayer)
-            .layer(cors)
-            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(browser_calls::BrowserCallsLayer::new(cors))
             .add_service(subscribe_service::ClientService::new(ClientApi::new(
                 shared.clone(),
             )))

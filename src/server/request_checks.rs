@@ -5,10 +5,15 @@
 use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
-use prost::Message;
 use tonic::Status;
 
-use super::{Server, ServerConfig, admin::AdminApi, client_api::ClientApi, codec};
+use super::{
+    Server, ServerConfig,
+    admin::AdminApi,
+    client_api::ClientApi,
+    codec::DecodeRequest,
+    publish_request::{PublishBatchRequest, PublishRequest},
+};
 use crate::{
     clock::SharedClock,
     event::EventId,
@@ -47,9 +52,9 @@ impl RequestChecks {
         }
     }
 
-    /// Decodes a request message as every call does; a failure is `INVALID_ARGUMENT`.
-    pub fn decode<M: Message + Default>(message: &[u8]) -> Result<M, Status> {
-        codec::decode_request(message)
+    /// Decodes a request message as its call does; a failure is `INVALID_ARGUMENT`.
+    pub fn decode<M: DecodeRequest>(message: &[u8]) -> Result<M, Status> {
+        M::decode_request(message)
     }
 
     /// What `Subscribe` checks before it opens the stream.
@@ -71,17 +76,17 @@ impl RequestChecks {
     }
 
     /// What `Publish` checks before it publishes (the API key aside).
-    pub fn publish(&self, request: pb::PublishRequest) -> Result<CheckedEvent, Status> {
+    pub fn publish(&self, request: PublishRequest) -> Result<CheckedEvent, Status> {
         let (channel, event) = self.admin.checked_event(request)?;
-        Ok((channel, event.payload, event.filter))
+        Ok((channel.to_string(), event.payload, (*event.filter).clone()))
     }
 
     /// What `PublishBatch` checks before it publishes (the API key aside).
-    pub fn publish_batch(&self, request: pb::PublishBatchRequest) -> Result<CheckedBatch, Status> {
+    pub fn publish_batch(&self, request: PublishBatchRequest) -> Result<CheckedBatch, Status> {
         let by_channel = self.admin.checked_batch(request)?;
         Ok(by_channel
             .into_iter()
-            .map(|(channel, (positions, _))| (channel, positions))
+            .map(|(channel, (positions, _))| (channel.to_string(), positions))
             .collect())
     }
 

@@ -214,6 +214,10 @@ impl SubscriberStream {
     }
 
     fn take(&mut self, batch: Batch) {
+        // Taken when its first run is about to go out (in this same poll of the stream).
+        if let Some(committed) = batch.committed() {
+            metrics::stage_took(metrics::Stage::CommittedToSent, committed);
+        }
         self.batch = Some((batch, 0));
         self.batch_stamped = false;
     }

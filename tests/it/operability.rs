@@ -201,6 +201,57 @@ async fn metrics_count_subscribes_resumes_slow_consumers_and_publishes() {
         1.0
     );
     assert!(after["durable_iterator_store_file_bytes"] > 0.0);
+    assert!(
+        !after
+            .keys()
+            .any(|sample| sample.starts_with("durable_iterator_publish_stage_seconds")),
+        "stages are timed only with --stage-timings"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_timings_time_each_publish_batch_and_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = ServerProcess::command(dir.path(), "127.0.0.1:0");
+    command.args(["--metrics-listen", "127.0.0.1:0", "--stage-timings"]);
+    let mut server = ServerProcess::spawn(command);
+    let url = server.metrics_url();
+    let mut client = DurableIteratorClient::new(server.channel().await);
+    let mut admin = DurableIteratorAdminClient::new(server.channel().await);
+    let (_, mut first) = subscribe_on(&mut client, subscribe_request(child_token("timed")))
+        .await
+        .unwrap();
+    let (_, mut second) = subscribe_on(&mut client, subscribe_request(child_token("timed")))
+        .await
+        .unwrap();
+    // One at a time: three publish calls, three batches, each sent to both streams.
+    for n in 0..3 {
+        let id = admin
+            .publish(child_publish("timed", json!({ "n": n })))
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        assert_eq!(next_event(&mut first).await.id, id);
+        assert_eq!(next_event(&mut second).await.id, id);
+    }
+    let scraped = scrape(&url).await;
+    let stage = |stage: &str, part: &str| {
+        let sample = format!(r#"durable_iterator_publish_stage_seconds_{part}{{stage="{stage}"}}"#);
+        *scraped
+            .get(&sample)
+            .unwrap_or_else(|| panic!("{sample} is not exposed"))
+    };
+    assert_eq!(stage("received_to_committed", "count"), 3.0);
+    assert_eq!(stage("committed_to_queued", "count"), 3.0);
+    assert_eq!(stage("committed_to_sent", "count"), 6.0);
+    assert_eq!(
+        stage("store_commit", "count"),
+        scraped["durable_iterator_store_commit_seconds_count"]
+    );
+    // A commit (an fsync) takes time; handing a batch over takes some too.
+    assert!(stage("received_to_committed", "sum") > 0.0);
+    assert!(stage("committed_to_sent", "sum") > 0.0);
 }
 
 /// Lines of a child's stderr, each parsed as JSON (a line that is not JSON fails the test).

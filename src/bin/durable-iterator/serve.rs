@@ -181,6 +181,15 @@ pub(crate) struct ServeArgs {
     /// Serve Prometheus metrics at `GET /metrics` on this address (off without it).
     #[arg(long, env = "DURABLE_ITERATOR_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Also time each stage of every publish's way to its subscribers
+    /// (`durable_iterator_publish_stage_seconds`): a clock read per publish, per stored batch
+    /// and per subscriber and batch. For finding where latency goes.
+    #[arg(
+        long,
+        env = "DURABLE_ITERATOR_STAGE_TIMINGS",
+        requires = "metrics_listen"
+    )]
+    stage_timings: bool,
     /// Log lines as `text` or `json` (one object per line), on stderr; `RUST_LOG` filters.
     #[arg(
         long,
@@ -402,7 +411,13 @@ async fn serve(args: ServeArgs, argv: Vec<std::ffi::OsString>) -> Result<(), Box
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let metrics_addr = match args.metrics_listen {
-        Some(listen) => Some(durable_iterator::metrics::install(listen).await?),
+        Some(listen) => {
+            let addr = durable_iterator::metrics::install(listen).await?;
+            if args.stage_timings {
+                durable_iterator::metrics::enable_stage_timings();
+            }
+            Some(addr)
+        }
         None => None,
     };
     tracing::info!(%addr, tls, retention_seconds = args.retention_seconds, store = %store_name, "serving");

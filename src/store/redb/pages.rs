@@ -5,7 +5,11 @@ use std::ops::Bound;
 
 use ::redb::{Database, ReadableDatabase};
 
-use super::{EVENTS, open::storage, record::raw_events};
+use super::{
+    EVENTS,
+    open::storage,
+    record::{Decoder, raw_events},
+};
 use crate::store::{Direction, PageQuery, StoreError, StoredEvent, is_retained};
 
 /// See [`crate::store::EventStore::read_page`].
@@ -19,6 +23,7 @@ pub(super) fn read_page(
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(EVENTS).map_err(storage)?;
     let mut events = Vec::new();
+    let mut decoder = Decoder::default();
     if page.limit == 0 {
         return Ok(events);
     }
@@ -44,7 +49,7 @@ pub(super) fn read_page(
                 for event in raw_events(key.value().1, value.value()) {
                     let event = event?;
                     if event.seq > page.from && retained(event.published_at_ms) {
-                        events.push(event.decode()?);
+                        events.push(decoder.decode(&event)?);
                         if events.len() == page.limit {
                             return Ok(events);
                         }
@@ -64,7 +69,7 @@ pub(super) fn read_page(
                     raw_events(key.value().1, value.value()).collect::<Result<_, _>>()?;
                 for event in record.iter().rev() {
                     if event.seq < page.from && retained(event.published_at_ms) {
-                        events.push(event.decode()?);
+                        events.push(decoder.decode(event)?);
                         if events.len() == page.limit {
                             return Ok(events);
                         }

@@ -8,7 +8,7 @@ use super::{
     EVENTS, EXPIRY, EXPIRY_CHUNK, HEADS, RedbStore, idempotency,
     open::storage,
     pages,
-    record::{RawEvent, raw_events},
+    record::{Decoder, RawEvent, raw_events},
     space::Reclaimed,
     writer::Append,
 };
@@ -86,7 +86,8 @@ impl EventStore for RedbStore {
                     }
                 }
             }
-            let mut events = Vec::new();
+            let mut events = Vec::with_capacity(until.saturating_sub(after).min(4_096) as usize);
+            let mut decoder = Decoder::default();
             if after < until {
                 // From the record that holds `after + 1`: the last one starting at or before it.
                 let start = table
@@ -104,7 +105,7 @@ impl EventStore for RedbStore {
                     for event in raw_events(key.value().1, value.value()) {
                         let event = event?;
                         if event.seq > after && event.seq <= until && retained(&event) {
-                            events.push(event.decode()?);
+                            events.push(decoder.decode(&event)?);
                         }
                     }
                 }

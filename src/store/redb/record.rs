@@ -14,18 +14,20 @@ use crate::{
 /// LE), the filter as JSON (empty for everyone), frame length (4 bytes LE), the encoded frame.
 pub(crate) fn encode_events(events: &[StoredEvent], out: &mut Vec<u8>) {
     out.clear();
-    // Events of one publish share their filter: it is serialized once for a run of them.
+    // Events appended together mostly have equal filters (the same one, shared, for a
+    // publish's events; equal ones for concurrent publishes): serialized once for a run.
     let mut filter: Option<(&Arc<Filter>, Vec<u8>)> = None;
     for event in events {
-        out.extend_from_slice(&event.published_at_ms.to_le_bytes());
         let json = match &filter {
-            Some((shared, json)) if Arc::ptr_eq(shared, &event.filter) => json,
+            Some((shared, json)) if **shared == event.filter => json,
             _ => &filter.insert((&event.filter, event.filter.to_stored())).1,
         };
+        let frame = event.frame.bytes();
+        out.extend_from_slice(&event.published_at_ms.to_le_bytes());
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(json);
-        out.extend_from_slice(&(event.frame.bytes().len() as u32).to_le_bytes());
-        out.extend_from_slice(event.frame.bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(frame);
     }
 }
 
@@ -39,12 +41,34 @@ pub(crate) struct RawEvent<'a> {
 
 impl RawEvent<'_> {
     pub(crate) fn decode(&self) -> Result<StoredEvent, StoreError> {
-        let filter = Filter::from_stored(self.filter).ok_or_else(|| malformed(self.seq))?;
+        Decoder::default().decode(self)
+    }
+}
+
+/// Decodes the events of a read: a filter stored as the same bytes as the event before's
+/// (a run of one publish, or of publishes with equal filters) is shared, not parsed again.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    last_filter: Option<(Vec<u8>, Arc<Filter>)>,
+}
+
+impl Decoder {
+    pub(crate) fn decode(&mut self, raw: &RawEvent<'_>) -> Result<StoredEvent, StoreError> {
+        let filter = match &self.last_filter {
+            Some((stored, filter)) if stored.as_slice() == raw.filter => filter.clone(),
+            _ => {
+                let filter = Filter::from_stored(raw.filter).ok_or_else(|| malformed(raw.seq))?;
+                self.last_filter
+                    .insert((raw.filter.to_vec(), Arc::new(filter)))
+                    .1
+                    .clone()
+            }
+        };
         Ok(StoredEvent {
-            seq: self.seq,
-            published_at_ms: self.published_at_ms,
-            filter: Arc::new(filter),
-            frame: Frame::from_encoded(Bytes::copy_from_slice(self.frame)),
+            seq: raw.seq,
+            published_at_ms: raw.published_at_ms,
+            filter,
+            frame: Frame::from_encoded(Bytes::copy_from_slice(raw.frame)),
         })
     }
 }
@@ -127,6 +151,15 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(decoded.len(), 3);
+        let mut decoder = Decoder::default();
+        let shared: Vec<StoredEvent> = raw_events(9, &record)
+            .map(|raw| decoder.decode(&raw.unwrap()).unwrap())
+            .collect();
+        assert!(
+            Arc::ptr_eq(&shared[1].filter, &shared[2].filter),
+            "a filter stored the same for consecutive events is parsed once"
+        );
+        assert!(!Arc::ptr_eq(&shared[0].filter, &shared[1].filter));
         for (decoded, stored) in decoded.iter().zip(&stored) {
             assert_eq!(decoded.seq, stored.seq);
             assert_eq!(decoded.published_at_ms, stored.published_at_ms);

@@ -53,6 +53,9 @@ pub(super) fn write_loop(
     commits: &AtomicU64,
 ) {
     let mut health = CommitHealth::default();
+    // The records of a commit are encoded here one after the other: kept from commit to
+    // commit, the buffer stops growing once it has held the largest.
+    let mut record = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_APPENDS_PER_COMMIT {
@@ -63,7 +66,7 @@ pub(super) fn write_loop(
         }
         let started = crate::metrics::commit_started();
         let committed = db.get().and_then(|current| {
-            let result = commit(&current, db.epoch, retention_ms, &batch);
+            let result = commit(&current, db.epoch, retention_ms, &batch, &mut record);
             if result.as_ref().is_err_and(needs_reopen) {
                 // Nothing of this batch is acknowledged; the next one gets a fresh database.
                 if let Err(error) = db.reopen(Some(current)) {
@@ -108,6 +111,7 @@ pub(super) fn commit(
     epoch: Epoch,
     retention_ms: u64,
     batch: &[Append],
+    record: &mut Vec<u8>,
 ) -> Result<Vec<StoredBatch>, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut results = Vec::with_capacity(batch.len());
@@ -119,7 +123,6 @@ pub(super) fn commit(
         let mut keys: Option<Keys<'_>> = None;
         // Heads of channels met in this batch: several appends may hit one channel.
         let mut last_seqs: HashMap<&str, u64> = HashMap::new();
-        let mut record = Vec::new();
         for append in batch {
             let channel = append.channel.as_str();
             let last_seq = match last_seqs.get(channel) {
@@ -158,7 +161,7 @@ pub(super) fn commit(
                 continue;
             };
             if retention_ms > 0 {
-                encode_events(&stored, &mut record);
+                encode_events(&stored, record);
                 events
                     .insert((channel, first.seq), record.as_slice())
                     .map_err(storage)?;
