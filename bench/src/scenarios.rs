@@ -757,6 +757,23 @@ pub struct DurablePublish {
     pub seconds: f64,
 }
 
+impl DurablePublish {
+    /// What publisher tasks started at `started` acknowledged in all, once every one is done.
+    pub(crate) async fn total(
+        tasks: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
+        started: std::time::Instant,
+    ) -> Result<Self, String> {
+        let mut acknowledged = 0;
+        for task in tasks {
+            acknowledged += task.await.map_err(|e| e.to_string())??;
+        }
+        Ok(Self {
+            acknowledged,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
 /// `publishers` concurrent publishers, each with `in_flight` calls outstanding of `batch` events
 /// each, for `duration` or `max_events` in all.
 pub async fn durable_publish(
@@ -796,14 +813,7 @@ pub async fn durable_publish(
             })
         })
         .collect();
-    let mut acknowledged = 0;
-    for task in tasks {
-        acknowledged += task.await.map_err(|e| e.to_string())??;
-    }
-    Ok(DurablePublish {
-        acknowledged,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    DurablePublish::total(tasks, started).await
 }
 
 /// A resume storm: how long until every session has caught up.

@@ -137,14 +137,7 @@ pub(crate) async fn publish(
             })
         })
         .collect();
-    let mut acknowledged = 0;
-    for task in tasks {
-        acknowledged += task.await.map_err(|e| e.to_string())??;
-    }
-    Ok(DurablePublish {
-        acknowledged,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    DurablePublish::total(tasks, started).await
 }
 
 /// `consumers` ordered consumers of new messages, spread over connections as `layout` says;

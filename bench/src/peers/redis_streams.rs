@@ -99,14 +99,7 @@ pub(crate) async fn publish(
             })
         })
         .collect();
-    let mut acknowledged = 0;
-    for task in tasks {
-        acknowledged += task.await.map_err(|e| e.to_string())??;
-    }
-    Ok(DurablePublish {
-        acknowledged,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    DurablePublish::total(tasks, started).await
 }
 
 /// `events` entries appended (pipelines of `PAGE`), then read back from the start by one
