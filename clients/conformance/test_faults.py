@@ -410,6 +410,13 @@ def test_disconnected_by_the_server(harness: Harness) -> None:
     client.wait_events(publish_numbered(harness, server, history, 2), WAIT)
     (session_id,) = session_ids(client)
     assert harness.publisher(server).disconnect(harness.channel, session_id), "the session was live"
+    check_disconnected(client, history)
+
+
+def check_disconnected(client: ClientProcess, history: History) -> None:
+    """The client took a disconnect as final: its one ``error`` line is ``PERMISSION_DENIED``
+    "disconnected by the server", it exited 1 without reconnecting, and printed every event
+    before."""
     status = client.wait_exit(WAIT)
     assert status == 1, f"exit status {status}\n{client.describe()}"
     errors = client.notices_of("error")
