@@ -16,20 +16,22 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
-use durable_iterator::pb::{self, durable_iterator_admin_client::DurableIteratorAdminClient};
+use durable_iterator::pb;
 use futures::{StreamExt, stream};
 
 use crate::frame::{HEADER, message_len, put_message};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 use tonic::{
-    Request, Status,
+    Status,
     body::Body,
     codegen::{Body as _, Service, http},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
@@ -406,10 +408,94 @@ pub async fn subscribe(
     Ok(Subscribed { stream, first })
 }
 
-/// `Publish` through the admin API, authenticated with the benchmark's key.
+/// An HTTP/2 connection for `Publish` calls, driven by hyper's client directly: no tower
+/// buffer (a queue and a task hop per call in tonic's `Channel`) and no codec, so that the
+/// load client spends as little on a call as it can, as its subscribers do on a message.
+#[derive(Clone)]
+pub struct PublishConnection {
+    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    /// `http://ADDR` or `https://localhost:PORT`: the scheme and authority of every call.
+    origin: String,
+}
+
+/// A publishing connection to `target`, over TLS (ALPN h2, trusting the target's certificate
+/// for `localhost`) when it has a certificate.
+pub async fn connect_publisher(target: &Target) -> Result<PublishConnection, String> {
+    let tcp = tokio::net::TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .initial_connection_window_size(16 << 20)
+        .initial_stream_window_size(1 << 20);
+    let handshake = |e: hyper::Error| format!("HTTP/2 handshake with {}: {e}", target.addr);
+    let (send, origin) = match &target.tls {
+        None => {
+            let (send, connection) = builder
+                .handshake(TokioIo::new(tcp))
+                .await
+                .map_err(handshake)?;
+            tokio::spawn(connection);
+            (send, format!("http://{}", target.addr))
+        }
+        Some(certificate) => {
+            let tls = tls_connector(certificate)?
+                .connect(
+                    ServerName::try_from("localhost").map_err(|e| e.to_string())?,
+                    tcp,
+                )
+                .await
+                .map_err(|e| format!("TLS handshake with {}: {e}", target.addr))?;
+            let (send, connection) = builder
+                .handshake(TokioIo::new(tls))
+                .await
+                .map_err(handshake)?;
+            tokio::spawn(connection);
+            (send, format!("https://localhost:{}", target.addr.port()))
+        }
+    };
+    Ok(PublishConnection { send, origin })
+}
+
+/// `count` publishing connections to `target`.
+pub async fn connect_publishers(
+    target: &Target,
+    count: usize,
+) -> Result<Vec<PublishConnection>, String> {
+    let mut connections = Vec::with_capacity(count);
+    for _ in 0..count {
+        connections.push(connect_publisher(target).await?);
+    }
+    Ok(connections)
+}
+
+/// TLS 1.3 or 1.2 with ALPN h2, trusting only `certificate` (PEM).
+fn tls_connector(certificate: &Certificate) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(certificate.get_ref()) {
+        roots
+            .add(der.map_err(|e| format!("certificate: {e}"))?)
+            .map_err(|e| format!("certificate: {e}"))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// `Publish` through the admin API, authenticated with the benchmark's key: the request is
+/// encoded with prost and framed by hand, the answer's status read from its trailers (or from
+/// its headers when it is trailers-only), as a gRPC client does.
 #[derive(Clone)]
 pub struct Publisher {
-    client: DurableIteratorAdminClient<Channel>,
+    connection: PublishConnection,
     channel: String,
     tags: Option<Vec<String>>,
 }
@@ -417,9 +503,9 @@ pub struct Publisher {
 impl Publisher {
     /// `tags`: the event is for sessions holding one of them (the product's filter runs per
     /// subscriber); `None`: for everyone.
-    pub fn new(connection: Channel, channel: &str, tags: Option<Vec<String>>) -> Self {
+    pub fn new(connection: PublishConnection, channel: &str, tags: Option<Vec<String>>) -> Self {
         Self {
-            client: DurableIteratorAdminClient::new(connection),
+            connection,
             channel: channel.to_owned(),
             tags,
         }
@@ -438,19 +524,56 @@ impl Publisher {
         }
     }
 
-    fn authorized<T>(message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {API_KEY}").parse().expect("ascii"),
-        );
-        request
+    /// Sends one unary call of the admin service and returns its answer's message.
+    async fn call(&mut self, method: &str, message: &impl prost::Message) -> Result<Bytes, Status> {
+        static AUTHORIZATION: OnceLock<http::HeaderValue> = OnceLock::new();
+        let authorization = AUTHORIZATION.get_or_init(|| {
+            http::HeaderValue::try_from(format!("Bearer {API_KEY}")).expect("ascii")
+        });
+        let mut framed = BytesMut::with_capacity(HEADER + message.encoded_len());
+        put_message(&mut framed, &message.encode_to_vec());
+        let request = http::Request::post(format!(
+            "{}/durable_iterator.v1.DurableIteratorAdmin/{method}",
+            self.connection.origin
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", authorization.clone())
+        .body(Full::new(framed.freeze()))
+        .map_err(|e| Status::internal(format!("request: {e}")))?;
+        let unavailable = |e: hyper::Error| Status::unavailable(format!("transport error: {e}"));
+        let response = self
+            .connection
+            .send
+            .send_request(request)
+            .await
+            .map_err(unavailable)?;
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            return Err(status);
+        }
+        let body = response.into_body().collect().await.map_err(unavailable)?;
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        match Status::from_header_map(&trailers) {
+            Some(status) if status.code() != tonic::Code::Ok => Err(status),
+            Some(_) => {
+                let bytes = body.to_bytes();
+                let end = HEADER + message_len(&bytes);
+                if bytes.len() < end {
+                    return Err(Status::internal("the answer is not a whole gRPC message"));
+                }
+                Ok(bytes.slice(HEADER..end))
+            }
+            None => Err(Status::internal("the answer has no grpc-status")),
+        }
     }
 
     /// Publishes one JSON string event; returns its id once acknowledged.
     pub async fn publish(&mut self, text: String) -> Result<String, Status> {
-        let request = Self::authorized(self.event(text));
-        Ok(self.client.publish(request).await?.into_inner().id)
+        let event = self.event(text);
+        let answer = self.call("Publish", &event).await?;
+        let answer: pb::PublishResponse = prost::Message::decode(answer)
+            .map_err(|e| Status::internal(format!("PublishResponse: {e}")))?;
+        Ok(answer.id)
     }
 
     /// Publishes `count` copies of a JSON string event in one `PublishBatch` call (one
@@ -460,9 +583,9 @@ impl Publisher {
             return self.publish(text).await.map(drop);
         }
         let events = vec![self.event(text); count];
-        let request = Self::authorized(pb::PublishBatchRequest { events });
-        self.client.publish_batch(request).await?;
-        Ok(())
+        self.call("PublishBatch", &pb::PublishBatchRequest { events })
+            .await
+            .map(drop)
     }
 }
 

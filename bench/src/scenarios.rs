@@ -485,7 +485,7 @@ pub async fn fan_out_across(
     match system {
         System::Product | System::Baseline => {
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
-            let connections = load::connect_many(&target, 2).await?;
+            let connections = load::connect_publishers(&target, 2).await?;
             let claimed = Arc::new(AtomicU64::new(0));
             // Unary: 256 calls in flight. Batched: about 2,048 events in flight, so that one
             // commit's round trip does not bound the rate.
@@ -636,7 +636,7 @@ pub async fn latency_across(
     match system {
         System::Product | System::Baseline => {
             let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
-            let connections = load::connect_many(&target, 2).await?;
+            let connections = load::connect_publishers(&target, 2).await?;
             let mut sends = Vec::with_capacity(events as usize);
             for n in 0..events {
                 tokio::time::sleep_until((started + period * n as u32).into()).await;
@@ -727,7 +727,7 @@ pub async fn idle_memory(
     let target = server.target();
     {
         let warm = open_subscribers(system, &target, 1, Layout::Shared(1), false).await?;
-        let connection = load::connect(&target).await?;
+        let connection = load::connect_publisher(&target).await?;
         let tags = (system == System::Product).then(|| vec![TAG.to_owned()]);
         Publisher::new(connection, CHANNEL, tags)
             .publish(load::payload(0))
@@ -784,7 +784,7 @@ pub async fn durable_publish(
     duration: Duration,
     max_events: u64,
 ) -> Result<DurablePublish, String> {
-    let connections = load::connect_many(&server.target(), publishers.min(4)).await?;
+    let connections = load::connect_publishers(&server.target(), publishers.min(4)).await?;
     let claimed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
@@ -834,7 +834,7 @@ pub async fn resume_storm(
     missed: u64,
 ) -> Result<ResumeStorm, String> {
     let target = server.target();
-    let connection = load::connect(&target).await?;
+    let connection = load::connect_publisher(&target).await?;
     let mut publisher = Publisher::new(connection, CHANNEL, Some(vec![TAG.to_owned()]));
     let last_seen = publisher
         .publish(load::payload(0))
@@ -860,7 +860,7 @@ pub async fn resume_storm(
         .collect::<Result<Vec<_>, _>>()?;
     drop(channels);
     // What they miss.
-    let connections = load::connect_many(&target, 2).await?;
+    let connections = load::connect_publishers(&target, 2).await?;
     stream::iter(0..missed)
         .map(|n| {
             let mut publisher = Publisher::new(
@@ -949,7 +949,7 @@ pub async fn resume_memory(
     gap: u64,
 ) -> Result<ResumeMemory, String> {
     let target = server.target();
-    let connection = load::connect(&target).await?;
+    let connection = load::connect_publisher(&target).await?;
     let mut publisher = Publisher::new(connection, CHANNEL, Some(vec![TAG.to_owned()]));
     let before_gap = publisher
         .publish(load::payload(0))
