@@ -539,33 +539,46 @@ pub async fn run(config: &Config) -> Report {
         let case = publish_case(publishers, in_flight, batch);
         eprintln!("durable publish: {case}");
         let mut row = Row::new("durable publish (redb)", case, "acked events/s");
-        let result = match start(config, System::Product, None) {
-            Ok(server) => {
-                scenarios::durable_publish(
-                    &server,
-                    publishers,
-                    in_flight,
-                    batch,
-                    config.publish_duration,
-                    config.publish_max_events,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(publish) => {
-                row.product = Some(publish.acknowledged as f64 / publish.seconds.max(1e-9));
-                row.counted = publish.acknowledged;
-                row.expected = if config.publish_max_events == u64::MAX {
-                    publish.acknowledged
-                } else {
-                    config.publish_max_events
-                };
-            }
-            Err(e) => row.errors.push(format!("product: {e}")),
+        // The bare tonic server takes the very same load with no store: the stack's ceiling.
+        let mut systems = vec![System::Product];
+        if config.baseline {
+            systems.push(System::Baseline);
         }
-        rows.push(row);
+        for system in systems {
+            let result = match start(config, system, None) {
+                Ok(server) => {
+                    scenarios::durable_publish(
+                        &server,
+                        publishers,
+                        in_flight,
+                        batch,
+                        config.publish_duration,
+                        config.publish_max_events,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(publish) => {
+                    let expected = if config.publish_max_events == u64::MAX {
+                        publish.acknowledged
+                    } else {
+                        config.publish_max_events
+                    };
+                    row.note(publish_note(system_name(system), &publish, expected));
+                    if system == System::Product {
+                        row.product = Some(publish.rate());
+                        row.counted = publish.acknowledged;
+                        row.expected = expected;
+                    } else {
+                        row.baseline = Some(publish.rate());
+                    }
+                }
+                Err(e) => row.errors.push(format!("{}: {e}", system_name(system))),
+            }
+        }
+        rows.push(row.ratios());
     }
 
     // Resume storm, and the memory of long resumes.
@@ -645,6 +658,34 @@ pub(crate) fn fan_out_note(tag: &str, outcome: &FanOut, subscribers: usize) -> S
         outcome.load_cpu_seconds / seconds,
         if outcome.delivered < expected {
             format!(", LOST {} of {expected}", expected - outcome.delivered)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// A durable publish run's `details`: what was acknowledged, the CPU each side used, and what
+/// a bounded run left unacknowledged.
+fn publish_note(tag: &str, publish: &scenarios::DurablePublish, expected: u64) -> String {
+    let seconds = publish.seconds.max(1e-9);
+    let server = match (publish.server_cpu_seconds, publish.server_ns_per_event()) {
+        (Some(cpu), Some(ns)) => format!(
+            "server {:.2} cores ({:.2} µs per acknowledged event)",
+            cpu / seconds,
+            ns / 1e3
+        ),
+        _ => "server CPU unknown".to_owned(),
+    };
+    format!(
+        "{tag}: {} events, {:.1}s, {server}, load {:.2} cores{}",
+        publish.acknowledged,
+        publish.seconds,
+        publish.load_cpu_seconds.unwrap_or(0.0) / seconds,
+        if publish.acknowledged < expected {
+            format!(
+                ", {} of {expected} unacknowledged",
+                expected - publish.acknowledged
+            )
         } else {
             String::new()
         }

@@ -755,6 +755,12 @@ pub async fn idle_memory(
 pub struct DurablePublish {
     pub acknowledged: u64,
     pub seconds: f64,
+    /// CPU time the server used during the run; `None` if it could not be read, or the run
+    /// does not measure it (the peers' publish runs).
+    pub server_cpu_seconds: Option<f64>,
+    /// CPU time this process (the load) used during the run; `None` if the run does not
+    /// measure it.
+    pub load_cpu_seconds: Option<f64>,
 }
 
 impl DurablePublish {
@@ -770,12 +776,25 @@ impl DurablePublish {
         Ok(Self {
             acknowledged,
             seconds: started.elapsed().as_secs_f64(),
+            server_cpu_seconds: None,
+            load_cpu_seconds: None,
         })
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.acknowledged as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Server CPU time per acknowledged event, in nanoseconds.
+    pub fn server_ns_per_event(&self) -> Option<f64> {
+        self.server_cpu_seconds
+            .map(|cpu| cpu * 1e9 / self.acknowledged.max(1) as f64)
     }
 }
 
 /// `publishers` concurrent publishers, each with `in_flight` calls outstanding of `batch` events
-/// each, for `duration` or `max_events` in all.
+/// each, for `duration` or `max_events` in all; with the CPU time the server and this process
+/// used from the first call to the last acknowledgement.
 pub async fn durable_publish(
     server: &Server,
     publishers: usize,
@@ -786,6 +805,8 @@ pub async fn durable_publish(
 ) -> Result<DurablePublish, String> {
     let connections = load::connect_publishers(&server.target(), publishers.min(4)).await?;
     let claimed = Arc::new(AtomicU64::new(0));
+    let cpu_before = server.cpu_seconds();
+    let load_before = crate::load_cpu_seconds();
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..publishers * in_flight)
@@ -813,7 +834,15 @@ pub async fn durable_publish(
             })
         })
         .collect();
-    DurablePublish::total(tasks, started).await
+    let publish = DurablePublish::total(tasks, started).await?;
+    Ok(DurablePublish {
+        server_cpu_seconds: server
+            .cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before),
+        load_cpu_seconds: Some(crate::load_cpu_seconds() - load_before),
+        ..publish
+    })
 }
 
 /// A resume storm: how long until every session has caught up.

@@ -106,7 +106,7 @@ fn every_scenario_runs_at_a_tiny_size_and_counts_what_it_sent() {
                 row.scenario, row.case, row.unit, variant.with
             );
         }
-        if row.scenario == "fan-out" || row.scenario == "idle memory" {
+        if ["fan-out", "idle memory", "durable publish (redb)"].contains(&row.scenario.as_str()) {
             assert!(
                 row.baseline.is_some(),
                 "{} / {}: no baseline figure",
