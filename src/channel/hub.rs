@@ -74,6 +74,107 @@ pub(crate) struct Hub {
     /// The average size of the events of the last batch delivered (0: none yet), which sizes
     /// the first page a resume reads.
     recent_event_bytes: AtomicUsize,
+    /// Bytes of recent batches kept by every hub of the process, this one's included.
+    recent_budget: Arc<RecentBudget>,
+}
+
+/// How many bytes of recent batches the hubs of a process keep, at most and now.
+#[derive(Debug, Default)]
+pub(crate) struct RecentBudget {
+    pub(super) per_channel: usize,
+    pub(super) total: usize,
+    pub(super) kept: AtomicUsize,
+}
+
+impl RecentBudget {
+    pub(crate) fn new(per_channel: usize, total: usize) -> Self {
+        Self {
+            per_channel,
+            total,
+            kept: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The channel's latest delivered batches, consecutive in sequence, newest last: a resume whose
+/// gap they hold is replayed from them (see [`super::replay::from_recent`]). Bounded by the
+/// [`RecentBudget`]: the oldest go first.
+#[derive(Default)]
+struct Recent {
+    batches: VecDeque<(Batch, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn keep(&mut self, batch: Batch, bytes: usize, budget: &RecentBudget) {
+        let (Some(first), Some(last)) = (batch.first(), self.batches.back()) else {
+            // An empty batch holds nothing; the first batch starts the run.
+            if !batch.is_empty() {
+                self.push(batch, bytes, budget);
+                self.trim(budget);
+            }
+            return;
+        };
+        // Only a consecutive run is kept: after a gap or an overlap (a resync), it starts anew.
+        if last.0.last().is_none_or(|last| first.seq != last.seq + 1) {
+            self.clear(budget);
+        }
+        self.push(batch, bytes, budget);
+        self.trim(budget);
+    }
+
+    fn push(&mut self, batch: Batch, bytes: usize, budget: &RecentBudget) {
+        self.batches.push_back((batch, bytes));
+        self.bytes += bytes;
+        budget.kept.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn trim(&mut self, budget: &RecentBudget) {
+        while self.bytes > budget.per_channel || budget.kept.load(Ordering::Relaxed) > budget.total
+        {
+            let Some((_, bytes)) = self.batches.pop_front() else {
+                return;
+            };
+            self.bytes -= bytes;
+            budget.kept.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn clear(&mut self, budget: &RecentBudget) {
+        budget.kept.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.batches.clear();
+        self.bytes = 0;
+    }
+
+    /// The batches that hold every event with `after < seq <= until`, if these do.
+    fn holding(&self, after: u64, until: u64) -> Option<VecDeque<Batch>> {
+        let first = self.batches.front()?.0.first()?.seq;
+        let last = self.batches.back()?.0.last()?.seq;
+        if first > after + 1 || last < until {
+            return None;
+        }
+        Some(
+            (self.batches.iter())
+                .filter(|(batch, _)| {
+                    batch.first().is_some_and(|event| event.seq <= until)
+                        && batch.last().is_some_and(|event| event.seq > after)
+                })
+                .map(|(batch, _)| batch.clone())
+                .collect(),
+        )
+    }
+}
+
+/// What the hub knows of the channel's oldest retained event, so that a subscription that
+/// reads nothing from the store can still say which it is.
+#[derive(Debug, Clone, Copy, Default)]
+enum Oldest {
+    #[default]
+    Unknown,
+    /// The channel retains no event: true until the hub delivers one.
+    None,
+    /// This event, for as long as it is retained (the ones before it expired already).
+    Event { seq: u64, published_at_ms: u64 },
 }
 
 #[derive(Default)]
@@ -86,6 +187,11 @@ struct State {
     queued: VecDeque<QueuedPublish>,
     flushing: bool,
     retired: bool,
+    recent: Recent,
+    oldest: Oldest,
+    /// Batches delivered so far: what the store said of the oldest event is kept only if none
+    /// was delivered while it was asked.
+    delivered: u64,
 }
 
 struct QueuedPublish {
@@ -138,6 +244,7 @@ impl Hub {
         store: Arc<dyn EventStore>,
         clock: SharedClock,
         limits: HubLimits,
+        recent_budget: Arc<RecentBudget>,
     ) -> Self {
         Self {
             name,
@@ -148,6 +255,7 @@ impl Hub {
             following: OnceCell::new(),
             delivering: tokio::sync::Mutex::new(()),
             recent_event_bytes: AtomicUsize::new(0),
+            recent_budget,
         }
     }
 
@@ -348,6 +456,14 @@ impl Hub {
         // Never backwards: a batch that overlaps what was delivered only adds its newer events
         // (subscribers skip the rest by sequence number).
         state.head = Some(state.head.map_or(last.seq, |head| head.max(last.seq)));
+        state.delivered += 1;
+        if let (Oldest::None, Some(first)) = (state.oldest, batch.first()) {
+            state.oldest = Oldest::Event {
+                seq: first.seq,
+                published_at_ms: first.published_at_ms,
+            };
+        }
+        state.recent.keep(batch.clone(), bytes, &self.recent_budget);
         state.subscribers.retain(|_, sink| {
             let queued = sink.shared.queued.fetch_add(batch.len(), Ordering::AcqRel);
             // Slow means `limit` events already unread, not a batch (of concurrent publishes,
@@ -407,6 +523,51 @@ impl Hub {
         ))
     }
 
+    /// The recent batches that hold every event with `after < seq <= until`, if they do.
+    pub(crate) fn recent_holding(&self, after: u64, until: u64) -> Option<VecDeque<Batch>> {
+        self.state().recent.holding(after, until)
+    }
+
+    /// The sequence number of the channel's oldest retained event at `now_ms`, if any: what
+    /// the hub knows, or else what the store says (two reads, once per event that becomes the
+    /// oldest).
+    pub(crate) async fn oldest_retained(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let retention_ms = self.store.retention_ms();
+        let delivered = {
+            let state = self.state();
+            match state.oldest {
+                Oldest::None => return Ok(None),
+                Oldest::Event {
+                    seq,
+                    published_at_ms,
+                } if crate::store::is_retained(published_at_ms, retention_ms, now_ms) => {
+                    return Ok(Some(seq));
+                }
+                _ => state.delivered,
+            }
+        };
+        let Some(seq) = self
+            .store
+            .read(&self.name, 0, 0, now_ms)
+            .await?
+            .oldest_retained
+        else {
+            let mut state = self.state();
+            if state.delivered == delivered {
+                state.oldest = Oldest::None;
+            }
+            return Ok(None);
+        };
+        let read = self.store.read(&self.name, seq - 1, seq, now_ms).await?;
+        if let Some(event) = read.events.first().filter(|event| event.seq == seq) {
+            self.state().oldest = Oldest::Event {
+                seq,
+                published_at_ms: event.published_at_ms,
+            };
+        }
+        Ok(Some(seq))
+    }
+
     /// Marks the hub retired if it has no subscribers and nothing in flight.
     pub(crate) fn retire_if_idle(&self) -> bool {
         let mut state = self.state();
@@ -428,11 +589,28 @@ impl Hub {
     /// what is queued, then ends as [`QueueEnd::StoreLost`] (its client resumes, maybe on a
     /// node that reaches the store).
     pub(crate) fn lose_subscribers(&self) {
-        let lost = std::mem::take(&mut self.state().subscribers);
+        let lost = {
+            let mut state = self.state();
+            // What the hub kept may not be what the store has when it is back.
+            state.recent.clear(&self.recent_budget);
+            state.oldest = Oldest::Unknown;
+            std::mem::take(&mut state.subscribers)
+        };
         for sink in lost.values() {
             sink.shared.store_lost.store(true, Ordering::Release);
         }
         drop(lost);
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let recent = &mut self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .recent;
+        recent.clear(&self.recent_budget);
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Channels {
     live: Arc<Sessions>,
     /// Replays in progress (see [`ReplayLimits::concurrent`]).
     replay_slots: Arc<tokio::sync::Semaphore>,
+    /// The recent batches the hubs keep for resumes (see [`ReplayLimits::recent_bytes`]).
+    recent_budget: Arc<hub::RecentBudget>,
 }
 
 /// One event to publish.
@@ -92,6 +94,10 @@ impl Channels {
             hubs: Mutex::default(),
             live,
             replay_slots: replay::replay_slots(limits.replay),
+            recent_budget: Arc::new(hub::RecentBudget::new(
+                limits.replay.recent_bytes_per_channel,
+                limits.replay.recent_bytes,
+            )),
         }
     }
 
@@ -120,6 +126,7 @@ impl Channels {
             self.store.clone(),
             self.clock.clone(),
             self.limits,
+            self.recent_budget.clone(),
         ));
         hubs.insert(name, hub.clone());
         hub
@@ -173,10 +180,89 @@ impl Channels {
     }
 
     /// Opens a live subscription on `channel` and counts what `last_event_id` asks to replay,
-    /// keeping only events that `admits` lets through; the replay is read in pages as it is
-    /// sent. A resume waits for one of the replay slots first (before subscribing, so that
-    /// live events do not pile up while it waits).
+    /// keeping only events that `admits` lets through: from the channel's recent batches in
+    /// memory when they hold the whole gap, else from the store in pages as it is sent.
     pub(crate) async fn open(
+        &self,
+        channel: &str,
+        last_event_id: Option<EventId>,
+        admits: Admits,
+    ) -> Result<Opened, StoreError> {
+        match self
+            .open_from_memory(channel, last_event_id, &admits)
+            .await?
+        {
+            Some(opened) => Ok(opened),
+            None => self.open_from_store(channel, last_event_id, admits).await,
+        }
+    }
+
+    /// A subscription whose replay, if it has one, the hub's recent batches hold: no store
+    /// read and no replay slot (its events are the buffers live subscribers were sent, shared).
+    /// `None` when the store is needed.
+    async fn open_from_memory(
+        &self,
+        channel: &str,
+        last_event_id: Option<EventId>,
+        admits: &Admits,
+    ) -> Result<Option<Opened>, StoreError> {
+        let (hub, subscription, head) = loop {
+            let hub = self.hub(channel);
+            match hub.subscribe().await {
+                Ok((subscription, head)) => break (hub, subscription, head),
+                Err(hub::SubscribeError::Retired) => continue,
+                Err(hub::SubscribeError::Store(error)) => return Err(error),
+            }
+        };
+        let epoch = self.store.epoch();
+        let now_ms = self.clock.now_ms();
+        let start = resume::start(last_event_id, epoch, self.store.retention_ms(), head);
+        let (after, requested, failure) = match start {
+            resume::ResumeStart::Live { requested, failure } => (head, requested, failure),
+            resume::ResumeStart::Replay { after } => (after, true, None),
+        };
+        let recent = match start {
+            resume::ResumeStart::Live { .. } => Default::default(),
+            resume::ResumeStart::Replay { after } => match hub.recent_holding(after, head) {
+                Some(recent) => recent,
+                None => return Ok(None),
+            },
+        };
+        let Ok(oldest_retained) = hub.oldest_retained(now_ms).await else {
+            // The store path reads it again, and says what failed.
+            return Ok(None);
+        };
+        let (replay, events) = replay::from_recent(
+            self.store.clone(),
+            channel.into(),
+            admits.clone(),
+            now_ms,
+            recent,
+            after,
+            head,
+        );
+        let failure = match start {
+            resume::ResumeStart::Replay { after } => resume::replay_failure(after, oldest_retained),
+            resume::ResumeStart::Live { .. } => failure,
+        };
+        Ok(Some(Opened {
+            subscription,
+            replay,
+            head,
+            outcome: ResumeOutcome {
+                requested,
+                recovered: requested && failure.is_none(),
+                failure,
+                replayed: events,
+                oldest_retained: oldest_retained.map(|seq| EventId { epoch, seq }),
+            },
+        }))
+    }
+
+    /// [`Channels::open`] with the replay read from the store. A resume waits for one of the
+    /// replay slots first (before subscribing, so that live events do not pile up while it
+    /// waits).
+    async fn open_from_store(
         &self,
         channel: &str,
         last_event_id: Option<EventId>,

@@ -18,10 +18,11 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::Batch;
 use crate::{
     event::StoredEvent,
     filter::Filter,
-    store::{EventStore, StoreError},
+    store::{EventStore, StoreError, is_retained},
 };
 
 /// Which stored events the resuming session receives (its session id and tags).
@@ -38,6 +39,12 @@ pub struct ReplayLimits {
     /// A replay whose client reads nothing for this long gives its slot to the next in line;
     /// it waits for one again when its client reads on.
     pub stall: Duration,
+    /// Bytes of a channel's latest delivered events kept in memory: a resume whose gap they
+    /// hold replays them from there (the same shared buffers live subscribers were sent), with
+    /// no store read and no replay slot. 0 keeps none.
+    pub recent_bytes_per_channel: usize,
+    /// The same, across every channel of the process.
+    pub recent_bytes: usize,
 }
 
 impl Default for ReplayLimits {
@@ -46,6 +53,8 @@ impl Default for ReplayLimits {
             page_bytes: crate::server::defaults::REPLAY_PAGE_BYTES,
             concurrent: crate::server::defaults::MAX_CONCURRENT_REPLAYS,
             stall: crate::server::defaults::REPLAY_STALL,
+            recent_bytes_per_channel: crate::server::defaults::RECENT_BYTES_PER_CHANNEL,
+            recent_bytes: crate::server::defaults::RECENT_BYTES,
         }
     }
 }
@@ -71,8 +80,18 @@ pub(crate) struct Replay {
     /// The end of the replay (the head when the subscription opened).
     until: u64,
     next_page_events: u64,
-    /// The replay's slot (none for a subscription that resumes nothing).
+    /// The replay's slot (none for a subscription that resumes nothing, or one replayed
+    /// from memory).
     slot: Option<Slot>,
+    /// A replay from memory: the channel's recent batches that hold its events, taken one
+    /// event at a time (the next one to send first, at `cursor`); nothing is read from the
+    /// store then.
+    recent: VecDeque<Batch>,
+    cursor: usize,
+    /// The events of `recent` sent are those after this, up to `until`, retained for
+    /// `retention_ms` at `now_ms`.
+    recent_after: u64,
+    retention_ms: u64,
 }
 
 /// A replay's hold on one of the replay slots. Without it a replay that stalls (a client that
@@ -215,6 +234,10 @@ pub(crate) async fn count(
         until,
         next_page_events: first_page_events,
         slot: grant.map(|grant| Slot::new(grant.slots, grant.permit, limits.stall)),
+        recent: VecDeque::new(),
+        cursor: 0,
+        recent_after: until,
+        retention_ms: 0,
     };
     // The first page is kept, and the ones after it while they fit in one page's bytes (a
     // short gap is read once); the rest is only counted, and read again when it is sent.
@@ -242,6 +265,43 @@ pub(crate) async fn count(
     })
 }
 
+/// A replay of the events of `recent` (the channel's recent batches, contiguous, holding every
+/// event with `after < seq <= until`) that are retained at `now_ms` and that `admits` lets
+/// through, as [`count`] would read them from the store; and how many they are.
+pub(crate) fn from_recent(
+    store: Arc<dyn EventStore>,
+    channel: Arc<str>,
+    admits: Admits,
+    now_ms: u64,
+    recent: VecDeque<Batch>,
+    after: u64,
+    until: u64,
+) -> (Replay, u64) {
+    let retention_ms = store.retention_ms();
+    let mut replay = Replay {
+        store,
+        channel,
+        admits,
+        now_ms,
+        page_bytes: 0,
+        page: VecDeque::new(),
+        read_until: until,
+        until,
+        next_page_events: MIN_PAGE_EVENTS,
+        slot: None,
+        recent,
+        cursor: 0,
+        recent_after: after,
+        retention_ms,
+    };
+    let events = (replay.recent.iter())
+        .flat_map(|batch| batch.iter())
+        .filter(|event| replay.sends_recent(event))
+        .count() as u64;
+    replay.settle();
+    (replay, events)
+}
+
 /// The encoded size of `events`.
 fn page_bytes<'a>(events: impl IntoIterator<Item = &'a StoredEvent>) -> usize {
     events
@@ -265,12 +325,48 @@ impl Page {
 impl Replay {
     /// The next event of the page read, if any (no store read).
     pub(crate) fn take_ready(&mut self) -> Option<StoredEvent> {
+        if let Some(event) = self.next_recent().cloned() {
+            self.cursor += 1;
+            self.settle();
+            return Some(event);
+        }
         self.page.pop_front()
     }
 
     /// The size of the next event of the page read, if any.
     pub(crate) fn peek_ready_len(&self) -> Option<usize> {
-        self.page.front().map(|event| event.frame.bytes().len())
+        self.next_recent()
+            .or_else(|| self.page.front())
+            .map(|event| event.frame.bytes().len())
+    }
+
+    /// The next event of a replay from memory; [`Replay::settle`] keeps it one to send.
+    fn next_recent(&self) -> Option<&StoredEvent> {
+        self.recent.front()?.get(self.cursor)
+    }
+
+    /// Whether a replay from memory sends `event` (as a store read and the filter would).
+    fn sends_recent(&self, event: &StoredEvent) -> bool {
+        self.recent_after < event.seq
+            && event.seq <= self.until
+            && is_retained(event.published_at_ms, self.retention_ms, self.now_ms)
+            && (self.admits)(&event.filter)
+    }
+
+    /// Moves the cursor of a replay from memory to the next event it sends, letting go of
+    /// each batch once passed (and of all of them past `until`).
+    fn settle(&mut self) {
+        while let Some(batch) = self.recent.front() {
+            match batch.get(self.cursor) {
+                Some(event) if event.seq > self.until => self.recent.clear(),
+                Some(event) if self.sends_recent(event) => return,
+                Some(_) => self.cursor += 1,
+                None => {
+                    self.recent.pop_front();
+                    self.cursor = 0;
+                }
+            }
+        }
     }
 
     /// Notes that a chunk of the replay was sent: the replay is not stalled.
@@ -299,7 +395,7 @@ impl Replay {
 
     /// Whether every event has been taken.
     pub(crate) fn is_done(&self) -> bool {
-        self.page.is_empty() && self.read_until >= self.until
+        self.recent.is_empty() && self.page.is_empty() && self.read_until >= self.until
     }
 
     /// Reads the page after `after`; sizes the next one from it.

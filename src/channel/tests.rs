@@ -290,7 +290,8 @@ async fn a_short_gap_on_a_channel_that_published_is_read_in_one_page() {
         HubLimits {
             subscriber_queue: 1_000,
             max_batch: 1_024,
-            replay: ReplayLimits::default(),
+            // Nothing kept in memory: the store is read.
+            replay: without_recent(),
         },
     );
     let events = (0..100)
@@ -306,4 +307,199 @@ async fn a_short_gap_on_a_channel_that_published_is_read_in_one_page() {
     assert_eq!(resumed.outcome.replayed, 99);
     // The channel's events are small: the first page covers the 99 (64 events would not).
     assert_eq!(reads() - before, 1);
+}
+
+/// Replay limits that keep no recent batches: every replay reads the store.
+fn without_recent() -> ReplayLimits {
+    ReplayLimits {
+        recent_bytes_per_channel: 0,
+        ..ReplayLimits::default()
+    }
+}
+
+/// Channels over `store` with `replay`'s limits.
+fn channels_on(
+    store: Arc<dyn EventStore>,
+    clock: &Arc<ManualClock>,
+    replay: ReplayLimits,
+) -> Channels {
+    Channels::new(
+        store,
+        clock.clone(),
+        HubLimits {
+            subscriber_queue: 100_000,
+            max_batch: 16,
+            replay,
+        },
+    )
+}
+
+/// What a subscription sends before it goes live: its outcome and the replayed events' ids.
+async fn replayed(
+    channels: &Channels,
+    channel: &str,
+    after: Option<crate::event::EventId>,
+    admits: Admits,
+) -> (super::ResumeOutcome, Vec<u64>, bool) {
+    let opened = channels.open(channel, after, admits).await.unwrap();
+    let mut replay = opened.replay;
+    let mut seqs = Vec::new();
+    loop {
+        while let Some(event) = replay.take_ready() {
+            seqs.push(event.seq);
+        }
+        if replay.is_done() {
+            break;
+        }
+        replay.load().await.unwrap();
+    }
+    (opened.outcome, seqs, replay.is_done())
+}
+
+/// A gap the hub still holds in memory is replayed from there with no store read, and is the
+/// same replay the store gives: the same events, outcome and oldest retained id, whatever the
+/// filter, the resume point, or the events that expired meanwhile.
+#[tokio::test]
+async fn a_replay_from_memory_is_the_replay_the_store_gives() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let from_memory = channels_on(store.clone(), &clock, ReplayLimits::default());
+    let from_store = channels_on(store.clone(), &clock, without_recent());
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    // 200 events in batches of up to 16, 10 s apart in groups of 50: the first group expires
+    // below while the rest stays.
+    let mut ids = Vec::new();
+    for group in 0..4 {
+        let publishes = (0..50).map(|n| {
+            let tags = if n % 3 == 0 {
+                vec!["a".to_owned()]
+            } else {
+                vec!["b".to_owned()]
+            };
+            from_memory.publish_many(
+                "kept",
+                vec![super::Publication::new(
+                    json_payload(json!([group, n])),
+                    Filter {
+                        tags: Some(tags),
+                        ..Filter::everyone()
+                    },
+                )],
+            )
+        });
+        for published in futures::future::join_all(publishes).await {
+            ids.extend(published.unwrap());
+        }
+        clock.advance(Duration::from_secs(10));
+    }
+    let only_a: Admits = Arc::new(|filter: &Filter| {
+        filter
+            .tags
+            .as_ref()
+            .is_some_and(|tags| tags.iter().any(|t| t == "a"))
+    });
+    for (label, after, admits) in [
+        ("everything after the first", Some(ids[0]), everyone()),
+        ("the last few", Some(ids[195]), everyone()),
+        ("tags a only", Some(ids[60]), only_a.clone()),
+        ("nothing missed", Some(ids[199]), everyone()),
+        ("no resume", None, everyone()),
+    ] {
+        let expected = replayed(&from_store, "kept", after, admits.clone()).await;
+        // Learns the oldest retained event once; then nothing is read.
+        replayed(&from_memory, "kept", after, admits.clone()).await;
+        let before = reads();
+        let got = replayed(&from_memory, "kept", after, admits).await;
+        assert_eq!(reads(), before, "{label}: read from memory");
+        assert_eq!(got, expected, "{label}");
+    }
+    // The first group expires: a resume from before it is TOO_OLD, from both alike, and
+    // replays what is left.
+    clock.advance(Duration::from_secs(25));
+    let expected = replayed(&from_store, "kept", Some(ids[10]), everyone()).await;
+    assert_eq!(
+        expected.0.failure,
+        Some(super::ResumeFailure::TooOld),
+        "{expected:?}"
+    );
+    assert_eq!(expected.1.first(), Some(&ids[50].seq));
+    let before = reads();
+    let got = replayed(&from_memory, "kept", Some(ids[10]), everyone()).await;
+    assert_eq!(got, expected);
+    // The oldest event the hub knew expired: the store is asked which is now, once.
+    assert!(reads() > before);
+    let before = reads();
+    assert_eq!(
+        replayed(&from_memory, "kept", Some(ids[10]), everyone()).await,
+        expected
+    );
+    assert_eq!(reads(), before);
+}
+
+/// A gap longer than what the hub keeps is read from the store, and comes out the same.
+#[tokio::test]
+async fn a_gap_longer_than_the_recent_batches_is_read_from_the_store() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    // Room for a few events only.
+    let small = ReplayLimits {
+        recent_bytes_per_channel: 1_000,
+        ..ReplayLimits::default()
+    };
+    let channels = channels_on(store.clone(), &clock, small);
+    let events = (0..100)
+        .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
+        .collect();
+    let ids = channels.publish_many("long", events).await.unwrap();
+    let events = (0..3)
+        .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
+        .collect();
+    let last = channels.publish_many("long", events).await.unwrap();
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    replayed(&channels, "long", Some(ids[99]), everyone()).await;
+    let before = reads();
+    let (outcome, seqs, _) = replayed(&channels, "long", Some(ids[99]), everyone()).await;
+    assert_eq!(reads(), before, "the last 3 are in memory");
+    assert_eq!(seqs, last.iter().map(|id| id.seq).collect::<Vec<_>>());
+    assert!(outcome.recovered);
+    let (outcome, seqs, _) = replayed(&channels, "long", Some(ids[0]), everyone()).await;
+    assert!(reads() > before, "the first 100 are not");
+    assert_eq!(seqs.len(), 102);
+    assert_eq!(outcome.replayed, 102);
+}
+
+/// The recent batches of every hub share one budget: a hub that keeps its batches counts
+/// them against it, and gives them back when it goes.
+#[tokio::test]
+async fn hubs_keep_recent_batches_within_one_budget() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let limits = ReplayLimits {
+        recent_bytes_per_channel: 1 << 20,
+        recent_bytes: 4_000,
+        ..ReplayLimits::default()
+    };
+    let channels = channels_on(Arc::new(MemoryStore::new(60_000)), &clock, limits);
+    let kept = || {
+        channels
+            .recent_budget
+            .kept
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for channel in ["one", "two", "three"] {
+        let events = (0..30)
+            .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
+            .collect();
+        channels.publish_many(channel, events).await.unwrap();
+        assert!(kept() <= 4_000, "{}", kept());
+    }
+    assert!(kept() > 0);
+    // Idle hubs are swept: what they kept is given back.
+    channels.sweep_idle();
+    assert_eq!(kept(), 0);
 }

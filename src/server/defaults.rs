@@ -23,6 +23,11 @@ pub const REPLAY_PAGE_BYTES: usize = 128 << 10;
 /// Resumes replaying at once; more wait their turn. With [`REPLAY_PAGE_BYTES`], it bounds the
 /// server's replay memory (64 × at most 4 MiB).
 pub const MAX_CONCURRENT_REPLAYS: usize = 64;
+/// Bytes of a channel's latest events kept in memory for resumes: a gap they hold is replayed
+/// from them, without a store read (about 2,000 events of 100 bytes).
+pub const RECENT_BYTES_PER_CHANNEL: usize = 256 << 10;
+/// The same, across every channel.
+pub const RECENT_BYTES: usize = 64 << 20;
 /// A replay whose client reads nothing for this long gives its slot to the next resume.
 pub const REPLAY_STALL: Duration = Duration::from_secs(10);
 /// HTTP/2 streams per connection (many sessions can share one connection).

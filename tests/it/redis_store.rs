@@ -511,7 +511,8 @@ async fn a_publish_too_few_replicas_acknowledge_fails_unavailable_but_is_stored(
     primary.wait_for_replicas(1);
     let mut config = config_for(&primary, "few");
     config.wait_replicas = 2;
-    config.wait_timeout = Duration::from_millis(200);
+    // Long enough that a connected replica answers in time on a loaded machine.
+    config.wait_timeout = Duration::from_secs(2);
     let server = server_with(config).await;
     let request = pb::PublishRequest {
         idempotency_key: Some("order-1".into()),
@@ -547,7 +548,8 @@ async fn a_retry_on_another_node_is_acknowledged_only_once_the_replica_has_the_f
     let node = || {
         let mut config = config_for(&primary, "retry");
         config.wait_replicas = 1;
-        config.wait_timeout = Duration::from_millis(200);
+        // Long enough that a connected replica answers in time on a loaded machine.
+        config.wait_timeout = Duration::from_secs(2);
         server_with(config)
     };
     let (a, b) = (node().await, node().await);

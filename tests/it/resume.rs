@@ -190,7 +190,29 @@ async fn retention_zero_reports_resume_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_and_live_meet_without_gap_or_duplicate_under_concurrent_publishes() {
     let store = YieldingStore(durable_iterator::store::MemoryStore::new(60_000));
-    replay_and_live_meet_under_concurrent_publishes(Arc::new(store)).await;
+    replay_and_live_meet_under_concurrent_publishes(Arc::new(store), from_store_in_pages()).await;
+}
+
+/// The same race with the gaps replayed from the channel's recent batches in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_memory_and_live_meet_without_gap_or_duplicate() {
+    let store = YieldingStore(durable_iterator::store::MemoryStore::new(60_000));
+    replay_and_live_meet_under_concurrent_publishes(
+        Arc::new(store),
+        durable_iterator::ReplayLimits::default(),
+    )
+    .await;
+}
+
+/// Pages as small as they go (16 events; the first, 64), so a replay crosses many of them
+/// while the publishers race it; one replay at a time; nothing replayed from memory.
+fn from_store_in_pages() -> durable_iterator::ReplayLimits {
+    durable_iterator::ReplayLimits {
+        page_bytes: 1,
+        concurrent: 1,
+        recent_bytes_per_channel: 0,
+        ..Default::default()
+    }
 }
 
 /// The same race on the on-disk store, whose appends go through its writer thread.
@@ -198,24 +220,17 @@ async fn replay_and_live_meet_without_gap_or_duplicate_under_concurrent_publishe
 async fn replay_and_live_meet_on_the_on_disk_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = durable_iterator::store::RedbStore::open(dir.path(), 60_000).unwrap();
-    replay_and_live_meet_under_concurrent_publishes(Arc::new(store)).await;
+    replay_and_live_meet_under_concurrent_publishes(Arc::new(store), from_store_in_pages()).await;
 }
 
 async fn replay_and_live_meet_under_concurrent_publishes(
     store: Arc<dyn durable_iterator::store::EventStore>,
+    replay: durable_iterator::ReplayLimits,
 ) {
-    // Pages as small as they go (16 events; the first, 64), so a replay crosses many of them
-    // while the publishers race it; one replay at a time.
     let server = Arc::new(
         TestServer::start_with(Options {
             store: Some(store),
-            config: Box::new(|config| {
-                config.replay = durable_iterator::ReplayLimits {
-                    page_bytes: 1,
-                    concurrent: 1,
-                    ..Default::default()
-                }
-            }),
+            config: Box::new(move |config| config.replay = replay),
             ..Options::default()
         })
         .await,
@@ -326,6 +341,8 @@ async fn a_long_gap_is_replayed_in_pages_exactly() {
             config.replay = durable_iterator::ReplayLimits {
                 page_bytes: 1,
                 concurrent: 1,
+                // From the store, in pages: what is tested.
+                recent_bytes_per_channel: 0,
                 ..Default::default()
             }
         }),
@@ -385,6 +402,9 @@ async fn a_stalled_replay_gives_its_slot_to_the_next() {
                 page_bytes: 64 << 10,
                 concurrent: 1,
                 stall: Duration::from_millis(200),
+                // From the store: the slot is what is tested.
+                recent_bytes_per_channel: 0,
+                ..Default::default()
             }
         }),
         ..Options::default()
