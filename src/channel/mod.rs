@@ -206,14 +206,7 @@ impl Channels {
         last_event_id: Option<EventId>,
         admits: &Admits,
     ) -> Result<Option<Opened>, StoreError> {
-        let (hub, subscription, head) = loop {
-            let hub = self.hub(channel);
-            match hub.subscribe().await {
-                Ok((subscription, head)) => break (hub, subscription, head),
-                Err(hub::SubscribeError::Retired) => continue,
-                Err(hub::SubscribeError::Store(error)) => return Err(error),
-            }
-        };
+        let (hub, subscription, head) = self.subscribe_live(channel).await?;
         let epoch = self.store.epoch();
         let now_ms = self.clock.now_ms();
         let start = resume::start(last_event_id, epoch, self.store.retention_ms(), head);
@@ -259,6 +252,22 @@ impl Channels {
         }))
     }
 
+    /// Registers a live subscriber on the channel's hub (its new hub if the one found was
+    /// retired meanwhile); the hub, the queue, and the head it starts after.
+    async fn subscribe_live(
+        &self,
+        channel: &str,
+    ) -> Result<(Arc<Hub>, SubscriberQueue, u64), StoreError> {
+        loop {
+            let hub = self.hub(channel);
+            match hub.subscribe().await {
+                Ok((subscription, head)) => return Ok((hub, subscription, head)),
+                Err(hub::SubscribeError::Retired) => continue,
+                Err(hub::SubscribeError::Store(error)) => return Err(error),
+            }
+        }
+    }
+
     /// [`Channels::open`] with the replay read from the store. A resume waits for one of the
     /// replay slots first (before subscribing, so that live events do not pile up while it
     /// waits).
@@ -280,14 +289,8 @@ impl Channels {
             }),
             None => None,
         };
-        let (subscription, head, event_bytes) = loop {
-            let hub = self.hub(channel);
-            match hub.subscribe().await {
-                Ok((subscription, head)) => break (subscription, head, hub.recent_event_bytes()),
-                Err(hub::SubscribeError::Retired) => continue,
-                Err(hub::SubscribeError::Store(error)) => return Err(error),
-            }
-        };
+        let (hub, subscription, head) = self.subscribe_live(channel).await?;
+        let event_bytes = hub.recent_event_bytes();
         let epoch = self.store.epoch();
         let now_ms = self.clock.now_ms();
         let start = resume::start(last_event_id, epoch, self.store.retention_ms(), head);
