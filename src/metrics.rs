@@ -68,7 +68,7 @@ pub const VERIFICATION_FAILURES: &str = "durable_iterator_token_verification_fai
 pub const INVOKES: &str = "durable_iterator_invokes_total";
 /// See [`METRICS`].
 pub const FORWARDED_CALLS: &str = "durable_iterator_forwarded_calls_total";
-/// Channels with live subscribers or publishes in flight.
+/// Channels with live subscribers, publishes in flight, or recent events kept for resumes.
 pub const ACTIVE_CHANNELS: &str = "durable_iterator_active_channels";
 /// Size of the on-disk store's file.
 pub const STORE_FILE_BYTES: &str = "durable_iterator_store_file_bytes";
@@ -275,7 +275,7 @@ pub const METRICS: &[MetricInfo] = &[
         name: ACTIVE_CHANNELS,
         kind: MetricKind::Gauge,
         label: None,
-        help: "Channels with live subscribers or publishes in flight.",
+        help: "Channels with live subscribers, publishes in flight, or recent events kept for resumes.",
     },
     MetricInfo {
         name: STORE_FILE_BYTES,

@@ -76,6 +76,9 @@ pub(crate) struct Hub {
     recent_event_bytes: AtomicUsize,
     /// Bytes of recent batches kept by every hub of the process, this one's included.
     recent_budget: Arc<RecentBudget>,
+    /// Held while the store is asked for the oldest retained event: resumes that arrive
+    /// together (a storm) ask it once, and the rest find the answer kept.
+    oldest_lookup: tokio::sync::Mutex<()>,
 }
 
 /// How many bytes of recent batches the hubs of a process keep, at most and now.
@@ -98,7 +101,10 @@ impl RecentBudget {
 
 /// The channel's latest delivered batches, consecutive in sequence, newest last: a resume whose
 /// gap they hold is replayed from them (see [`super::replay::from_recent`]). Bounded by the
-/// [`RecentBudget`]: the oldest go first.
+/// [`RecentBudget`]: a channel over its share lets its oldest batches go; a process over its
+/// total, the channels that delivered least recently give theirs up first
+/// ([`super::Channels::sweep_idle`], with each hub trimming its own run in between so that the
+/// total is never exceeded).
 #[derive(Default)]
 struct Recent {
     batches: VecDeque<(Batch, usize)>,
@@ -146,6 +152,29 @@ impl Recent {
         self.bytes = 0;
     }
 
+    /// When the newest kept event was published, if any is kept.
+    fn newest_published_ms(&self) -> Option<u64> {
+        Some(self.batches.back()?.0.last()?.published_at_ms)
+    }
+
+    /// The first event after `seq` retained at `now_ms`, if the run holds every event after
+    /// `seq` and one of them is retained.
+    fn first_retained_after(&self, seq: u64, retention_ms: u64, now_ms: u64) -> Option<Oldest> {
+        if self.batches.front()?.0.first()?.seq > seq + 1 {
+            return None;
+        }
+        (self.batches.iter())
+            .flat_map(|(batch, _)| batch.iter())
+            .find(|event| {
+                event.seq > seq
+                    && crate::store::is_retained(event.published_at_ms, retention_ms, now_ms)
+            })
+            .map(|event| Oldest::Event {
+                seq: event.seq,
+                published_at_ms: event.published_at_ms,
+            })
+    }
+
     /// The batches that hold every event with `after < seq <= until`, if these do.
     fn holding(&self, after: u64, until: u64) -> Option<VecDeque<Batch>> {
         let first = self.batches.front()?.0.first()?.seq;
@@ -164,6 +193,11 @@ impl Recent {
         )
     }
 }
+
+/// Memory a kept event holds beside its frame: its record in the batch and its place in the
+/// batch's layout.
+const KEPT_BYTES_PER_EVENT: usize =
+    std::mem::size_of::<crate::event::StoredEvent>() + std::mem::size_of::<usize>();
 
 /// What the hub knows of the channel's oldest retained event, so that a subscription that
 /// reads nothing from the store can still say which it is.
@@ -189,9 +223,40 @@ struct State {
     retired: bool,
     recent: Recent,
     oldest: Oldest,
-    /// Batches delivered so far: what the store said of the oldest event is kept only if none
-    /// was delivered while it was asked.
+    /// Batches delivered so far: the store's answer that the channel retains nothing is kept
+    /// only if none was delivered while it was asked.
     delivered: u64,
+    /// Times the hub lost its subscribers to the store being out of reach: an answer of the
+    /// store asked for before is not kept.
+    lost: u64,
+}
+
+impl State {
+    /// The channel's oldest retained event at `now_ms` as far as the hub knows it: when the
+    /// one it knew expired, the next retained one its recent batches hold.
+    fn known_oldest(&mut self, retention_ms: u64, now_ms: u64) -> Option<Option<u64>> {
+        match self.oldest {
+            Oldest::Unknown => None,
+            Oldest::None => Some(None),
+            Oldest::Event {
+                seq,
+                published_at_ms,
+            } => {
+                if crate::store::is_retained(published_at_ms, retention_ms, now_ms) {
+                    return Some(Some(seq));
+                }
+                // Every event up to `seq` has expired too (retention follows sequence order).
+                let next = self
+                    .recent
+                    .first_retained_after(seq, retention_ms, now_ms)?;
+                self.oldest = next;
+                match next {
+                    Oldest::Event { seq, .. } => Some(Some(seq)),
+                    Oldest::Unknown | Oldest::None => None,
+                }
+            }
+        }
+    }
 }
 
 struct QueuedPublish {
@@ -256,6 +321,7 @@ impl Hub {
             delivering: tokio::sync::Mutex::new(()),
             recent_event_bytes: AtomicUsize::new(0),
             recent_budget,
+            oldest_lookup: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -451,6 +517,10 @@ impl Hub {
         let bytes: usize = batch.iter().map(|event| event.frame.bytes().len()).sum();
         self.recent_event_bytes
             .store((bytes / batch.len()).max(1), Ordering::Relaxed);
+        // What keeping the batch holds: its frames (one buffer) and an event record for each
+        // (the compressed layouts some streams make are not counted: at most as large again).
+        let kept_bytes = bytes + batch.len() * KEPT_BYTES_PER_EVENT;
+        let keeps = self.store.retention_ms() > 0;
         let limit = self.limits.subscriber_queue;
         let mut state = self.state();
         // Never backwards: a batch that overlaps what was delivered only adds its newer events
@@ -463,7 +533,11 @@ impl Hub {
                 published_at_ms: first.published_at_ms,
             };
         }
-        state.recent.keep(batch.clone(), bytes, &self.recent_budget);
+        if keeps {
+            state
+                .recent
+                .keep(batch.clone(), kept_bytes, &self.recent_budget);
+        }
         state.subscribers.retain(|_, sink| {
             let queued = sink.shared.queued.fetch_add(batch.len(), Ordering::AcqRel);
             // Slow means `limit` events already unread, not a batch (of concurrent publishes,
@@ -529,22 +603,20 @@ impl Hub {
     }
 
     /// The sequence number of the channel's oldest retained event at `now_ms`, if any: what
-    /// the hub knows, or else what the store says (two reads, once per event that becomes the
-    /// oldest).
+    /// the hub knows (or its recent batches tell), or else what the store says (two reads, by
+    /// one resume at a time).
     pub(crate) async fn oldest_retained(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let retention_ms = self.store.retention_ms();
-        let delivered = {
-            let state = self.state();
-            match state.oldest {
-                Oldest::None => return Ok(None),
-                Oldest::Event {
-                    seq,
-                    published_at_ms,
-                } if crate::store::is_retained(published_at_ms, retention_ms, now_ms) => {
-                    return Ok(Some(seq));
-                }
-                _ => state.delivered,
+        if let Some(known) = self.state().known_oldest(retention_ms, now_ms) {
+            return Ok(known);
+        }
+        let _lookup = self.oldest_lookup.lock().await;
+        let (delivered, lost) = {
+            let mut state = self.state();
+            if let Some(known) = state.known_oldest(retention_ms, now_ms) {
+                return Ok(known);
             }
+            (state.delivered, state.lost)
         };
         let Some(seq) = self
             .store
@@ -553,25 +625,48 @@ impl Hub {
             .oldest_retained
         else {
             let mut state = self.state();
-            if state.delivered == delivered {
+            if (state.delivered, state.lost) == (delivered, lost) {
                 state.oldest = Oldest::None;
             }
             return Ok(None);
         };
         let read = self.store.read(&self.name, seq - 1, seq, now_ms).await?;
         if let Some(event) = read.events.first().filter(|event| event.seq == seq) {
-            self.state().oldest = Oldest::Event {
-                seq,
-                published_at_ms: event.published_at_ms,
-            };
+            let mut state = self.state();
+            // Events delivered meanwhile are newer: the answer holds, unless the store was
+            // lost meanwhile (what it has when back may differ).
+            if state.lost == lost {
+                state.oldest = Oldest::Event {
+                    seq,
+                    published_at_ms: event.published_at_ms,
+                };
+            }
         }
         Ok(Some(seq))
     }
 
-    /// Marks the hub retired if it has no subscribers and nothing in flight.
-    pub(crate) fn retire_if_idle(&self) -> bool {
+    /// When the newest event of the recent batches was published, if the hub keeps any.
+    pub(crate) fn recent_newest_ms(&self) -> Option<u64> {
+        self.state().recent.newest_published_ms()
+    }
+
+    /// Lets go of the recent batches (the process keeps too many).
+    pub(crate) fn drop_recent(&self) {
+        self.state().recent.clear(&self.recent_budget);
+    }
+
+    /// Marks the hub retired if it has no subscribers, nothing in flight, and no recent batch
+    /// retained at `now_ms` (sessions that just lost their connection resume from those).
+    pub(crate) fn retire_if_idle(&self, now_ms: u64) -> bool {
+        let retention_ms = self.store.retention_ms();
         let mut state = self.state();
-        if state.subscribers.is_empty() && state.queued.is_empty() && !state.flushing {
+        let keeps_recent = (state.recent.newest_published_ms())
+            .is_some_and(|ms| crate::store::is_retained(ms, retention_ms, now_ms));
+        if state.subscribers.is_empty()
+            && state.queued.is_empty()
+            && !state.flushing
+            && !keeps_recent
+        {
             state.retired = true;
         }
         state.retired
@@ -594,6 +689,7 @@ impl Hub {
             // What the hub kept may not be what the store has when it is back.
             state.recent.clear(&self.recent_budget);
             state.oldest = Oldest::Unknown;
+            state.lost += 1;
             std::mem::take(&mut state.subscribers)
         };
         for sink in lost.values() {

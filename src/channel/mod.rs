@@ -31,7 +31,7 @@ use crate::{
     store::{EventStore, StoreError},
 };
 
-/// Every channel with subscribers or publishes in flight, created on first use.
+/// Every channel with subscribers, publishes in flight or kept recent events; made on first use.
 pub struct Channels {
     store: Arc<dyn EventStore>,
     clock: SharedClock,
@@ -71,8 +71,9 @@ impl Publication {
 pub(crate) struct Opened {
     /// The live queue: events after `head`.
     pub subscription: SubscriberQueue,
-    /// The replay: events that pass the session's filter, in order, all with `seq <= head`,
-    /// read from the store in pages as they are sent.
+    /// The replay: events that pass the session's filter, in order, all with `seq <= head`:
+    /// from the channel's recent batches when they hold the gap, else read from the store in
+    /// pages as they are sent.
     pub replay: Replay,
     /// The last sequence number covered by the replay; live events up to it are duplicates.
     pub head: u64,
@@ -360,11 +361,36 @@ impl Channels {
             .saturating_sub(self.replay_slots.available_permits())
     }
 
-    /// Forgets hubs with no subscribers and nothing in flight; returns how many remain.
+    /// Forgets hubs with no subscribers, nothing in flight and no recent batch still retained;
+    /// returns how many remain. First, when the hubs keep more recent batches than three
+    /// quarters of [`ReplayLimits::recent_bytes`], the channels that delivered least recently
+    /// let theirs go until they do not: busy channels keep room for their next batches.
     pub(crate) fn sweep_idle(&self) -> usize {
+        self.trim_recent();
+        let now_ms = self.clock.now_ms();
         let mut hubs = self.hubs();
-        hubs.retain(|_, hub| !hub.retire_if_idle());
+        hubs.retain(|_, hub| !hub.retire_if_idle(now_ms));
         hubs.len()
+    }
+
+    fn trim_recent(&self) {
+        let budget = &self.recent_budget;
+        let target = budget.total / 4 * 3;
+        let kept = || budget.kept.load(std::sync::atomic::Ordering::Relaxed);
+        if kept() <= target {
+            return;
+        }
+        let hubs: Vec<Arc<Hub>> = self.hubs().values().cloned().collect();
+        let mut by_age: Vec<(u64, Arc<Hub>)> = (hubs.into_iter())
+            .filter_map(|hub| Some((hub.recent_newest_ms()?, hub)))
+            .collect();
+        by_age.sort_unstable_by_key(|(newest_ms, _)| *newest_ms);
+        for (_, hub) in by_age {
+            if kept() <= target {
+                return;
+            }
+            hub.drop_recent();
+        }
     }
 }
 

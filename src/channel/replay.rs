@@ -1,5 +1,7 @@
-//! A resume's replay, read from the store in pages while it is sent, so that a resuming session
-//! holds one page at a time whatever its gap, and the server a bounded number of replays.
+//! A resume's replay: from the channel's recent batches when they hold its whole gap (shared
+//! buffers, no store read: [`from_recent`]), else read from the store in pages while it is sent,
+//! so that a resuming session holds one page at a time whatever its gap, and the server a
+//! bounded number of replays ([`count`]).
 //!
 //! Opening counts the gap in a first pass (one page in memory at a time), so that
 //! `Subscribed.resume.replayed` is exact before the first event goes out; the pages after the

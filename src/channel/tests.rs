@@ -254,6 +254,8 @@ impl EventStore for CountingReads {
     ) -> Result<crate::store::History, crate::store::StoreError> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // As a store on disk or across the network would, so that concurrent callers interleave.
+        tokio::task::yield_now().await;
         self.inner.read(channel, after, until, now_ms).await
     }
     async fn read_page(
@@ -429,13 +431,7 @@ async fn a_replay_from_memory_is_the_replay_the_store_gives() {
     let before = reads();
     let got = replayed(&from_memory, "kept", Some(ids[10]), everyone()).await;
     assert_eq!(got, expected);
-    // The oldest event the hub knew expired: the store is asked which is now, once.
-    assert!(reads() > before);
-    let before = reads();
-    assert_eq!(
-        replayed(&from_memory, "kept", Some(ids[10]), everyone()).await,
-        expected
-    );
+    // The oldest event the hub knew expired: its recent batches hold the next one.
     assert_eq!(reads(), before);
 }
 
@@ -475,7 +471,8 @@ async fn a_gap_longer_than_the_recent_batches_is_read_from_the_store() {
 }
 
 /// The recent batches of every hub share one budget: a hub that keeps its batches counts
-/// them against it, and gives them back when it goes.
+/// them against it; once they fill three quarters of it, the channels that delivered least
+/// recently give theirs up first; a hub keeps them while they are retained, then goes.
 #[tokio::test]
 async fn hubs_keep_recent_batches_within_one_budget() {
     let clock = Arc::new(ManualClock::new(START_MS));
@@ -491,15 +488,146 @@ async fn hubs_keep_recent_batches_within_one_budget() {
             .kept
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    for channel in ["one", "two", "three"] {
-        let events = (0..30)
+    let publish = |channel: &'static str, events: usize| {
+        let events = (0..events)
             .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
             .collect();
-        channels.publish_many(channel, events).await.unwrap();
+        channels.publish_many(channel, events)
+    };
+    for channel in ["one", "two", "three"] {
+        publish(channel, 12).await.unwrap();
         assert!(kept() <= 4_000, "{}", kept());
+        clock.advance(Duration::from_secs(1));
     }
-    assert!(kept() > 0);
-    // Idle hubs are swept: what they kept is given back.
+    let holds = |channel: &str| channels.hub(channel).recent_newest_ms().is_some();
+    assert!(holds("one"), "the first channel kept its batch");
+    assert!(kept() > 3_000, "{}", kept());
+    // Over three quarters: the least recent channel lets go first.
     channels.sweep_idle();
+    assert!(kept() <= 3_000, "{}", kept());
+    assert!(!holds("one"));
+    publish("three", 12).await.unwrap();
+    assert!(holds("three"));
+    // Idle hubs stay while what they keep is retained, then go, and give it back.
+    assert!(channels.sweep_idle() > 0);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(channels.sweep_idle(), 0);
     assert_eq!(kept(), 0);
+}
+
+/// Whether a resume's gap is held in memory is decided at the run's first event: a resume
+/// from just before it is replayed from memory, one from further back from the store.
+#[tokio::test]
+async fn a_gap_is_replayed_from_memory_exactly_when_the_recent_batches_start_after_it() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let small = ReplayLimits {
+        recent_bytes_per_channel: 1_000,
+        ..ReplayLimits::default()
+    };
+    let channels = channels_on(store.clone(), &clock, small);
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
+        ids.extend(channels.publish_many("edge", vec![event]).await.unwrap());
+    }
+    let head = ids[39].seq;
+    let hub = channels.hub("edge");
+    let in_memory: Vec<u64> = (0..head)
+        .filter(|after| hub.recent_holding(*after, head).is_some())
+        .collect();
+    let first_kept = in_memory[0] + 1;
+    assert!(
+        first_kept > 2,
+        "only the last events are kept: {in_memory:?}"
+    );
+    assert_eq!(in_memory, (first_kept - 1..head).collect::<Vec<_>>());
+    // The oldest retained event is learnt once (two reads); then a resume from just before
+    // the run reads nothing, one from the event before that reads the store.
+    replayed(&channels, "edge", Some(ids[38]), everyone()).await;
+    let from = |seq: u64| Some(ids[(seq - 1) as usize]);
+    let before = reads();
+    let (outcome, seqs, _) = replayed(&channels, "edge", from(first_kept - 1), everyone()).await;
+    assert_eq!(reads(), before);
+    assert_eq!(seqs, (first_kept..=head).collect::<Vec<_>>());
+    assert!(outcome.recovered);
+    let (outcome, seqs, _) = replayed(&channels, "edge", from(first_kept - 2), everyone()).await;
+    assert!(reads() > before);
+    assert_eq!(seqs, (first_kept - 1..=head).collect::<Vec<_>>());
+    assert!(outcome.recovered);
+}
+
+/// Resumes that arrive together on a channel whose oldest retained event the hub does not know
+/// ask the store once between them; and when that event expires, the next one is taken from
+/// the recent batches, with no read.
+#[tokio::test]
+async fn resumes_together_ask_the_store_for_the_oldest_event_once() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let channels = channels_on(store.clone(), &clock, ReplayLimits::default());
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
+        ids.extend(channels.publish_many("storm", vec![event]).await.unwrap());
+        clock.advance(Duration::from_secs(1));
+    }
+    let before = reads();
+    let resumes = (0..50).map(|_| replayed(&channels, "storm", Some(ids[5]), everyone()));
+    for (outcome, seqs, _) in futures::future::join_all(resumes).await {
+        assert_eq!(seqs.len(), 14);
+        assert_eq!(outcome.oldest_retained, Some(ids[0]));
+    }
+    assert_eq!(
+        reads() - before,
+        2,
+        "one lookup of the oldest event (two reads)"
+    );
+    // The first three expire: the fourth is the oldest, known without a read.
+    clock.advance(Duration::from_millis(60_000 - 20_000 + 2_500));
+    let before = reads();
+    let (outcome, seqs, _) = replayed(&channels, "storm", Some(ids[5]), everyone()).await;
+    assert_eq!(reads(), before);
+    assert_eq!(outcome.oldest_retained, Some(ids[3]));
+    assert_eq!(seqs.len(), 14);
+    assert!(outcome.recovered);
+}
+
+/// A hub that lost the store forgets what it kept: the next resume reads the store, and the
+/// channel's oldest retained event is asked again.
+#[tokio::test]
+async fn a_hub_that_lost_the_store_replays_from_the_store_again() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let channels = channels_on(store.clone(), &clock, ReplayLimits::default());
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let events = (0..10)
+        .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
+        .collect();
+    let ids = channels.publish_many("lost", events).await.unwrap();
+    let expected = replayed(&channels, "lost", Some(ids[2]), everyone()).await;
+    let before = reads();
+    assert_eq!(
+        replayed(&channels, "lost", Some(ids[2]), everyone()).await,
+        expected
+    );
+    assert_eq!(reads(), before, "from memory");
+    channels.lose_subscribers();
+    assert_eq!(channels.hub("lost").recent_newest_ms(), None);
+    let before = reads();
+    assert_eq!(
+        replayed(&channels, "lost", Some(ids[2]), everyone()).await,
+        expected
+    );
+    assert!(reads() > before, "from the store");
 }

@@ -20,8 +20,9 @@ pub const SUBSCRIBER_QUEUE: usize = 4_096;
 pub const MAX_BATCH: usize = 1_024;
 /// Bytes of events a resume reads from the store at once (it holds one page at a time).
 pub const REPLAY_PAGE_BYTES: usize = 128 << 10;
-/// Resumes replaying at once; more wait their turn. With [`REPLAY_PAGE_BYTES`], it bounds the
-/// server's replay memory (64 × at most 4 MiB).
+/// Resumes replaying from the store at once; more wait their turn. With [`REPLAY_PAGE_BYTES`],
+/// it bounds the memory of replays read from the store (64 × at most 4 MiB); replays from a
+/// channel's recent events share buffers the channel keeps anyway ([`RECENT_BYTES`]).
 pub const MAX_CONCURRENT_REPLAYS: usize = 64;
 /// Bytes of a channel's latest events kept in memory for resumes: a gap they hold is replayed
 /// from them, without a store read (about 2,000 events of 100 bytes).
