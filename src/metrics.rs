@@ -52,7 +52,7 @@ pub const STREAMS_ENDED: &str = "durable_iterator_streams_ended_total";
 pub const EVENTS_PUBLISHED: &str = "durable_iterator_events_published_total";
 /// Events sent live to subscribers.
 pub const EVENTS_DELIVERED: &str = "durable_iterator_events_delivered_total";
-/// Events sent from the store to resuming subscribers.
+/// Events sent to resuming subscribers, by where the replay took them from.
 pub const EVENTS_REPLAYED: &str = "durable_iterator_events_replayed_total";
 /// Time from a publish to its events being durable.
 pub const PUBLISH_DURABLE_SECONDS: &str = "durable_iterator_publish_durable_seconds";
@@ -170,6 +170,17 @@ const STAGES: [&str; 4] = [
     "store_commit",
 ];
 
+/// Where a replay takes its events from, the labels of [`EVENTS_REPLAYED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplaySource {
+    /// The channel's recent batches, kept in memory.
+    Memory,
+    /// The store, read in pages.
+    Store,
+}
+
+const REPLAY_SOURCES: [&str; 2] = ["memory", "store"];
+
 /// gRPC status codes by number, the labels of [`INVOKES`].
 const CODES: [&str; 17] = [
     "OK",
@@ -226,8 +237,9 @@ pub const METRICS: &[MetricInfo] = &[
     MetricInfo {
         name: EVENTS_REPLAYED,
         kind: MetricKind::Counter,
-        label: None,
-        help: "Events sent from the store to resuming subscribers.",
+        label: Some(("from", &REPLAY_SOURCES)),
+        help: "Events sent to resuming subscribers, by where the replay took them from (the \
+               channel's recent events in memory, or the store).",
     },
     MetricInfo {
         name: PUBLISH_DURABLE_SECONDS,
@@ -319,7 +331,7 @@ struct Handles {
     streams_ended: [Counter; END_REASONS.len()],
     events_published: Counter,
     events_delivered: Counter,
-    events_replayed: Counter,
+    events_replayed: [Counter; REPLAY_SOURCES.len()],
     publish_durable: Histogram,
     commit_events: Histogram,
     commit_seconds: Histogram,
@@ -370,7 +382,7 @@ impl Handles {
             streams_ended: counters(STREAMS_ENDED, "reason", END_REASONS),
             events_published: ::metrics::counter!(EVENTS_PUBLISHED),
             events_delivered: ::metrics::counter!(EVENTS_DELIVERED),
-            events_replayed: ::metrics::counter!(EVENTS_REPLAYED),
+            events_replayed: counters(EVENTS_REPLAYED, "from", REPLAY_SOURCES),
             publish_durable: ::metrics::histogram!(PUBLISH_DURABLE_SECONDS),
             commit_events: ::metrics::histogram!(STORE_COMMIT_EVENTS),
             commit_seconds: ::metrics::histogram!(STORE_COMMIT_SECONDS),
@@ -549,10 +561,10 @@ pub(crate) fn delivered(count: u64) {
     }
 }
 
-/// `count` events sent from the store to a resuming subscriber.
-pub(crate) fn replayed(count: u64) {
+/// `count` events sent to a resuming subscriber, taken from `source`.
+pub(crate) fn replayed(count: u64, source: ReplaySource) {
     if let Some(h) = handles() {
-        h.events_replayed.increment(count);
+        h.events_replayed[source as usize].increment(count);
     }
 }
 

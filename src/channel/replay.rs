@@ -24,6 +24,7 @@ use super::Batch;
 use crate::{
     event::StoredEvent,
     filter::Filter,
+    metrics::ReplaySource,
     store::{EventStore, StoreError, is_retained},
 };
 
@@ -70,6 +71,8 @@ const MAX_PAGE_EVENTS: u64 = 4_096;
 
 /// Where a replay stands: the events read and not yet sent, and what is left to read.
 pub(crate) struct Replay {
+    /// Where its events come from.
+    source: ReplaySource,
     store: Arc<dyn EventStore>,
     channel: Arc<str>,
     admits: Admits,
@@ -226,6 +229,7 @@ pub(crate) async fn count(
     let first_page_events =
         event_bytes.map_or(FIRST_PAGE_EVENTS, |bytes| page_events(page_size, bytes));
     let mut replay = Replay {
+        source: ReplaySource::Store,
         store,
         channel,
         admits,
@@ -281,6 +285,7 @@ pub(crate) fn from_recent(
 ) -> (Replay, u64) {
     let retention_ms = store.retention_ms();
     let mut replay = Replay {
+        source: ReplaySource::Memory,
         store,
         channel,
         admits,
@@ -325,6 +330,11 @@ impl Page {
 }
 
 impl Replay {
+    /// Where the replay takes its events from.
+    pub(crate) fn source(&self) -> ReplaySource {
+        self.source
+    }
+
     /// The next event of the page read, if any (no store read).
     pub(crate) fn take_ready(&mut self) -> Option<StoredEvent> {
         if let Some(event) = self.next_recent().cloned() {

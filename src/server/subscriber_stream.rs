@@ -327,7 +327,7 @@ impl SubscriberStream {
             replay.progressed();
             if replayed > 0 {
                 self.report.events_sent += replayed;
-                metrics::replayed(replayed);
+                metrics::replayed(replayed, replay.source());
             }
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
