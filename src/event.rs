@@ -287,7 +287,7 @@ impl StoredBatch {
     }
 
     /// Events read back from a store, as one batch: their frames copied into one wire buffer.
-    pub(crate) fn from_events(events: Vec<StoredEvent>) -> Self {
+    pub(crate) fn from_events(mut events: Vec<StoredEvent>) -> Self {
         let total = events
             .iter()
             .map(|event| wire::message_len(event.frame.bytes().len()))
@@ -299,9 +299,16 @@ impl StoredBatch {
             wire::put_message(&mut buf, event.frame.bytes());
         }
         bounds.push(buf.len());
+        let wire = buf.freeze();
+        // The frames point into the new buffer, as a stored batch's do: the events' own
+        // buffers go, and a kept batch holds its bytes once.
+        for (event, start) in events.iter_mut().zip(&bounds) {
+            let end = start + wire::message_len(event.frame.bytes().len());
+            event.frame = Frame::from_encoded(wire.slice(start + GRPC_HEADER..end));
+        }
         Self {
             events,
-            wire: buf.freeze(),
+            wire,
             bounds,
             compressed: Default::default(),
             duplicates: Vec::new(),

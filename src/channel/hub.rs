@@ -87,6 +87,9 @@ pub(crate) struct RecentBudget {
     pub(super) per_channel: usize,
     pub(super) total: usize,
     pub(super) kept: AtomicUsize,
+    /// Told when a hub found the total exceeded: the channels that delivered least recently
+    /// are then trimmed at once ([`super::Channels::trim_recent`]), not at the next sweep.
+    pub(super) exceeded: tokio::sync::Notify,
 }
 
 impl RecentBudget {
@@ -95,6 +98,7 @@ impl RecentBudget {
             per_channel,
             total,
             kept: AtomicUsize::new(0),
+            exceeded: tokio::sync::Notify::new(),
         }
     }
 }
@@ -102,8 +106,8 @@ impl RecentBudget {
 /// The channel's latest delivered batches, consecutive in sequence, newest last: a resume whose
 /// gap they hold is replayed from them (see [`super::replay::from_recent`]). Bounded by the
 /// [`RecentBudget`]: a channel over its share lets its oldest batches go; a process over its
-/// total, the channels that delivered least recently give theirs up first
-/// ([`super::Channels::sweep_idle`], with each hub trimming its own run in between so that the
+/// total, the channels whose newest kept events are the oldest give theirs up first
+/// ([`super::Channels::trim_recent`], with each hub trimming its own run until then so that the
 /// total is never exceeded).
 #[derive(Default)]
 struct Recent {
@@ -136,6 +140,10 @@ impl Recent {
     }
 
     fn trim(&mut self, budget: &RecentBudget) {
+        if budget.kept.load(Ordering::Relaxed) > budget.total {
+            budget.exceeded.notify_one();
+        }
+        // Until the least recent channels are trimmed, this one keeps within the total itself.
         while self.bytes > budget.per_channel || budget.kept.load(Ordering::Relaxed) > budget.total
         {
             let Some((_, bytes)) = self.batches.pop_front() else {
@@ -229,6 +237,11 @@ struct State {
     /// Times the hub lost its subscribers to the store being out of reach: an answer of the
     /// store asked for before is not kept.
     lost: u64,
+    /// Lookups of the oldest retained event begun: a resume that waited for another's lookup
+    /// and still finds nothing known (it failed) does not ask again.
+    lookups: u64,
+    /// Since when the hub has had no subscribers, as the sweep saw it.
+    idle_since_ms: Option<u64>,
 }
 
 impl State {
@@ -437,10 +450,24 @@ impl Hub {
         let head = self.state().head;
         match head {
             Some(head) if last <= head => return,
-            Some(head) if first > head + 1 => self.fill_gap(head, first - 1).await,
+            Some(head) if first > head + 1 && !self.skip_unwatched(first - 1) => {
+                self.fill_gap(head, first - 1).await
+            }
             _ => {}
         }
         self.fan_out(batch);
+    }
+
+    /// With no subscriber, nobody waits for the events up to `until` that the hub missed (a
+    /// channel only published to, which follows nobody's announcements): the head moves past
+    /// them, as a subscriber's first follow would move it, and nothing is read.
+    fn skip_unwatched(&self, until: u64) -> bool {
+        let mut state = self.state();
+        if !state.subscribers.is_empty() {
+            return false;
+        }
+        state.head = Some(state.head.map_or(until, |head| head.max(until)));
+        true
     }
 
     /// Delivers what the store holds after `head` up to `until`, when announcements were
@@ -471,7 +498,9 @@ impl Hub {
             return;
         };
         match self.store.last_seq(&self.name).await {
-            Ok(last) if last > head => self.fill_gap(head, last).await,
+            Ok(last) if last > head && !self.skip_unwatched(last) => {
+                self.fill_gap(head, last).await
+            }
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(channel = %self.name, %error, "resync failed");
@@ -610,12 +639,21 @@ impl Hub {
         if let Some(known) = self.state().known_oldest(retention_ms, now_ms) {
             return Ok(known);
         }
+        let begun = self.state().lookups;
         let _lookup = self.oldest_lookup.lock().await;
         let (delivered, lost) = {
             let mut state = self.state();
             if let Some(known) = state.known_oldest(retention_ms, now_ms) {
                 return Ok(known);
             }
+            if state.lookups != begun {
+                // The lookup this one waited for failed: one store that does not answer is
+                // not asked again by every resume in line.
+                return Err(StoreError::Unavailable(
+                    "the store did not say which event is the oldest".into(),
+                ));
+            }
+            state.lookups += 1;
             (state.delivered, state.lost)
         };
         let Some(seq) = self
@@ -655,18 +693,21 @@ impl Hub {
         self.state().recent.clear(&self.recent_budget);
     }
 
-    /// Marks the hub retired if it has no subscribers, nothing in flight, and no recent batch
-    /// retained at `now_ms` (sessions that just lost their connection resume from those).
-    pub(crate) fn retire_if_idle(&self, now_ms: u64) -> bool {
+    /// Marks the hub retired if it has no subscribers and nothing in flight, unless it keeps
+    /// recent batches still retained at `now_ms` and lost its last subscriber less than
+    /// `keep_idle_ms` ago: sessions that all lost their connection at once resume from those.
+    pub(crate) fn retire_if_idle(&self, now_ms: u64, keep_idle_ms: u64) -> bool {
         let retention_ms = self.store.retention_ms();
         let mut state = self.state();
-        let keeps_recent = (state.recent.newest_published_ms())
-            .is_some_and(|ms| crate::store::is_retained(ms, retention_ms, now_ms));
-        if state.subscribers.is_empty()
-            && state.queued.is_empty()
-            && !state.flushing
-            && !keeps_recent
-        {
+        if !state.subscribers.is_empty() {
+            state.idle_since_ms = None;
+            return state.retired;
+        }
+        let idle_since_ms = *state.idle_since_ms.get_or_insert(now_ms);
+        let keeps_recent = now_ms.saturating_sub(idle_since_ms) < keep_idle_ms
+            && (state.recent.newest_published_ms())
+                .is_some_and(|ms| crate::store::is_retained(ms, retention_ms, now_ms));
+        if state.queued.is_empty() && !state.flushing && !keeps_recent {
             state.retired = true;
         }
         state.retired

@@ -361,19 +361,23 @@ impl Channels {
             .saturating_sub(self.replay_slots.available_permits())
     }
 
-    /// Forgets hubs with no subscribers, nothing in flight and no recent batch still retained;
-    /// returns how many remain. First, when the hubs keep more recent batches than three
-    /// quarters of [`ReplayLimits::recent_bytes`], the channels that delivered least recently
-    /// let theirs go until they do not: busy channels keep room for their next batches.
+    /// Forgets hubs with no subscribers and nothing in flight (after
+    /// [`defaults::RECENT_KEPT_IDLE`](crate::server::defaults::RECENT_KEPT_IDLE) for one that
+    /// keeps recent batches still retained); returns how many remain. Trims the recent batches
+    /// first ([`Channels::trim_recent`]).
     pub(crate) fn sweep_idle(&self) -> usize {
         self.trim_recent();
         let now_ms = self.clock.now_ms();
+        let keep_idle_ms = crate::server::defaults::RECENT_KEPT_IDLE.as_millis() as u64;
         let mut hubs = self.hubs();
-        hubs.retain(|_, hub| !hub.retire_if_idle(now_ms));
+        hubs.retain(|_, hub| !hub.retire_if_idle(now_ms, keep_idle_ms));
         hubs.len()
     }
 
-    fn trim_recent(&self) {
+    /// When the hubs keep more recent batches than three quarters of
+    /// [`ReplayLimits::recent_bytes`], the channels whose newest kept events are the oldest let
+    /// theirs go until they do not: the busy channels keep room for their next batches.
+    pub(crate) fn trim_recent(&self) {
         let budget = &self.recent_budget;
         let target = budget.total / 4 * 3;
         let kept = || budget.kept.load(std::sync::atomic::Ordering::Relaxed);
@@ -391,6 +395,12 @@ impl Channels {
             }
             hub.drop_recent();
         }
+    }
+
+    /// Resolves when a hub found the recent batches over their total: time for
+    /// [`Channels::trim_recent`].
+    pub(crate) async fn recent_exceeded(&self) {
+        self.recent_budget.exceeded.notified().await;
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::FutureExt;
+
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -471,48 +473,77 @@ async fn a_gap_longer_than_the_recent_batches_is_read_from_the_store() {
 }
 
 /// The recent batches of every hub share one budget: a hub that keeps its batches counts
-/// them against it; once they fill three quarters of it, the channels that delivered least
-/// recently give theirs up first; a hub keeps them while they are retained, then goes.
+/// them against it; over three quarters of it, the channels whose newest kept events are the
+/// oldest give theirs up first; a hub found over the total asks for that at once; an idle hub
+/// keeps its batches for a while, then goes and gives them back.
 #[tokio::test]
 async fn hubs_keep_recent_batches_within_one_budget() {
+    async fn publish(channels: &Channels, channel: &str) {
+        let events = (0..12)
+            .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
+            .collect();
+        channels.publish_many(channel, events).await.unwrap();
+    }
+    let kept = |channels: &Channels| {
+        (channels.recent_budget.kept).load(std::sync::atomic::Ordering::Relaxed)
+    };
     let clock = Arc::new(ManualClock::new(START_MS));
+    // What one publish of 12 events keeps, whatever an event's record takes.
+    let probe = channels_on(
+        Arc::new(MemoryStore::new(60_000)),
+        &clock,
+        ReplayLimits::default(),
+    );
+    publish(&probe, "probe").await;
+    let one_run = kept(&probe);
+    assert!(one_run > 12 * 8, "{one_run}");
+    // Room for three runs and a half: three quarters of it is 2.6 runs.
     let limits = ReplayLimits {
         recent_bytes_per_channel: 1 << 20,
-        recent_bytes: 4_000,
+        recent_bytes: one_run * 7 / 2,
         ..ReplayLimits::default()
     };
     let channels = channels_on(Arc::new(MemoryStore::new(60_000)), &clock, limits);
-    let kept = || {
-        channels
-            .recent_budget
-            .kept
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let publish = |channel: &'static str, events: usize| {
-        let events = (0..events)
-            .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
-            .collect();
-        channels.publish_many(channel, events)
+    let holds = |channel: &str| {
+        (channels.hubs().get(channel)).is_some_and(|hub| hub.recent_newest_ms().is_some())
     };
     for channel in ["one", "two", "three"] {
-        publish(channel, 12).await.unwrap();
-        assert!(kept() <= 4_000, "{}", kept());
+        publish(&channels, channel).await;
         clock.advance(Duration::from_secs(1));
     }
-    let holds = |channel: &str| channels.hub(channel).recent_newest_ms().is_some();
-    assert!(holds("one"), "the first channel kept its batch");
-    assert!(kept() > 3_000, "{}", kept());
-    // Over three quarters: the least recent channel lets go first.
+    assert_eq!(kept(&channels), 3 * one_run);
+    assert!(channels.recent_exceeded().now_or_never().is_none());
     channels.sweep_idle();
-    assert!(kept() <= 3_000, "{}", kept());
-    assert!(!holds("one"));
-    publish("three", 12).await.unwrap();
-    assert!(holds("three"));
-    // Idle hubs stay while what they keep is retained, then go, and give it back.
-    assert!(channels.sweep_idle() > 0);
-    clock.advance(Duration::from_secs(61));
+    assert_eq!(kept(&channels), 2 * one_run);
+    assert_eq!(
+        [holds("one"), holds("two"), holds("three")],
+        [false, true, true]
+    );
+    // Over the total: the hub keeps within it by itself (it gives up what it just kept), and
+    // asks for the trim, which lets the least recent go and makes room again.
+    publish(&channels, "four").await;
+    publish(&channels, "five").await;
+    assert_eq!(kept(&channels), 3 * one_run);
+    assert!(!holds("five"));
+    assert!(channels.recent_exceeded().now_or_never().is_some());
+    channels.trim_recent();
+    assert_eq!(kept(&channels), 2 * one_run);
+    assert_eq!(
+        [holds("two"), holds("three"), holds("four")],
+        [false, true, true]
+    );
+    publish(&channels, "five").await;
+    assert!(holds("five"));
+    // Idle hubs stay for a while with what they keep, then go and give it back (three goes at
+    // once: three runs are over three quarters again).
+    let remaining = channels.sweep_idle();
+    assert_eq!(remaining, 2);
+    assert!(holds("four") && holds("five"));
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(channels.sweep_idle(), remaining);
+    clock.advance(Duration::from_secs(11));
     assert_eq!(channels.sweep_idle(), 0);
-    assert_eq!(kept(), 0);
+    assert_eq!(kept(&channels), 0);
 }
 
 /// Whether a resume's gap is held in memory is decided at the run's first event: a resume
@@ -630,4 +661,68 @@ async fn a_hub_that_lost_the_store_replays_from_the_store_again() {
         expected
     );
     assert!(reads() > before, "from the store");
+}
+
+/// When the oldest event the hub knew expires and its recent batches start further on, the
+/// store is asked which is the oldest now.
+#[tokio::test]
+async fn an_oldest_event_the_recent_batches_do_not_follow_is_asked_of_the_store() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let small = ReplayLimits {
+        recent_bytes_per_channel: 1_000,
+        ..ReplayLimits::default()
+    };
+    let channels = channels_on(store.clone(), &clock, small);
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
+        ids.extend(channels.publish_many("far", vec![event]).await.unwrap());
+        clock.advance(Duration::from_secs(1));
+    }
+    let (outcome, ..) = replayed(&channels, "far", Some(ids[38]), everyone()).await;
+    assert_eq!(outcome.oldest_retained, Some(ids[0]));
+    // The first two expire; the recent batches hold only the last few events.
+    clock.advance(Duration::from_millis(60_000 - 40_000 + 1_500));
+    let before = reads();
+    let (outcome, seqs, _) = replayed(&channels, "far", Some(ids[38]), everyone()).await;
+    assert_eq!(seqs, [ids[39].seq]);
+    assert_eq!(outcome.oldest_retained, Some(ids[2]));
+    assert!(reads() > before);
+}
+
+/// A channel only published to on this node does not read what other nodes appended when its
+/// next publish finds them: nobody waits for them here; a resume still gets every one.
+#[tokio::test]
+async fn a_hub_with_no_subscriber_does_not_read_the_events_it_missed() {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let here = channels_on(store.clone(), &clock, ReplayLimits::default());
+    let there = channels_on(store.clone(), &clock, ReplayLimits::default());
+    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    async fn publish(channels: &Channels, n: i32) -> Vec<crate::event::EventId> {
+        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
+        channels.publish_many("shared", vec![event]).await.unwrap()
+    }
+    let first = publish(&here, 0).await;
+    for n in 1..=5 {
+        publish(&there, n).await;
+    }
+    let before = reads();
+    let last = publish(&here, 6).await;
+    assert_eq!(
+        reads(),
+        before,
+        "nothing read before the publish is acknowledged"
+    );
+    let (outcome, seqs, _) = replayed(&here, "shared", Some(first[0]), everyone()).await;
+    assert_eq!(seqs, (first[0].seq + 1..=last[0].seq).collect::<Vec<_>>());
+    assert!(outcome.recovered);
 }

@@ -25,10 +25,13 @@ pub const REPLAY_PAGE_BYTES: usize = 128 << 10;
 /// channel's recent events share buffers the channel keeps anyway ([`RECENT_BYTES`]).
 pub const MAX_CONCURRENT_REPLAYS: usize = 64;
 /// Bytes of a channel's latest events kept in memory for resumes: a gap they hold is replayed
-/// from them, without a store read (about 2,000 events of 100 bytes).
+/// from them, without a store read (about 1,300 events of 100 bytes, with their records).
 pub const RECENT_BYTES_PER_CHANNEL: usize = 256 << 10;
 /// The same, across every channel.
 pub const RECENT_BYTES: usize = 64 << 20;
+/// How long a channel with no subscribers keeps its latest events for the sessions that lost
+/// their connections (a network blip, a load balancer's restart) and come back.
+pub const RECENT_KEPT_IDLE: Duration = Duration::from_secs(30);
 /// A replay whose client reads nothing for this long gives its slot to the next resume.
 pub const REPLAY_STALL: Duration = Duration::from_secs(10);
 /// HTTP/2 streams per connection (many sessions can share one connection).

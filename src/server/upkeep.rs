@@ -1,6 +1,7 @@
 //! Background upkeep, once a second: expired events dropped (and their space given back by the
 //! store), idle channels forgotten, freed memory handed back to the operating system, and the
-//! health service told whether the store can serve.
+//! health service told whether the store can serve; and, whenever the channels' recent events
+//! fill their budget, the least recent trimmed.
 
 use std::{
     sync::Arc,
@@ -23,6 +24,10 @@ pub(super) async fn maintain(shared: Arc<Shared>, health: HealthReporter) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = shared.channels.recent_exceeded() => {
+                shared.channels.trim_recent();
+                continue;
+            }
         }
         let serves = match shared.channels.store().check().await {
             Ok(()) => true,
