@@ -229,6 +229,21 @@ struct CountingReads {
     reads: std::sync::atomic::AtomicUsize,
 }
 
+impl CountingReads {
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A memory store with 60 s of retention that counts its reads, and a clock for it.
+fn counting_store() -> (Arc<CountingReads>, Arc<ManualClock>) {
+    let store = Arc::new(CountingReads {
+        inner: MemoryStore::new(60_000),
+        reads: Default::default(),
+    });
+    (store, Arc::new(ManualClock::new(START_MS)))
+}
+
 #[async_trait::async_trait]
 impl EventStore for CountingReads {
     fn epoch(&self) -> crate::store::Epoch {
@@ -284,13 +299,10 @@ impl EventStore for CountingReads {
 
 #[tokio::test]
 async fn a_short_gap_on_a_channel_that_published_is_read_in_one_page() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
+    let (store, clock) = counting_store();
     let channels = Channels::new(
         store.clone(),
-        Arc::new(ManualClock::new(START_MS)),
+        clock,
         HubLimits {
             subscriber_queue: 1_000,
             max_batch: 1_024,
@@ -302,7 +314,7 @@ async fn a_short_gap_on_a_channel_that_published_is_read_in_one_page() {
         .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
         .collect();
     let ids = channels.publish_many("short", events).await.unwrap();
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reads = || store.reads();
     let before = reads();
     let resumed = channels
         .open("short", Some(ids[0]), everyone())
@@ -319,6 +331,31 @@ fn without_recent() -> ReplayLimits {
         recent_bytes_per_channel: 0,
         ..ReplayLimits::default()
     }
+}
+
+/// Replay limits that keep a few recent events of a channel only.
+fn few_recent() -> ReplayLimits {
+    ReplayLimits {
+        recent_bytes_per_channel: 1_000,
+        ..ReplayLimits::default()
+    }
+}
+
+/// Publishes `count` events on `channel`, one per call, `apart` from each other on `clock`.
+async fn publish_each(
+    channels: &Channels,
+    channel: &str,
+    count: i32,
+    clock: &ManualClock,
+    apart: Duration,
+) -> Vec<crate::event::EventId> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
+        ids.extend(channels.publish_many(channel, vec![event]).await.unwrap());
+        clock.advance(apart);
+    }
+    ids
 }
 
 /// Channels over `store` with `replay`'s limits.
@@ -365,14 +402,10 @@ async fn replayed(
 /// filter, the resume point, or the events that expired meanwhile.
 #[tokio::test]
 async fn a_replay_from_memory_is_the_replay_the_store_gives() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (store, clock) = counting_store();
     let from_memory = channels_on(store.clone(), &clock, ReplayLimits::default());
     let from_store = channels_on(store.clone(), &clock, without_recent());
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reads = || store.reads();
     // 200 events in batches of up to 16, 10 s apart in groups of 50: the first group expires
     // below while the rest stays.
     let mut ids = Vec::new();
@@ -440,16 +473,9 @@ async fn a_replay_from_memory_is_the_replay_the_store_gives() {
 /// A gap longer than what the hub keeps is read from the store, and comes out the same.
 #[tokio::test]
 async fn a_gap_longer_than_the_recent_batches_is_read_from_the_store() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (store, clock) = counting_store();
     // Room for a few events only.
-    let small = ReplayLimits {
-        recent_bytes_per_channel: 1_000,
-        ..ReplayLimits::default()
-    };
+    let small = few_recent();
     let channels = channels_on(store.clone(), &clock, small);
     let events = (0..100)
         .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
@@ -459,7 +485,7 @@ async fn a_gap_longer_than_the_recent_batches_is_read_from_the_store() {
         .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
         .collect();
     let last = channels.publish_many("long", events).await.unwrap();
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reads = || store.reads();
     replayed(&channels, "long", Some(ids[99]), everyone()).await;
     let before = reads();
     let (outcome, seqs, _) = replayed(&channels, "long", Some(ids[99]), everyone()).await;
@@ -550,22 +576,11 @@ async fn hubs_keep_recent_batches_within_one_budget() {
 /// from just before it is replayed from memory, one from further back from the store.
 #[tokio::test]
 async fn a_gap_is_replayed_from_memory_exactly_when_the_recent_batches_start_after_it() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let small = ReplayLimits {
-        recent_bytes_per_channel: 1_000,
-        ..ReplayLimits::default()
-    };
+    let (store, clock) = counting_store();
+    let small = few_recent();
     let channels = channels_on(store.clone(), &clock, small);
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
-    let mut ids = Vec::new();
-    for n in 0..40 {
-        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
-        ids.extend(channels.publish_many("edge", vec![event]).await.unwrap());
-    }
+    let reads = || store.reads();
+    let ids = publish_each(&channels, "edge", 40, &clock, Duration::ZERO).await;
     let head = ids[39].seq;
     let hub = channels.hub("edge");
     let in_memory: Vec<u64> = (0..head)
@@ -597,19 +612,10 @@ async fn a_gap_is_replayed_from_memory_exactly_when_the_recent_batches_start_aft
 /// the recent batches, with no read.
 #[tokio::test]
 async fn resumes_together_ask_the_store_for_the_oldest_event_once() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (store, clock) = counting_store();
     let channels = channels_on(store.clone(), &clock, ReplayLimits::default());
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
-    let mut ids = Vec::new();
-    for n in 0..20 {
-        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
-        ids.extend(channels.publish_many("storm", vec![event]).await.unwrap());
-        clock.advance(Duration::from_secs(1));
-    }
+    let reads = || store.reads();
+    let ids = publish_each(&channels, "storm", 20, &clock, Duration::from_secs(1)).await;
     let before = reads();
     let resumes = (0..50).map(|_| replayed(&channels, "storm", Some(ids[5]), everyone()));
     for (outcome, seqs, _) in futures::future::join_all(resumes).await {
@@ -635,13 +641,9 @@ async fn resumes_together_ask_the_store_for_the_oldest_event_once() {
 /// channel's oldest retained event is asked again.
 #[tokio::test]
 async fn a_hub_that_lost_the_store_replays_from_the_store_again() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (store, clock) = counting_store();
     let channels = channels_on(store.clone(), &clock, ReplayLimits::default());
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reads = || store.reads();
     let events = (0..10)
         .map(|n| super::Publication::new(json_payload(json!(n)), Filter::everyone()))
         .collect();
@@ -667,23 +669,11 @@ async fn a_hub_that_lost_the_store_replays_from_the_store_again() {
 /// store is asked which is the oldest now.
 #[tokio::test]
 async fn an_oldest_event_the_recent_batches_do_not_follow_is_asked_of_the_store() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let small = ReplayLimits {
-        recent_bytes_per_channel: 1_000,
-        ..ReplayLimits::default()
-    };
+    let (store, clock) = counting_store();
+    let small = few_recent();
     let channels = channels_on(store.clone(), &clock, small);
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
-    let mut ids = Vec::new();
-    for n in 0..40 {
-        let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
-        ids.extend(channels.publish_many("far", vec![event]).await.unwrap());
-        clock.advance(Duration::from_secs(1));
-    }
+    let reads = || store.reads();
+    let ids = publish_each(&channels, "far", 40, &clock, Duration::from_secs(1)).await;
     let (outcome, ..) = replayed(&channels, "far", Some(ids[38]), everyone()).await;
     assert_eq!(outcome.oldest_retained, Some(ids[0]));
     // The first two expire; the recent batches hold only the last few events.
@@ -699,14 +689,10 @@ async fn an_oldest_event_the_recent_batches_do_not_follow_is_asked_of_the_store(
 /// next publish finds them: nobody waits for them here; a resume still gets every one.
 #[tokio::test]
 async fn a_hub_with_no_subscriber_does_not_read_the_events_it_missed() {
-    let store = Arc::new(CountingReads {
-        inner: MemoryStore::new(60_000),
-        reads: Default::default(),
-    });
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (store, clock) = counting_store();
     let here = channels_on(store.clone(), &clock, ReplayLimits::default());
     let there = channels_on(store.clone(), &clock, ReplayLimits::default());
-    let reads = || store.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reads = || store.reads();
     async fn publish(channels: &Channels, n: i32) -> Vec<crate::event::EventId> {
         let event = super::Publication::new(json_payload(json!(n)), Filter::everyone());
         channels.publish_many("shared", vec![event]).await.unwrap()
