@@ -242,6 +242,9 @@ struct State {
     lookups: u64,
     /// Since when the hub has had no subscribers, as the sweep saw it.
     idle_since_ms: Option<u64>,
+    /// The latest time a resume from memory judged retention at: what it learnt of the
+    /// oldest event holds from then on, not before.
+    judged_at_ms: u64,
 }
 
 impl State {
@@ -681,6 +684,15 @@ impl Hub {
             }
         }
         Ok(Some(seq))
+    }
+
+    /// `now_ms`, or the latest time a resume from memory on this channel took if later (a
+    /// clock read a moment earlier, by a resume that was slower to get here): resumes that run
+    /// together agree on which events are retained.
+    pub(crate) fn now_after_others(&self, now_ms: u64) -> u64 {
+        let mut state = self.state();
+        state.judged_at_ms = state.judged_at_ms.max(now_ms);
+        state.judged_at_ms
     }
 
     /// When the newest event of the recent batches was published, if the hub keeps any.

@@ -209,7 +209,8 @@ impl Channels {
     ) -> Result<Option<Opened>, StoreError> {
         let (hub, subscription, head) = self.subscribe_live(channel).await?;
         let epoch = self.store.epoch();
-        let now_ms = self.clock.now_ms();
+        // Never before the time another resume judged the channel's oldest event at.
+        let now_ms = hub.now_after_others(self.clock.now_ms());
         let start = resume::start(last_event_id, epoch, self.store.retention_ms(), head);
         let (after, requested, failure) = match start {
             resume::ResumeStart::Live { requested, failure } => (head, requested, failure),

@@ -712,3 +712,25 @@ async fn a_hub_with_no_subscriber_does_not_read_the_events_it_missed() {
     assert_eq!(seqs, (first[0].seq + 1..=last[0].seq).collect::<Vec<_>>());
     assert!(outcome.recovered);
 }
+
+/// Resumes that read the clock a moment apart agree on what is retained: one that read it
+/// earlier than another already judged by does not replay an event the other found expired.
+#[tokio::test]
+async fn resumes_together_agree_on_which_events_expired() {
+    let (store, clock) = counting_store();
+    let channels = channels_on(store, &clock, ReplayLimits::default());
+    let ids = publish_each(&channels, "skew", 20, &clock, Duration::from_secs(1)).await;
+    // The first two expired, by the later clock.
+    let later = START_MS + 60_000 + 1_500;
+    clock.set_ms(later);
+    let (first, ..) = replayed(&channels, "skew", Some(ids[0]), everyone()).await;
+    assert_eq!(first.oldest_retained, Some(ids[2]));
+    // A resume whose clock read a second earlier, when only the first had expired.
+    clock.set_ms(later - 1_000);
+    let (outcome, seqs, _) = replayed(&channels, "skew", Some(ids[0]), everyone()).await;
+    assert_eq!(
+        (outcome.failure, outcome.oldest_retained),
+        (first.failure, first.oldest_retained)
+    );
+    assert_eq!(seqs.first(), Some(&ids[2].seq), "{outcome:?}");
+}
