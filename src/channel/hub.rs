@@ -29,7 +29,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::{
     clock::SharedClock,
-    event::{NewEvent, StoredBatch},
+    event::{NewEvent, StoredBatch, StoredEvent},
     metrics::{self, Stage},
     store::{Announced, EventStore, StoreError},
 };
@@ -87,8 +87,8 @@ pub(crate) struct RecentBudget {
     pub(super) per_channel: usize,
     pub(super) total: usize,
     pub(super) kept: AtomicUsize,
-    /// Told when a hub found the total exceeded: the channels that delivered least recently
-    /// are then trimmed at once ([`super::Channels::trim_recent`]), not at the next sweep.
+    /// Told when a hub found the total exceeded: the channels whose newest kept events are the
+    /// oldest are then trimmed at once ([`super::Channels::trim_recent`]), not at the next sweep.
     pub(super) exceeded: tokio::sync::Notify,
 }
 
@@ -167,7 +167,12 @@ impl Recent {
 
     /// The first event after `seq` retained at `now_ms`, if the run holds every event after
     /// `seq` and one of them is retained.
-    fn first_retained_after(&self, seq: u64, retention_ms: u64, now_ms: u64) -> Option<Oldest> {
+    fn first_retained_after(
+        &self,
+        seq: u64,
+        retention_ms: u64,
+        now_ms: u64,
+    ) -> Option<&StoredEvent> {
         if self.batches.front()?.0.first()?.seq > seq + 1 {
             return None;
         }
@@ -176,10 +181,6 @@ impl Recent {
             .find(|event| {
                 event.seq > seq
                     && crate::store::is_retained(event.published_at_ms, retention_ms, now_ms)
-            })
-            .map(|event| Oldest::Event {
-                seq: event.seq,
-                published_at_ms: event.published_at_ms,
             })
     }
 
@@ -205,7 +206,7 @@ impl Recent {
 /// Memory a kept event holds beside its frame: its record in the batch and its place in the
 /// batch's layout.
 const KEPT_BYTES_PER_EVENT: usize =
-    std::mem::size_of::<crate::event::StoredEvent>() + std::mem::size_of::<usize>();
+    std::mem::size_of::<StoredEvent>() + std::mem::size_of::<usize>();
 
 /// What the hub knows of the channel's oldest retained event, so that a subscription that
 /// reads nothing from the store can still say which it is.
@@ -262,14 +263,12 @@ impl State {
                     return Some(Some(seq));
                 }
                 // Every event up to `seq` has expired too (retention follows sequence order).
-                let next = self
-                    .recent
-                    .first_retained_after(seq, retention_ms, now_ms)?;
-                self.oldest = next;
-                match next {
-                    Oldest::Event { seq, .. } => Some(Some(seq)),
-                    Oldest::Unknown | Oldest::None => None,
-                }
+                let next = (self.recent).first_retained_after(seq, retention_ms, now_ms)?;
+                self.oldest = Oldest::Event {
+                    seq: next.seq,
+                    published_at_ms: next.published_at_ms,
+                };
+                Some(Some(next.seq))
             }
         }
     }
